@@ -1,0 +1,161 @@
+#include "quant/qdot.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "quant/qdot_kernels.h"
+#include "quant/qtypes.h"
+#include "quant/quantize.h"
+
+namespace jetmoe {
+namespace {
+
+int type_index(DType t) {
+  switch (t) {
+    case DType::Q8_0: return 0;
+    case DType::Q4_0: return 1;
+    case DType::Q4_K: return 2;
+    default: return -1;
+  }
+}
+
+inline int8_t round_clamp_127(float v) {
+  int q = static_cast<int>(std::nearbyint(v));
+  q = q < -127 ? -127 : (q > 127 ? 127 : q);
+  return static_cast<int8_t>(q);
+}
+
+void quantize_q8_0_blocks(const float* x, BlockQ8_0* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float* xb = x + i * kQK8_0;
+    float amax = 0;
+    for (int k = 0; k < kQK8_0; ++k) amax = std::fmax(amax, std::fabs(xb[k]));
+    b[i].d = f32_to_f16(amax / 127.0f);
+    const float d = f16_to_f32(b[i].d);
+    const float id = d > 0 ? 1.0f / d : 0.0f;
+    for (int k = 0; k < kQK8_0; ++k) b[i].qs[k] = round_clamp_127(xb[k] * id);
+  }
+}
+
+void quantize_q8_k_blocks(const float* x, BlockQ8_K* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float* xb = x + i * kQK_K;
+    float amax = 0;
+    for (int k = 0; k < kQK_K; ++k) amax = std::fmax(amax, std::fabs(xb[k]));
+    const float d = amax / 127.0f;
+    const float id = d > 0 ? 1.0f / d : 0.0f;
+    b[i].d = d;
+    for (int k = 0; k < kQK_K; ++k) b[i].qs[k] = round_clamp_127(xb[k] * id);
+    for (int g = 0; g < kQK_K / 16; ++g) {
+      int s = 0;
+      for (int k = 0; k < 16; ++k) s += b[i].qs[16 * g + k];
+      b[i].bsums[g] = static_cast<int16_t>(s);
+    }
+  }
+}
+
+const qdot_detail::KernelTable& table_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Avx512: return qdot_detail::avx512_kernels();
+    case CpuIsa::Avx2: return qdot_detail::avx2_kernels();
+    case CpuIsa::Scalar: break;
+  }
+  return qdot_detail::scalar_kernels();
+}
+
+qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, int64_t row_end,
+                               int64_t n, const void* X, int64_t T, float* Y, int64_t ldy,
+                               const char* what) {
+  check_quant_row(wtype, n, what);
+  if (row_begin < 0 || row_end < row_begin)
+    throw std::invalid_argument(std::string(what) + ": bad row range [" +
+                                std::to_string(row_begin) + ", " + std::to_string(row_end) + ")");
+  if (T < 0) throw std::invalid_argument(std::string(what) + ": negative token count");
+  qdot_detail::MatArgs a;
+  a.W = static_cast<const uint8_t*>(W);
+  a.w_stride = dtype_row_bytes(wtype, static_cast<size_t>(n));
+  a.X = static_cast<const uint8_t*>(X);
+  a.x_stride = activation_row_bytes(wtype, n);
+  a.nb = n / static_cast<int64_t>(dtype_block_elems(wtype));
+  a.Y = Y;
+  a.ldy = ldy;
+  a.T = T;
+  a.r0 = row_begin;
+  a.r1 = row_end;
+  return a;
+}
+
+}  // namespace
+
+size_t activation_row_bytes(DType wtype, int64_t n) {
+  check_quant_row(wtype, n, "activation_row_bytes");
+  if (wtype == DType::Q4_K) return static_cast<size_t>(n / kQK_K) * sizeof(BlockQ8_K);
+  return static_cast<size_t>(n / kQK8_0) * sizeof(BlockQ8_0);
+}
+
+void quantize_activation_row(DType wtype, const float* x, void* dst, int64_t n) {
+  check_quant_row(wtype, n, "quantize_activation_row");
+  if (wtype == DType::Q4_K)
+    quantize_q8_k_blocks(x, static_cast<BlockQ8_K*>(dst), n / kQK_K);
+  else
+    quantize_q8_0_blocks(x, static_cast<BlockQ8_0*>(dst), n / kQK8_0);
+}
+
+void quantize_activation_rows(DType wtype, const float* x, int64_t ldx, void* dst, int64_t T,
+                              int64_t n) {
+  const size_t rb = activation_row_bytes(wtype, n);
+  for (int64_t t = 0; t < T; ++t)
+    quantize_activation_row(wtype, x + t * ldx, static_cast<uint8_t*>(dst) + t * rb, n);
+}
+
+namespace {
+
+void check_isa(CpuIsa isa) {
+  static const std::vector<CpuIsa> supported = supported_isas();
+  for (CpuIsa s : supported)
+    if (s == isa) return;
+  throw std::invalid_argument(std::string("qdot: ISA ") + isa_name(isa) +
+                              " is not supported on this CPU");
+}
+
+void run_matvec(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
+                int64_t n, const void* xq, float* y) {
+  const auto a = make_args(wtype, W, row_begin, row_end, n, xq, 1, y, 0, "qmatvec");
+  if (row_end == row_begin) return;
+  table_for(isa).matvec[type_index(wtype)](a);
+}
+
+void run_matmul(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
+                int64_t n, const void* Xq, int64_t T, float* Y, int64_t ldy) {
+  const auto a = make_args(wtype, W, row_begin, row_end, n, Xq, T, Y, ldy, "qmatmul");
+  if (row_end == row_begin || T == 0) return;
+  table_for(isa).matmul[type_index(wtype)](a);
+}
+
+}  // namespace
+
+void qmatvec_isa(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
+                 int64_t n, const void* xq, float* y) {
+  check_isa(isa);
+  run_matvec(isa, wtype, W, row_begin, row_end, n, xq, y);
+}
+
+void qmatmul_isa(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
+                 int64_t n, const void* Xq, int64_t T, float* Y, int64_t ldy) {
+  check_isa(isa);
+  run_matmul(isa, wtype, W, row_begin, row_end, n, Xq, T, Y, ldy);
+}
+
+void qmatvec(DType wtype, const void* W, int64_t row_begin, int64_t row_end, int64_t n,
+             const void* xq, float* y) {
+  run_matvec(active_isa(), wtype, W, row_begin, row_end, n, xq, y);
+}
+
+void qmatmul(DType wtype, const void* W, int64_t row_begin, int64_t row_end, int64_t n,
+             const void* Xq, int64_t T, float* Y, int64_t ldy) {
+  run_matmul(active_isa(), wtype, W, row_begin, row_end, n, Xq, T, Y, ldy);
+}
+
+}  // namespace jetmoe

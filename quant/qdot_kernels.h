@@ -1,0 +1,67 @@
+// Internal: the per-ISA kernel tables behind quant/qdot.h, and the row x token tiling driver.
+// Included by the SIMD translation units: only types, templates and static functions here.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace jetmoe::qdot_detail {
+
+// One matmul / matvec job. Matvec is T = 1, ldy = 0.
+struct MatArgs {
+  const uint8_t* W;  // weight row 0
+  size_t w_stride;   // bytes per weight row
+  const uint8_t* X;  // activation row 0
+  size_t x_stride;   // bytes per activation row
+  int64_t nb;        // blocks per row (32-blocks for Q8_0/Q4_0, 256-blocks for Q4_K)
+  float* Y;
+  int64_t ldy;
+  int64_t T;
+  int64_t r0, r1;
+};
+
+using KernelFn = void (*)(const MatArgs&);
+
+// Index by weight type: 0 = Q8_0, 1 = Q4_0, 2 = Q4_K.
+struct KernelTable {
+  KernelFn matvec[3];
+  KernelFn matmul[3];
+};
+
+const KernelTable& scalar_kernels();
+const KernelTable& avx2_kernels();    // scalar table when built without AVX2
+const KernelTable& avx512_kernels();  // scalar table when built without AVX-512
+
+// Drives K::tile<NR, NT>(args, r, t), which computes the NR x NT outputs for rows r.. and
+// tokens t.., over the whole job; leftovers use smaller tiles.
+template <class K, int NR, int NT>
+static inline void drive_tokens(const MatArgs& a, int64_t r) {
+  int64_t t = 0;
+  for (; t + NT <= a.T; t += NT) K::template tile<NR, NT>(a, r, t);
+  if constexpr (NT > 2) {
+    if (t + 2 <= a.T) {
+      K::template tile<NR, 2>(a, r, t);
+      t += 2;
+    }
+  }
+  if constexpr (NT > 1) {
+    for (; t < a.T; ++t) K::template tile<NR, 1>(a, r, t);
+  }
+}
+
+template <class K, int NR, int NT>
+static inline void drive(const MatArgs& a) {
+  int64_t r = a.r0;
+  for (; r + NR <= a.r1; r += NR) drive_tokens<K, NR, NT>(a, r);
+  if constexpr (NR > 2) {
+    if (r + 2 <= a.r1) {
+      drive_tokens<K, 2, NT>(a, r);
+      r += 2;
+    }
+  }
+  if constexpr (NR > 1) {
+    for (; r < a.r1; ++r) drive_tokens<K, 1, NT>(a, r);
+  }
+}
+
+}  // namespace jetmoe::qdot_detail

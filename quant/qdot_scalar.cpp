@@ -1,0 +1,80 @@
+// Reference (plain C++) dot-product kernels. Accumulate each block in int32, then one float
+// multiply-add per block (Q8_0/Q4_0) or per super-block (Q4_K).
+#include "quant/qdot_kernels.h"
+#include "quant/qtypes.h"
+#include "runtime/dtype.h"
+
+namespace jetmoe::qdot_detail {
+namespace {
+
+float dot_q8_0(const BlockQ8_0* w, const BlockQ8_0* x, int64_t nb) {
+  float acc = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t s = 0;
+    for (int k = 0; k < kQK8_0; ++k) s += static_cast<int32_t>(w[b].qs[k]) * x[b].qs[k];
+    acc += static_cast<float>(s) * (f16_to_f32(w[b].d) * f16_to_f32(x[b].d));
+  }
+  return acc;
+}
+
+float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int64_t nb) {
+  float acc = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t s = 0;
+    for (int j = 0; j < 16; ++j) {
+      s += ((w[b].qs[j] & 0x0f) - 8) * static_cast<int32_t>(x[b].qs[j]);
+      s += ((w[b].qs[j] >> 4) - 8) * static_cast<int32_t>(x[b].qs[j + 16]);
+    }
+    acc += static_cast<float>(s) * (f16_to_f32(w[b].d) * f16_to_f32(x[b].d));
+  }
+  return acc;
+}
+
+float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int64_t nb) {
+  float acc = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t sm[16];
+    q4k_unpack_scales(w[b].scales, sm);
+    int32_t sumi = 0, summ = 0;
+    for (int c = 0; c < 4; ++c) {
+      const uint8_t* q = w[b].qs + 32 * c;
+      const int8_t* a = x[b].qs + 64 * c;
+      int32_t s_lo = 0, s_hi = 0;
+      for (int l = 0; l < 32; ++l) {
+        s_lo += (q[l] & 0x0f) * static_cast<int32_t>(a[l]);
+        s_hi += (q[l] >> 4) * static_cast<int32_t>(a[32 + l]);
+      }
+      sumi += sm[2 * c] * s_lo + sm[2 * c + 1] * s_hi;
+    }
+    for (int j = 0; j < 8; ++j) summ += sm[8 + j] * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
+    const float d = f16_to_f32(w[b].d) * x[b].d;
+    const float dmin = f16_to_f32(w[b].dmin) * x[b].d;
+    acc += d * static_cast<float>(sumi) - dmin * static_cast<float>(summ);
+  }
+  return acc;
+}
+
+template <class WB, class XB, float (*Dot)(const WB*, const XB*, int64_t)>
+void run(const MatArgs& a) {
+  for (int64_t r = a.r0; r < a.r1; ++r) {
+    const auto* w = reinterpret_cast<const WB*>(a.W + r * a.w_stride);
+    for (int64_t t = 0; t < a.T; ++t) {
+      const auto* x = reinterpret_cast<const XB*>(a.X + t * a.x_stride);
+      a.Y[t * a.ldy + r] = Dot(w, x, a.nb);
+    }
+  }
+}
+
+}  // namespace
+
+const KernelTable& scalar_kernels() {
+  static const KernelTable t = {
+      {run<BlockQ8_0, BlockQ8_0, dot_q8_0>, run<BlockQ4_0, BlockQ8_0, dot_q4_0>,
+       run<BlockQ4_K, BlockQ8_K, dot_q4_k>},
+      {run<BlockQ8_0, BlockQ8_0, dot_q8_0>, run<BlockQ4_0, BlockQ8_0, dot_q4_0>,
+       run<BlockQ4_K, BlockQ8_K, dot_q4_k>},
+  };
+  return t;
+}
+
+}  // namespace jetmoe::qdot_detail

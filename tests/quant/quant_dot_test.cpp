@@ -1,0 +1,210 @@
+// Activation quantization and the qmatvec / qmatmul kernels of quant/qdot.h, on every ISA.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ops/cpu/cpu_isa.h"
+#include "quant/qdot.h"
+#include "quant/qtypes.h"
+#include "quant/quantize.h"
+#include "quant_test_util.h"
+
+namespace jetmoe {
+namespace {
+
+using qtest::gaussian;
+
+constexpr DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K};
+
+struct Problem {
+  DType t;
+  int64_t rows, n, T;
+  std::vector<uint8_t> W, X;
+  std::vector<float> Wf, Xf;  // dequantized weights / activations
+};
+
+// Quantized weights from Gaussian data, or raw random bytes (every bit pattern: nibbles 0/15,
+// int8 -128..127, all 6-bit scales) with sane fp16 scales when `raw` is set.
+Problem make_problem(DType t, int64_t rows, int64_t n, int64_t T, uint32_t seed, bool raw = false) {
+  Problem p{t, rows, n, T, {}, {}, {}, {}};
+  const size_t rb = dtype_row_bytes(t, n);
+  p.W.resize(rb * rows);
+  if (raw) {
+    std::mt19937 rng(seed);
+    for (auto& b : p.W) b = static_cast<uint8_t>(rng());
+    std::uniform_real_distribution<float> ud(0.001f, 0.05f);
+    const size_t bb = dtype_block_bytes(t);
+    for (size_t off = 0; off < p.W.size(); off += bb) {
+      const uint16_t d = f32_to_f16(ud(rng)), dmin = f32_to_f16(ud(rng));
+      std::memcpy(&p.W[off], &d, 2);
+      if (t == DType::Q4_K) std::memcpy(&p.W[off + 2], &dmin, 2);
+    }
+  } else {
+    const auto wf = gaussian(static_cast<size_t>(rows * n), seed, 0.05f);
+    quantize_tensor_rows(t, wf.data(), p.W.data(), rows, n);
+  }
+  p.Wf.resize(static_cast<size_t>(rows * n));
+  for (int64_t r = 0; r < rows; ++r) dequantize_row(t, p.W.data() + r * rb, p.Wf.data() + r * n, n);
+
+  auto xf = gaussian(static_cast<size_t>(T * n), seed * 31 + 7, 1.0f);
+  if (raw)  // saturate some activations to +-127 to stress int16 intermediate sums
+    for (size_t i = 0; i < xf.size(); i += 3) xf[i] = (i % 2 ? 1.0f : -1.0f) * 4.0f;
+  const size_t ab = activation_row_bytes(t, n);
+  p.X.resize(ab * T);
+  quantize_activation_rows(t, xf.data(), n, p.X.data(), T, n);
+  p.Xf.resize(static_cast<size_t>(T * n));
+  for (int64_t k = 0; k < T; ++k) {
+    const auto d = qtest::decode_activation(t, p.X.data() + k * ab, n);
+    std::copy(d.begin(), d.end(), p.Xf.begin() + k * n);
+  }
+  return p;
+}
+
+// float64 dot of the dequantized row and activation, and sum |w x| as the error scale.
+void ref_dot(const Problem& p, int64_t r, int64_t k, double* dot, double* mag) {
+  double s = 0, m = 0;
+  for (int64_t i = 0; i < p.n; ++i) {
+    const double v = static_cast<double>(p.Wf[r * p.n + i]) * p.Xf[k * p.n + i];
+    s += v;
+    m += std::fabs(v);
+  }
+  *dot = s;
+  *mag = m;
+}
+
+TEST(QuantActivation, RowBytesAndDecode) {
+  EXPECT_EQ(activation_row_bytes(DType::Q8_0, 2048), 64u * 34u);
+  EXPECT_EQ(activation_row_bytes(DType::Q4_0, 2048), 64u * 34u);
+  EXPECT_EQ(activation_row_bytes(DType::Q4_K, 2048), 8u * 292u);
+  for (DType t : kQuantTypes) {
+    const auto x = gaussian(1024, 5);
+    std::vector<uint8_t> q(activation_row_bytes(t, 1024));
+    quantize_activation_row(t, x.data(), q.data(), 1024);
+    const auto y = qtest::decode_activation(t, q.data(), 1024);
+    // max-abs int8 rounding: |error| <= step / 2 = amax / 254 per block (plus fp16 scale rounding)
+    EXPECT_LT(std::sqrt(qtest::sq_err(x.data(), y.data(), 1024) / 1024), 0.01) << dtype_name(t);
+    if (t == DType::Q4_K) {
+      const auto* b = reinterpret_cast<const BlockQ8_K*>(q.data());
+      for (int blk = 0; blk < 4; ++blk)
+        for (int g = 0; g < 16; ++g) {
+          int s = 0;
+          for (int k = 0; k < 16; ++k) s += b[blk].qs[16 * g + k];
+          EXPECT_EQ(b[blk].bsums[g], s);
+        }
+    }
+  }
+}
+
+TEST(QuantActivation, BadInput) {
+  std::vector<float> x(512);
+  std::vector<uint8_t> q(4096);
+  EXPECT_THROW(activation_row_bytes(DType::Q4_K, 100), std::invalid_argument);
+  EXPECT_THROW(quantize_activation_row(DType::F32, x.data(), q.data(), 256), std::invalid_argument);
+  float y[4];
+  EXPECT_THROW(qmatvec(DType::Q4_0, q.data(), 0, 1, 40, q.data(), y), std::invalid_argument);
+  EXPECT_THROW(qmatvec(DType::BF16, q.data(), 0, 1, 256, q.data(), y), std::invalid_argument);
+  EXPECT_THROW(qmatmul(DType::Q8_0, q.data(), 2, 1, 256, q.data(), 1, y, 1), std::invalid_argument);
+}
+
+TEST(QuantDot, ScalarMatchesFloat64OfDequantized) {
+  for (DType t : kQuantTypes) {
+    for (int64_t n : {256, 512, 2048}) {
+      const Problem p = make_problem(t, 7, n, 3, 11 + static_cast<uint32_t>(n));
+      std::vector<float> Y(3 * 7);
+      qmatmul_isa(CpuIsa::Scalar, t, p.W.data(), 0, 7, n, p.X.data(), 3, Y.data(), 7);
+      for (int64_t k = 0; k < 3; ++k)
+        for (int64_t r = 0; r < 7; ++r) {
+          double ref, mag;
+          ref_dot(p, r, k, &ref, &mag);
+          EXPECT_NEAR(Y[k * 7 + r], ref, 1e-4 * mag) << dtype_name(t) << " n " << n;
+        }
+    }
+  }
+}
+
+// Every ISA against the scalar kernel: integer block sums are exact, only the float summation
+// order differs, so the tolerance is 1e-5 relative to sum |w x|.
+void check_against_scalar(const Problem& p, CpuIsa isa) {
+  const int64_t R = p.rows, T = p.T, n = p.n;
+  const std::string what = std::string(isa_name(isa)) + " " + dtype_name(p.t) + " rows " +
+                           std::to_string(R) + " n " + std::to_string(n) + " T " + std::to_string(T);
+  // matmul, with ldy > rows and sentinels around the written entries
+  const int64_t ldy = R + 3;
+  std::vector<float> Ys(T * ldy, -777.0f), Yi(T * ldy, -777.0f);
+  qmatmul_isa(CpuIsa::Scalar, p.t, p.W.data(), 0, R, n, p.X.data(), T, Ys.data(), ldy);
+  qmatmul_isa(isa, p.t, p.W.data(), 0, R, n, p.X.data(), T, Yi.data(), ldy);
+  for (int64_t k = 0; k < T; ++k) {
+    for (int64_t r = 0; r < ldy; ++r) {
+      if (r >= R) {
+        ASSERT_EQ(Yi[k * ldy + r], -777.0f) << what << " wrote outside the rows";
+        continue;
+      }
+      double ref, mag;
+      ref_dot(p, r, k, &ref, &mag);
+      ASSERT_NEAR(Yi[k * ldy + r], Ys[k * ldy + r], 1e-5 * mag + 1e-30) << what << " r " << r << " t " << k;
+    }
+  }
+  // matvec for every token, over the full range and a sub-range
+  const size_t ab = activation_row_bytes(p.t, n);
+  for (int64_t k = 0; k < T; ++k) {
+    std::vector<float> y(R + 1, -777.0f);
+    qmatvec_isa(isa, p.t, p.W.data(), 0, R, n, p.X.data() + k * ab, y.data());
+    for (int64_t r = 0; r < R; ++r) {
+      double ref, mag;
+      ref_dot(p, r, k, &ref, &mag);
+      ASSERT_NEAR(y[r], Ys[k * ldy + r], 1e-5 * mag + 1e-30) << what << " matvec r " << r;
+    }
+    ASSERT_EQ(y[R], -777.0f);
+    if (R > 2) {
+      std::vector<float> z(R, -777.0f);
+      qmatvec_isa(isa, p.t, p.W.data(), 1, R - 1, n, p.X.data() + k * ab, z.data());
+      ASSERT_EQ(z[0], -777.0f) << what;
+      ASSERT_EQ(z[R - 1], -777.0f) << what;
+      for (int64_t r = 1; r < R - 1; ++r) ASSERT_EQ(z[r], y[r]) << what << " sub-range r " << r;
+    }
+  }
+}
+
+TEST(QuantDot, EveryIsaMatchesScalarGaussian) {
+  for (CpuIsa isa : supported_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    for (DType t : kQuantTypes)
+      for (int64_t n : {256, 512, 2048})
+        for (int64_t rows : {1, 7, 33})
+          for (int64_t T : {1, 3, 5, 17})
+            check_against_scalar(make_problem(t, rows, n, T, static_cast<uint32_t>(rows * 1000 + T * 10 + n)), isa);
+  }
+}
+
+TEST(QuantDot, EveryIsaMatchesScalarOddBlockCounts) {
+  // Q8_0 / Q4_0 rows with an odd number of 32-blocks (the 512-bit kernels pair blocks).
+  for (CpuIsa isa : supported_isas())
+    for (DType t : {DType::Q8_0, DType::Q4_0})
+      for (int64_t n : {32, 96, 352})
+        for (int64_t T : {1, 2, 5}) check_against_scalar(make_problem(t, 9, n, T, 5 + static_cast<uint32_t>(n)), isa);
+}
+
+TEST(QuantDot, EveryIsaMatchesScalarRawBitPatterns) {
+  for (CpuIsa isa : supported_isas())
+    for (DType t : kQuantTypes)
+      for (int64_t T : {1, 4, 6}) check_against_scalar(make_problem(t, 13, 1024, T, 99 + static_cast<uint32_t>(T), true), isa);
+}
+
+TEST(QuantDot, DispatchUsesActiveIsa) {
+  const Problem p = make_problem(DType::Q4_K, 5, 512, 2, 3);
+  std::vector<float> a(10), b(10);
+  qmatmul(p.t, p.W.data(), 0, 5, 512, p.X.data(), 2, a.data(), 5);
+  qmatmul_isa(active_isa(), p.t, p.W.data(), 0, 5, 512, p.X.data(), 2, b.data(), 5);
+  EXPECT_EQ(a, b);
+  std::vector<float> c(5);
+  qmatvec(p.t, p.W.data(), 0, 5, 512, p.X.data(), c.data());
+  for (int r = 0; r < 5; ++r) EXPECT_NEAR(c[r], a[r], 1e-5 * (std::fabs(a[r]) + 1));
+}
+
+}  // namespace
+}  // namespace jetmoe
