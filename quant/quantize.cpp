@@ -94,10 +94,11 @@ void quantize_block_q4_0(const float* x, BlockQ4_0& b, bool search) {
   // ggml-style baseline: the max-abs element maps to -8 (d = vmax / -8). Candidates: a grid of
   // divisors around -8 (the max-abs element at, or a bit inside / outside, the -8 end) and around
   // +7 (the max-abs element on the short +7 end, i.e. opposite sign of d).
-  static const float divs[] = {-8.0f, -8.5f, -7.75f, -7.5f, -7.25f, -7.0f, -6.75f,
-                               -6.5f, 7.0f,  7.25f,  7.5f,  6.75f,  6.5f};
+  static const float divs[] = {-8.0f, -10.0f, -9.5f, -9.0f, -8.5f, -7.5f, -7.0f, -6.5f,
+                               7.0f,  7.5f,   8.0f,  8.5f,  9.0f};
+  constexpr int ndivs = static_cast<int>(sizeof(divs) / sizeof(divs[0]));
   int q[kQK4_0];
-  sym_quantize(x, kQK4_0, vmax, divs, search ? 13 : 1, -8, 7, search, q, &b.d);
+  sym_quantize(x, kQK4_0, vmax, divs, search ? ndivs : 1, -8, 7, search, q, &b.d);
   for (int j = 0; j < 16; ++j)
     b.qs[j] = static_cast<uint8_t>((q[j] + 8) | ((q[j + 16] + 8) << 4));
 }
