@@ -1,0 +1,87 @@
+#include "cli/common_options.h"
+
+#include <omp.h>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "loader/quantize_weights.h"
+
+namespace jetmoe::cli {
+
+void ModelOptions::add_to(CLI::App& app) {
+  app.add_option("-m,--model", model, "Model: a Hugging Face JetMoE checkpoint folder (default: the bundled models/austen-jetmoe)")
+      ->envname("JETMOE_MODEL");
+  app.add_option("-t,--threads", threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber)->envname("JETMOE_THREADS");
+  app.add_option("-c,--ctx-size", ctx_size, "Context size in tokens (default: the model's max_position_embeddings)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--no-mmap", no_mmap, "Read the weights into RAM instead of mmapping them (immune to page-cache eviction)");
+  app.add_flag("--mlock", mlock, "mmap the weights and lock them in RAM");
+  app.add_option("--device", device, "Compute device")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--quant", quant, "Quantize the weights at load time: q8_0, q4_0, q4_k (int4 experts, 8-bit kv_proj/embedding/head), q4_0-pure, q4_k-pure")
+      ->check(CLI::IsMember(quant_mix_names()));
+}
+
+std::string ModelOptions::resolved_model() const { return model.empty() ? default_model_path() : model; }
+
+LoadOptions ModelOptions::load_options() const {
+  LoadOptions o;
+  if (no_mmap && mlock) throw CLI::ValidationError("--no-mmap and --mlock", "choose one of them");
+  o.mode = no_mmap ? LoadMode::Read : (mlock ? LoadMode::Mlock : LoadMode::Mmap);
+  o.quant = quant;
+  return o;
+}
+
+int ModelOptions::effective_threads() const { return threads > 0 ? threads : omp_get_num_procs(); }
+
+void ModelOptions::apply_threads() const { omp_set_num_threads(effective_threads()); }
+
+LoadedModel load_model(const ModelOptions& opts) {
+  opts.apply_threads();
+  LoadedModel lm;
+  lm.files = load_model_files(opts.resolved_model(), opts.load_options());
+  lm.backend = make_backend(opts.device);
+  lm.model = std::make_unique<JetMoeModel>(lm.files->config, lm.files->weights, *lm.backend);
+  const int max_ctx = lm.files->config.max_position_embeddings;
+  lm.ctx_size = opts.ctx_size > 0 ? opts.ctx_size : max_ctx;
+  return lm;
+}
+
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b == std::string::npos) throw CLI::ValidationError(flag, "empty item in the id list '" + text + "'");
+    item = item.substr(b, e - b + 1);
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || v < 0 || v > INT32_MAX)
+      throw CLI::ValidationError(flag, "'" + item + "' is not a token id (expected non-negative integers, e.g. 1,5,9)");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) throw CLI::ValidationError(flag, "no token ids given");
+  return ids;
+}
+
+std::string read_text_file(const std::string& path) {
+  if (path == "-") {
+    std::ostringstream ss;
+    ss << std::cin.rdbuf();
+    return ss.str();
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path + ": cannot open for reading");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace jetmoe::cli

@@ -1,0 +1,57 @@
+// Flags shared by every subcommand that loads a model (-m, -t, --no-mmap, --mlock, --device),
+// declared once so parsing and --help agree everywhere.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loader/model_files.h"
+#include "runtime/backend.h"
+#include "runtime/jetmoe_model.h"
+
+namespace jetmoe::cli {
+
+struct ModelOptions {
+  std::string model;   // empty: the bundled default model
+  int threads = 0;     // 0: all cores
+  bool no_mmap = false;
+  bool mlock = false;
+  std::string device = "cpu";
+  std::string quant;   // quantize at load time
+  int ctx_size = 0;    // 0: the model's max_position_embeddings
+
+  void add_to(CLI::App& app);
+  std::string resolved_model() const;
+  LoadOptions load_options() const;
+  // Applies -t to OpenMP (and so to OpenBLAS, which uses the OpenMP runtime).
+  void apply_threads() const;
+  int effective_threads() const;
+};
+
+// A model ready to run: files, backend and forward pass.
+struct LoadedModel {
+  std::unique_ptr<ModelFiles> files;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<JetMoeModel> model;
+  int ctx_size = 0;
+};
+
+LoadedModel load_model(const ModelOptions& opts);
+
+// "1,5,9" -> {1, 5, 9}; throws CLI::ValidationError naming `flag` on anything else.
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
+
+// Reads a whole file (or "-" for stdin); throws std::runtime_error naming the file.
+std::string read_text_file(const std::string& path);
+
+// Each subcommand adds itself to the app; its callback runs the command.
+void add_inspect_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
+void add_score_command(CLI::App& app);
+void add_tokenize_command(CLI::App& app);
+void add_score_merge_command(CLI::App& app);
+
+}  // namespace jetmoe::cli

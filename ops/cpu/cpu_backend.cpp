@@ -1,0 +1,204 @@
+#include "ops/cpu/cpu_backend.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "ops/cpu/float_dot.h"
+#include "quant/quantize.h"
+#include "runtime/kv_cache.h"
+
+namespace jetmoe {
+namespace {
+
+// Rows per OpenMP work item: large enough to amortise scheduling, small enough to balance.
+constexpr int64_t kRowBlock = 16;
+// Above this many tokens, float weights go through OpenBLAS GEMM instead of the row kernels.
+constexpr int64_t kGemmMinTokens = 8;
+// Weight rows widened to float per GEMM call (bounded scratch: never a whole tensor).
+constexpr int64_t kWidenRows = 512;
+
+}  // namespace
+
+CpuBackend::CpuBackend() = default;
+
+std::string CpuBackend::name() const { return std::string("cpu (") + isa_name(active_isa()) + ")"; }
+
+void CpuBackend::embed(const int32_t* tokens, int64_t T, const WeightView& table, float* x) {
+  const int64_t H = table.cols(), V = table.rows();
+  for (int64_t t = 0; t < T; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= V)
+      throw std::out_of_range("token id " + std::to_string(tokens[t]) + " is outside the vocabulary 0.." +
+                              std::to_string(V - 1));
+    const uint8_t* row = static_cast<const uint8_t*>(table.data) + static_cast<size_t>(tokens[t]) * table.row_bytes();
+    if (dtype_is_quantized(table.dtype))
+      dequantize_row(table.dtype, row, x + t * H, H);  // one row: the table itself stays quantized
+    else
+      float_row_to_f32(table.dtype, row, H, x + t * H);
+  }
+}
+
+void CpuBackend::rms_norm(const float* x, int64_t T, int64_t n, const float* gain, float eps, float* y) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = x + t * n;
+    float* yr = y + t * n;
+    double ss = 0.0;  // double: the mean of squares is the one reduction where fp32 loses digits
+    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+    for (int64_t i = 0; i < n; ++i) yr[i] = xr[i] * r * gain[i];
+  }
+}
+
+void CpuBackend::matmul(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) {
+  if (T <= 0) return;
+  if (dtype_is_quantized(W.dtype)) return matmul_quantized(x, T, W, y, ldy);
+  if (T < kGemmMinTokens) return matmul_float_rows(x, T, W, y, ldy);
+  matmul_float_gemm(x, T, W, y, ldy);
+}
+
+// Decode and short batches: each thread takes blocks of output rows; every weight row is read
+// once and applied to all T tokens.
+void CpuBackend::matmul_float_rows(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) {
+  const int64_t rows = W.rows(), n = W.cols();
+  const size_t rb = W.row_bytes();
+  const FloatDotFn dot = float_dot_for(active_isa());
+  const uint8_t* base = static_cast<const uint8_t*>(W.data);
+  const int64_t nblocks = (rows + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < nblocks; ++b) {
+    float out[kGemmMinTokens];
+    const int64_t r1 = std::min(rows, (b + 1) * kRowBlock);
+    for (int64_t r = b * kRowBlock; r < r1; ++r) {
+      dot(W.dtype, base + static_cast<size_t>(r) * rb, x, n, T, n, out);
+      for (int64_t t = 0; t < T; ++t) y[t * ldy + r] = out[t];
+    }
+  }
+}
+
+// Prefill with float weights: OpenBLAS SGEMM. F32 weights are used in place; F16/BF16 weights are
+// widened kWidenRows rows at a time into a bounded scratch buffer.
+void CpuBackend::matmul_float_gemm(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) {
+  const int64_t rows = W.rows(), n = W.cols();
+  if (W.dtype == DType::F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(rows),
+                static_cast<int>(n), 1.0f, x, static_cast<int>(n), static_cast<const float*>(W.data),
+                static_cast<int>(n), 0.0f, y, static_cast<int>(ldy));
+    return;
+  }
+  const size_t rb = W.row_bytes();
+  const uint8_t* base = static_cast<const uint8_t*>(W.data);
+  widen_.resize(static_cast<size_t>(std::min(rows, kWidenRows) * n));
+  for (int64_t r0 = 0; r0 < rows; r0 += kWidenRows) {
+    const int64_t nr = std::min(kWidenRows, rows - r0);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < nr; ++r)
+      float_row_to_f32(W.dtype, base + static_cast<size_t>(r0 + r) * rb, n, widen_.data() + r * n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(nr),
+                static_cast<int>(n), 1.0f, x, static_cast<int>(n), widen_.data(), static_cast<int>(n), 0.0f,
+                y + r0, static_cast<int>(ldy));
+  }
+}
+
+void CpuBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t ld, const int32_t* pos,
+                      float theta) {
+  const int64_t half = head_dim / 2;
+  // As the reference: inv_freq and angles in float32.
+  std::vector<float> inv_freq(static_cast<size_t>(half));
+  for (int64_t m = 0; m < half; ++m)
+    inv_freq[static_cast<size_t>(m)] =
+        1.0f / std::pow(theta, static_cast<float>(2 * m) / static_cast<float>(head_dim));
+  std::vector<float> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t m = 0; m < half; ++m) {
+      const float a = static_cast<float>(pos[t]) * inv_freq[static_cast<size_t>(m)];
+      c[static_cast<size_t>(m)] = std::cos(a);
+      s[static_cast<size_t>(m)] = std::sin(a);
+    }
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* v = x + t * ld + h * head_dim;
+      for (int64_t m = 0; m < half; ++m) {
+        const float a = v[m], b = v[m + half];
+        v[m] = a * c[static_cast<size_t>(m)] - b * s[static_cast<size_t>(m)];
+        v[m + half] = b * c[static_cast<size_t>(m)] + a * s[static_cast<size_t>(m)];
+      }
+    }
+  }
+}
+
+void CpuBackend::kv_store(KvCache& cache, int layer, const float* k, const float* v, int64_t ld, int64_t T,
+                          const int32_t* pos) {
+  const int d = cache.head_dim();
+  for (int64_t t = 0; t < T; ++t) {
+    if (pos[t] < 0 || pos[t] >= cache.capacity())
+      throw std::out_of_range("position " + std::to_string(pos[t]) + " is beyond the context of " +
+                              std::to_string(cache.capacity()) + " tokens");
+    for (int h = 0; h < cache.kv_heads(); ++h) {
+      std::copy_n(k + t * ld + h * d, d, cache.k(layer, h) + static_cast<int64_t>(pos[t]) * d);
+      std::copy_n(v + t * ld + h * d, d, cache.v(layer, h) + static_cast<int64_t>(pos[t]) * d);
+    }
+  }
+}
+
+void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
+                           const KvCache& cache, int layer, float* out) {
+  const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t items = T * slots * nkv;
+#pragma omp parallel
+  {
+    std::vector<float> p(static_cast<size_t>(cache.capacity()));
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t t = it / (slots * nkv), h = it % nkv;
+      const float* qv = q + it * d;  // [T, slots, nkv, d] flattens to it * d
+      float* o = out + it * d;
+      const int64_t j0 = first ? first[t] : 0;
+      const int64_t n = slot[t] + 1 - j0;
+      const float* K = cache.k(layer, static_cast<int>(h)) + j0 * d;
+      const float* V = cache.v(layer, static_cast<int>(h)) + j0 * d;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < n; ++j) {
+        const float* kj = K + j * d;
+        float s = 0.0f;
+        for (int64_t i = 0; i < d; ++i) s += qv[i] * kj[i];
+        s *= scale;
+        p[static_cast<size_t>(j)] = s;
+        mx = std::max(mx, s);
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < n; ++j) {
+        const float e = std::exp(p[static_cast<size_t>(j)] - mx);
+        p[static_cast<size_t>(j)] = e;
+        sum += e;
+      }
+      const float inv = 1.0f / sum;
+      std::fill_n(o, d, 0.0f);
+      for (int64_t j = 0; j < n; ++j) {
+        const float w = p[static_cast<size_t>(j)] * inv;
+        const float* vj = V + j * d;
+        for (int64_t i = 0; i < d; ++i) o[i] += w * vj[i];
+      }
+    }
+  }
+}
+
+void CpuBackend::silu_mul(const float* z, int64_t T, int64_t F, float* h) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* g = z + t * 2 * F;
+    const float* u = g + F;
+    float* o = h + t * F;
+    for (int64_t i = 0; i < F; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device) {
+  if (device == "cpu") return std::make_unique<CpuBackend>();
+  if (device == "cuda")
+    throw std::runtime_error("device 'cuda': this jetmoe was built without CUDA (configure with -DJETMOE_CUDA=ON)");
+  throw std::runtime_error("unknown device '" + device + "': expected cpu or cuda");
+}
+
+}  // namespace jetmoe

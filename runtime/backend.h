@@ -1,0 +1,61 @@
+// The operations the JetMoE forward pass needs, as one interface that each device implements
+// (ops/cpu/cpu_backend.cpp today; a CUDA backend implements the same). The model code in
+// runtime/jetmoe_model.cpp calls only these, so it is written once for every device.
+//
+// Activations are float32, row-major, in the backend's memory. Weights are WeightViews of any
+// DType (F32, F16, BF16, Q8_0, Q4_0, Q4_K); each backend dequantizes inside its kernels and never
+// expands a quantized weight to float in memory.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "loader/jetmoe_weights.h"
+
+namespace jetmoe {
+
+class KvCache;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // x[t, :] = row tokens[t] of `table` ([V, H], any dtype), for t < T.
+  virtual void embed(const int32_t* tokens, int64_t T, const WeightView& table, float* x) = 0;
+
+  // y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * gain, rows of length n. y may alias x.
+  virtual void rms_norm(const float* x, int64_t T, int64_t n, const float* gain, float eps, float* y) = 0;
+
+  // y[t, r] = sum_i x[t, i] * W[r, i], W an [out, in] matrix of any dtype; x is [T, in], y is [T, out]
+  // with row stride ldy (>= out). Prefill (T > 1) reads each weight row once for all T tokens.
+  virtual void matmul(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) = 0;
+
+  // Rotate-half RoPE, in place, on x viewed as [T, n_heads, head_dim] with row stride `ld` floats;
+  // token t is at absolute position pos[t].
+  virtual void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t ld, const int32_t* pos,
+                    float theta) = 0;
+
+  // Causal attention of layer `layer`. q is [T, slots, kv_heads, head_dim] (query head
+  // j*kv_heads + h attends with KV head h); the cache already holds this layer's keys/values for
+  // cache slots 0..slot[T-1]. Token t sees cache slots first[t]..slot[t] (first == nullptr: from 0;
+  // packed batches of independent sequences give each token its own sequence's first slot).
+  // out has q's shape.
+  virtual void attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
+                         const KvCache& cache, int layer, float* out) = 0;
+
+  // h[t, i] = silu(z[t, i]) * z[t, F + i]; z is [T, 2F], h is [T, F].
+  virtual void silu_mul(const float* z, int64_t T, int64_t F, float* h) = 0;
+
+  // Writes keys (after RoPE) and values of T tokens at cache slots slot[t] of `layer`.
+  // k and v are [T, kv_heads * head_dim] with row stride ld.
+  virtual void kv_store(KvCache& cache, int layer, const float* k, const float* v, int64_t ld, int64_t T,
+                        const int32_t* slot) = 0;
+};
+
+// "cpu" always; "cuda" when built with -DJETMOE_CUDA=ON. Throws std::runtime_error naming the
+// device otherwise.
+std::unique_ptr<Backend> make_backend(const std::string& device);
+
+}  // namespace jetmoe

@@ -1,0 +1,80 @@
+// The JetMoE forward pass (jetmoe-architecture.md sections 3-8), written once against Backend.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "loader/jetmoe_weights.h"
+#include "runtime/backend.h"
+#include "runtime/jetmoe_config.h"
+#include "runtime/kv_cache.h"
+
+namespace jetmoe {
+
+// Which experts the routers picked in the last forward call: per layer, T*k expert ids
+// (token-major, slot 0 = the larger router logit) for the attention (MoA) and MLP (MoE) routers.
+struct RoutingTrace {
+  std::vector<std::vector<int32_t>> moa, moe;
+};
+
+// Several independent sequences packed into one forward call (batch scoring): token t sits at
+// RoPE position rope_pos[t] of its own sequence and attends only to cache slots
+// first_slot[t]..(its own slot), so no padding is computed and sequences never see each other.
+struct PackedLayout {
+  std::span<const int32_t> rope_pos, first_slot;
+};
+
+class JetMoeModel {
+ public:
+  // The weights (views into file memory) must outlive the model.
+  JetMoeModel(const JetMoeConfig& cfg, const JetMoeWeights& weights, Backend& backend);
+
+  const JetMoeConfig& config() const { return cfg_; }
+  const JetMoeWeights& weights() const { return w_; }
+  Backend& backend() { return be_; }
+
+  KvCache make_cache(int capacity) const;
+
+  // Runs `tokens` at positions cache.size() .. cache.size()+T-1, appends their keys/values to the
+  // cache and advances it. logits receives [T, vocab] when all_logits, else [1, vocab] for the last
+  // token. Prompts are processed in micro-batches of at most `ubatch` tokens.
+  void forward(std::span<const int32_t> tokens, KvCache& cache, std::vector<float>& logits, bool all_logits,
+               RoutingTrace* trace = nullptr, const PackedLayout* packed = nullptr);
+
+  static constexpr int64_t kMicroBatch = 512;
+
+ private:
+  void forward_ubatch(const int32_t* tokens, int64_t T, KvCache& cache, float* logits, bool all_logits,
+                      RoutingTrace* trace, const int32_t* rope_pos, const int32_t* first_slot);
+  void route(const float* a, int64_t T, const WeightView& router, std::vector<int32_t>& experts,
+             std::vector<float>& gates);
+  // y[t] = sum_j gate[t,j] * (W[e_tj] x_j(t)) for the experts in `experts`; x rows for token t, slot j
+  // are at x + (t*k + j)*x_stride when per_slot_input, else x + t*x_stride for every slot.
+  void expert_matmul(const float* x, int64_t x_stride, bool per_slot_input, int64_t T, const WeightView& W,
+                     const std::vector<int32_t>& experts, float* y, int64_t y_cols, bool accumulate_gated,
+                     const std::vector<float>& gates);
+  void moa(int layer, int64_t T, const int32_t* rope_pos, const int32_t* first_slot, KvCache& cache,
+           RoutingTrace* trace);
+  void moe(int layer, int64_t T, RoutingTrace* trace);
+
+  JetMoeConfig cfg_;
+  JetMoeWeights w_;
+  Backend& be_;
+
+  // Small tensors widened to float32 once at load (norm gains, biases, routers: ~1 M values for
+  // JetMoE-8B). Routers stay float32 in every quantization mix: expert choice is the MoE failure mode.
+  struct LayerSmall {
+    std::vector<float> input_norm, post_norm, moa_bias, moe_bias, moa_router, moe_router;
+  };
+  std::vector<LayerSmall> small_;
+  std::vector<float> final_norm_;
+
+  // Scratch, sized for one micro-batch and reused (no per-token allocations in steady state).
+  std::vector<float> x_, a_, kv_, q_, att_, out_, z_, h_, gx_, gy_, logits_rows_;
+  std::vector<float> router_logits_, gates_;
+  std::vector<int32_t> experts_, slot_, rope_pos_;
+  std::vector<std::vector<int32_t>> by_expert_;  // (t*k + j) items per expert
+};
+
+}  // namespace jetmoe

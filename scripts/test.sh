@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs the Debian packages (no-op when present),
+# builds, runs the unit/golden/end-to-end tests, the loader tests again under AddressSanitizer +
+# UBSan, and each fuzz target for a bounded time. Exits non-zero on any failure.
+#   FUZZ_SECONDS (default 30) bounds each fuzz target; JOBS (default: nproc) the build parallelism.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc)}
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+
+bash scripts/install-deps.sh
+
+echo "== release build + tests"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$JOBS"
+ctest --test-dir build --output-on-failure -j"$JOBS" 2>&1 | tee build/ctest.log
+main_passed=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' build/ctest.log | awk '{print $5 - $1}')
+main_failed=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' build/ctest.log | awk '{print $1}')
+
+echo "== sanitizer build (ASan + UBSan): loader, parsers, ops"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJETMOE_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$JOBS" --target jetmoe_tests
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 OMP_NUM_THREADS=2 \
+  ./build-asan/tests/jetmoe_tests --gtest_brief=1 \
+  --gtest_filter='Safetensors*:HfConfig*:Gguf*:Tokenizer*:CpuOps*:ChatTemplate*:Jinja*:Sampler*:Quant*:RoutedExperts*' \
+  2>&1 | tee build-asan/gtest.log
+asan_passed=$(grep -Eo '\[  PASSED  \] [0-9]+' build-asan/gtest.log | awk '{print $3}')
+
+echo "== fuzzing (${FUZZ_SECONDS}s per target)"
+FUZZ_SECONDS=$FUZZ_SECONDS bash scripts/fuzz.sh
+fuzz_targets=$(ls tests/fuzz/fuzz_*.cpp | wc -l)
+
+echo "jetmoe tests: $((main_passed + asan_passed + fuzz_targets)) passed, ${main_failed} failed"

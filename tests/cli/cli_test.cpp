@@ -1,0 +1,146 @@
+// The jetmoe binary end to end: the machine interface against the goldens, --help everywhere,
+// and bad input giving one clear message and a non-zero exit (never a crash).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "support/test_paths.h"
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using jetmoe::test::run_command;
+
+namespace {
+
+std::string bin() { return jetmoe::test::jetmoe_binary(); }
+
+std::string join(const std::vector<int32_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s;
+}
+
+std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+
+TEST(Cli, HelpOnEverySubcommand) {
+  std::string out;
+  ASSERT_EQ(run_command(bin() + " --help", &out), 0);
+  for (const char* sub : {"generate", "score", "tokenize", "inspect"}) {
+    EXPECT_THAT(out, HasSubstr(sub));
+    std::string sub_out;
+    EXPECT_EQ(run_command(bin() + " " + sub + " --help", &sub_out), 0) << sub;
+    EXPECT_THAT(sub_out, HasSubstr("--model")) << sub;
+  }
+}
+
+TEST(Cli, ScoreMachineInterfaceMatchesGolden) {
+  for (const auto& dir : jetmoe::test::golden_checkpoints()) {
+    const auto g = jetmoe::test::read_json(dir / "golden.json");
+    const auto& seq = g["sequences"][2];
+    std::string out;
+    ASSERT_EQ(run_command(bin() + " score -m " + q(dir) + " --ids " + join(seq["token_ids"].get<std::vector<int32_t>>()) +
+                              " --format json -t 2",
+                          &out),
+              0);
+    const auto j = nlohmann::json::parse(out);
+    const auto got = j["token_logprobs"].get<std::vector<double>>();
+    const auto want = seq["token_logprobs"].get<std::vector<double>>();
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-4);
+    EXPECT_NEAR(j["sum_logprob"].get<double>(), seq["sum_logprob"].get<double>(), 1e-3);
+  }
+}
+
+TEST(Cli, GenerateMachineInterfaceMatchesGolden) {
+  for (const auto& dir : jetmoe::test::golden_checkpoints()) {
+    const auto g = jetmoe::test::read_json(dir / "golden.json");
+    std::string out;
+    ASSERT_EQ(run_command(bin() + " generate -m " + q(dir) + " --prompt-ids " +
+                              join(g["greedy"]["prompt_ids"].get<std::vector<int32_t>>()) +
+                              " -n 16 --temp 0 --ignore-eos --format json",
+                          &out),
+              0);
+    EXPECT_EQ(nlohmann::json::parse(out)["generated_ids"], g["greedy"]["generated_ids"]) << dir;
+  }
+}
+
+TEST(Cli, TokenizeMachineInterfaceMatchesGolden) {
+  const auto g = jetmoe::test::read_json(jetmoe::test::austen_model_dir() / "golden.json");
+  const auto& c = g["tokenizer"][0];
+  std::string out;
+  ASSERT_EQ(run_command(bin() + " tokenize -p '" + c["text"].get<std::string>() + "' --format json", &out), 0);
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["ids"], c["ids"]);
+  EXPECT_EQ(j["pieces"], c["pieces"]);
+}
+
+TEST(Cli, GenerateOnBundledModelStreamsText) {
+  std::string out;
+  ASSERT_EQ(run_command(bin() + " generate -p 'It is a truth universally acknowledged' -n 24 --temp 0 2>/dev/null", &out), 0);
+  EXPECT_THAT(out, ::testing::StartsWith("It is a truth universally acknowledged"));
+  const auto g = jetmoe::test::read_json(jetmoe::test::austen_model_dir() / "golden.json");
+  // Greedy: the first words of the golden continuation.
+  EXPECT_THAT(out, HasSubstr(g["greedy"][0]["generated_text"].get<std::string>().substr(0, 30)));
+  std::string err;
+  ASSERT_EQ(run_command(bin() + " generate -p 'Emma' -n 4 --temp 0.8 -s 3 2>&1 >/dev/null", &err), 0);
+  EXPECT_THAT(err, HasSubstr("tok/s"));
+}
+
+TEST(Cli, SeededSamplingIsDeterministic) {
+  std::string a, b;
+  ASSERT_EQ(run_command(bin() + " generate -p 'Mr. Darcy' -n 20 --temp 0.9 -s 42 --format json", &a), 0);
+  ASSERT_EQ(run_command(bin() + " generate -p 'Mr. Darcy' -n 20 --temp 0.9 -s 42 --format json", &b), 0);
+  EXPECT_EQ(nlohmann::json::parse(a)["generated_ids"], nlohmann::json::parse(b)["generated_ids"]);
+}
+
+TEST(Cli, InspectReportsCounts) {
+  std::string out;
+  ASSERT_EQ(run_command(bin() + " inspect --format json", &out), 0);
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["config"]["num_hidden_layers"], 4);
+  EXPECT_GT(j["params_total"].get<int64_t>(), j["params_active_per_token"].get<int64_t>());
+  EXPECT_GT(j["bytes_per_decoded_token"].get<int64_t>(), 0);
+  EXPECT_EQ(j["tensors"].size(), 4u * 11u + 2u);
+}
+
+struct BadCase {
+  std::string args, expect;
+};
+
+TEST(Cli, BadInputGivesClearErrors) {
+  const fs::path tmp = jetmoe::test::make_temp_dir("cli");
+  const fs::path golden = jetmoe::test::golden_checkpoints().front();
+  // A checkpoint whose weights file is cut in half.
+  const fs::path cut = tmp / "cut";
+  fs::create_directories(cut);
+  fs::copy_file(golden / "config.json", cut / "config.json");
+  {
+    std::ifstream in(golden / "model.safetensors", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(cut / "model.safetensors", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
+  }
+  const std::vector<BadCase> cases = {
+      {"score -m /nonexistent/model --ids 1,2", "/nonexistent/model"},
+      {"score -m " + q(golden) + " --ids 1,x,3", "'x' is not a token id"},
+      {"score -m " + q(golden) + " --ids 1,99999", "outside the vocabulary"},
+      {"generate -m " + q(golden) + " --prompt-ids 1,2,3,4,5,6 -c 4 -n 2", "context"},
+      {"score -m " + q(cut) + " --ids 1,2", "model.safetensors"},
+      {"generate -m " + q(golden) + " -p 'hello'", "no tokenizer.model"},
+      {"generate --temp -3", "--temp"},
+      {"generate --bogus-flag", "bogus"},
+      {"tokenize -p \"$(printf '\\377\\376')\"", "UTF-8"},
+  };
+  for (const BadCase& c : cases) {
+    std::string out;
+    const int rc = run_command(bin() + " " + c.args, &out, true);
+    EXPECT_NE(rc, 0) << c.args << "\n" << out;
+    EXPECT_GT(rc, 0) << "crashed: " << c.args << "\n" << out;  // a signal gives -1 here
+    EXPECT_LT(rc, 128) << "killed by a signal: " << c.args;
+    EXPECT_THAT(out, HasSubstr(c.expect)) << c.args;
+  }
+}
+
+}  // namespace
