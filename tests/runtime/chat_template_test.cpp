@@ -147,3 +147,20 @@ TEST(ChatTemplate, SyntaxErrorAtConstruction) {
     EXPECT_EQ(e.line(), 2);
   }
 }
+
+// Every truncation of every built-in template either parses and renders or fails with a
+// ChatTemplateError: no other exception type, crash or hang on malformed input.
+TEST(ChatTemplate, TruncatedTemplatesFailCleanly) {
+  for (const auto& name : builtin_template_names()) {
+    const std::string& src = builtin_template_source(name);
+    for (size_t n = 0; n <= src.size(); ++n) {
+      try {
+        const auto t = ChatTemplate::from_string(src.substr(0, n), "<s>", "</s>");
+        (void)t.render({{"system", "s"}, {"user", "u"}, {"assistant", "a"}}, true);
+      } catch (const ChatTemplateError&) {
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << name << " prefix " << n << ": " << e.what();
+      }
+    }
+  }
+}
