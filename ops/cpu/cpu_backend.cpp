@@ -144,6 +144,8 @@ void CpuBackend::kv_store(KvCache& cache, int layer, const float* k, const float
 
 void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
                            const KvCache& cache, int layer, float* out) {
+  if (T >= kGemmMinTokens) return attention_prefill(q, T, slots, slot, first, cache, layer, out);
+  // Decode and short batches: one (token, slot, head) per work item, keys read in cache order.
   const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t items = T * slots * nkv;
@@ -181,6 +183,62 @@ void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32
         const float* vj = V + j * d;
         for (int64_t i = 0; i < d; ++i) o[i] += w * vj[i];
       }
+    }
+  }
+}
+
+// Prefill: for each run of tokens that share a sequence (same first visible slot) and each
+// (slot, head), scores = Q K^T and out = P V are two SGEMMs over blocks of query rows; the
+// causal mask only trims each row's softmax. Work items are (segment, query block, slot, head).
+void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, const int32_t* slot,
+                                   const int32_t* first, const KvCache& cache, int layer, float* out) {
+  const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t ld = slots * nkv * d;  // row stride of one token in q and out
+  constexpr int64_t kQueryBlock = 128;
+  struct Item {
+    int64_t t0, t1, j, h;
+  };
+  std::vector<Item> items;
+  for (int64_t s0 = 0; s0 < T;) {
+    int64_t s1 = s0 + 1;
+    while (s1 < T && (first ? first[s1] == first[s0] : true) && slot[s1] == slot[s1 - 1] + 1) ++s1;
+    for (int64_t b0 = s0; b0 < s1; b0 += kQueryBlock)
+      for (int64_t j = 0; j < slots; ++j)
+        for (int64_t h = 0; h < nkv; ++h) items.push_back({b0, std::min(s1, b0 + kQueryBlock), j, h});
+    s0 = s1;
+  }
+  const int64_t n_items = static_cast<int64_t>(items.size());
+#pragma omp parallel
+  {
+    std::vector<float> S;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < n_items; ++it) {
+      const Item& w = items[static_cast<size_t>(it)];
+      const int64_t nq = w.t1 - w.t0;
+      const int64_t k0 = first ? first[w.t0] : 0;
+      const int64_t nk = slot[w.t1 - 1] + 1 - k0;  // keys the last query row of the block sees
+      S.resize(static_cast<size_t>(nq * nk));
+      const float* Q = q + w.t0 * ld + (w.j * nkv + w.h) * d;
+      const float* K = cache.k(layer, static_cast<int>(w.h)) + k0 * d;
+      const float* V = cache.v(layer, static_cast<int>(w.h)) + k0 * d;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk),
+                  static_cast<int>(d), scale, Q, static_cast<int>(ld), K, static_cast<int>(d), 0.0f, S.data(),
+                  static_cast<int>(nk));
+      for (int64_t r = 0; r < nq; ++r) {
+        float* row = S.data() + r * nk;
+        const int64_t n = slot[w.t0 + r] + 1 - k0;  // causal: keys up to this token's own slot
+        float mx = -INFINITY;
+        for (int64_t c = 0; c < n; ++c) mx = std::max(mx, row[c]);
+        float sum = 0.0f;
+        for (int64_t c = 0; c < n; ++c) sum += (row[c] = std::exp(row[c] - mx));
+        const float inv = 1.0f / sum;
+        for (int64_t c = 0; c < n; ++c) row[c] *= inv;
+        std::fill(row + n, row + nk, 0.0f);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nq), static_cast<int>(d),
+                  static_cast<int>(nk), 1.0f, S.data(), static_cast<int>(nk), V, static_cast<int>(d), 0.0f,
+                  out + w.t0 * ld + (w.j * nkv + w.h) * d, static_cast<int>(ld));
     }
   }
 }

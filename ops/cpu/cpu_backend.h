@@ -27,6 +27,8 @@ class CpuBackend : public Backend {
  private:
   void matmul_float_rows(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy);
   void matmul_float_gemm(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy);
+  void attention_prefill(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
+                         const KvCache& cache, int layer, float* out);
   void matmul_quantized(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy);
 
   std::vector<float> widen_;       // float copy of a chunk of weight rows for GEMM (never whole tensors)
