@@ -1,5 +1,8 @@
 #include "loader/hf_config.h"
 
+#include <algorithm>
+#include <climits>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -24,8 +27,8 @@ class Fields {
       const auto& x = j_[n];
       int64_t got;
       if (x.is_number_integer()) got = x.get<int64_t>();
-      else if (x.is_number_float() && x.get<double>() == static_cast<double>(static_cast<int64_t>(x.get<double>())))
-        got = static_cast<int64_t>(x.get<double>());
+      else if (x.is_number_float() && std::fabs(x.get<double>()) < 9.0e15 && x.get<double>() == std::floor(x.get<double>()))
+        got = static_cast<int64_t>(x.get<double>());  // 24.0 is a fine layer count
       else
         throw LoadError(path_ + ": field '" + n + "' is " + x.dump() + ", expected an integer");
       if (v && *v != got)
@@ -39,7 +42,10 @@ class Fields {
   std::optional<double> number(const char* n) const {
     if (!j_.contains(n) || j_[n].is_null()) return std::nullopt;
     if (!j_[n].is_number()) throw LoadError(path_ + ": field '" + std::string(n) + "' is " + j_[n].dump() + ", expected a number");
-    return j_[n].get<double>();
+    const double v = j_[n].get<double>();
+    if (!std::isfinite(v) || std::fabs(v) > 3.0e38)
+      throw LoadError(path_ + ": field '" + std::string(n) + "' = " + j_[n].dump() + " is out of range");
+    return v;
   }
   std::optional<bool> boolean(const char* n) const {
     if (!j_.contains(n) || j_[n].is_null()) return std::nullopt;
@@ -60,6 +66,11 @@ class Fields {
 int positive(const std::string& path, const char* field, int64_t v, int64_t max = 1ll << 30) {
   if (v <= 0 || v > max)
     throw LoadError(path + ": field '" + field + "' = " + std::to_string(v) + " must be between 1 and " + std::to_string(max));
+  return static_cast<int>(v);
+}
+
+int token_id(const std::string& path, const char* field, int64_t v) {
+  if (v < 0 || v > INT32_MAX) throw LoadError(path + ": field '" + field + "' = " + std::to_string(v) + " is not a token id");
   return static_cast<int>(v);
 }
 
@@ -102,15 +113,14 @@ JetMoeConfig parse_hf_config(const nlohmann::json& j, const std::string& path) {
                     std::to_string(c.num_key_value_heads) + " x " + std::to_string(c.num_experts_per_tok) + " = " +
                     std::to_string(c.num_attention_heads()));
   if (auto v = f.number("rope_theta")) c.rope_theta = static_cast<float>(*v);
-  if (j.contains("rope_parameters") && j["rope_parameters"].is_object() && j["rope_parameters"].contains("rope_theta") &&
-      j["rope_parameters"]["rope_theta"].is_number() && !j.contains("rope_theta"))
-    c.rope_theta = j["rope_parameters"]["rope_theta"].get<float>();
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object() && !j.contains("rope_theta"))
+    if (auto v = Fields(j["rope_parameters"], path + " (rope_parameters)").number("rope_theta")) c.rope_theta = static_cast<float>(*v);
   if (!(c.rope_theta > 0)) throw LoadError(path + ": rope_theta must be positive");
   if (auto v = f.number("rms_norm_eps")) c.rms_norm_eps = static_cast<float>(*v);
   if (!(c.rms_norm_eps > 0) || c.rms_norm_eps > 1) throw LoadError(path + ": rms_norm_eps must be in (0, 1]");
   if (auto v = f.boolean("tie_word_embeddings")) c.tie_word_embeddings = *v;
-  if (auto v = f.integer({"bos_token_id"})) c.bos_token_id = static_cast<int>(*v);
-  if (auto v = f.integer({"eos_token_id"})) c.eos_token_id = static_cast<int>(*v);
+  if (auto v = f.integer({"bos_token_id"})) c.bos_token_id = token_id(path, "bos_token_id", *v);
+  if (auto v = f.integer({"eos_token_id"})) c.eos_token_id = token_id(path, "eos_token_id", *v);
   if (auto v = f.string("activation_function")) {
     if (*v != "silu" && *v != "swish")
       throw LoadError(path + ": activation_function '" + *v + "' is not supported (JetMoE uses silu)");
@@ -183,14 +193,14 @@ GenerationConfig parse_generation_config(const nlohmann::json& j, const std::str
   if (!j.is_object()) throw LoadError(path + ": expected a JSON object");
   const Fields f(j, path);
   GenerationConfig g;
-  if (auto v = f.integer({"bos_token_id"})) g.bos_token_id = static_cast<int>(*v);
+  if (auto v = f.integer({"bos_token_id"})) g.bos_token_id = token_id(path, "bos_token_id", *v);
   if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
     const auto& e = j["eos_token_id"];
-    if (e.is_number_integer()) g.eos_token_ids.push_back(e.get<int>());
+    if (e.is_number_integer()) g.eos_token_ids.push_back(token_id(path, "eos_token_id", e.get<int64_t>()));
     else if (e.is_array()) {
       for (const auto& x : e) {
         if (!x.is_number_integer()) throw LoadError(path + ": field 'eos_token_id' holds " + x.dump() + ", expected integers");
-        g.eos_token_ids.push_back(x.get<int>());
+        g.eos_token_ids.push_back(token_id(path, "eos_token_id", x.get<int64_t>()));
       }
     } else {
       throw LoadError(path + ": field 'eos_token_id' is " + e.dump() + ", expected an integer or a list of integers");
@@ -198,7 +208,7 @@ GenerationConfig parse_generation_config(const nlohmann::json& j, const std::str
   }
   if (auto v = f.number("temperature")) g.temperature = static_cast<float>(*v);
   if (auto v = f.number("top_p")) g.top_p = static_cast<float>(*v);
-  if (auto v = f.integer({"top_k"})) g.top_k = static_cast<int>(*v);
+  if (auto v = f.integer({"top_k"})) g.top_k = static_cast<int>(std::clamp<int64_t>(*v, 0, INT32_MAX));
   if (auto v = f.number("repetition_penalty")) g.repetition_penalty = static_cast<float>(*v);
   if (auto v = f.boolean("do_sample")) g.do_sample = *v;
   return g;
