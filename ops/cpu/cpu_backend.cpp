@@ -20,6 +20,9 @@ constexpr int64_t kRowBlock = 16;
 constexpr int64_t kGemmMinTokens = 8;
 // Weight rows widened to float per GEMM call (bounded scratch: never a whole tensor).
 constexpr int64_t kWidenRows = 512;
+// Below this many multiply-adds an op runs on one thread: waking the team costs more than it saves
+// (and spinning threads steal the core from a busy neighbour process).
+constexpr int64_t kParallelMinWork = 1 << 16;
 
 }  // namespace
 
@@ -67,7 +70,7 @@ void CpuBackend::matmul_float_rows(const float* x, int64_t T, const WeightView& 
   const FloatDotFn dot = float_dot_for(active_isa());
   const uint8_t* base = static_cast<const uint8_t*>(W.data);
   const int64_t nblocks = (rows + kRowBlock - 1) / kRowBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * n * T >= kParallelMinWork)
   for (int64_t b = 0; b < nblocks; ++b) {
     float out[kGemmMinTokens];
     const int64_t r1 = std::min(rows, (b + 1) * kRowBlock);
@@ -93,7 +96,7 @@ void CpuBackend::matmul_float_gemm(const float* x, int64_t T, const WeightView& 
   widen_.resize(static_cast<size_t>(std::min(rows, kWidenRows) * n));
   for (int64_t r0 = 0; r0 < rows; r0 += kWidenRows) {
     const int64_t nr = std::min(kWidenRows, rows - r0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nr * n >= kParallelMinWork)
     for (int64_t r = 0; r < nr; ++r)
       float_row_to_f32(W.dtype, base + static_cast<size_t>(r0 + r) * rb, n, widen_.data() + r * n);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(nr),
@@ -149,7 +152,8 @@ void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32
   const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t items = T * slots * nkv;
-#pragma omp parallel
+  const int64_t work = items * (slot[T - 1] + 1) * d;
+#pragma omp parallel if (work >= kParallelMinWork)
   {
     std::vector<float> p(static_cast<size_t>(cache.capacity()));
 #pragma omp for schedule(dynamic, 4)
@@ -209,7 +213,8 @@ void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, con
     s0 = s1;
   }
   const int64_t n_items = static_cast<int64_t>(items.size());
-#pragma omp parallel
+  const int64_t work = T * slots * nkv * (slot[T - 1] + 1 - (first ? first[0] : 0)) * d;
+#pragma omp parallel if (work >= kParallelMinWork)
   {
     std::vector<float> S;
 #pragma omp for schedule(dynamic, 1)

@@ -19,7 +19,7 @@ void CpuBackend::matmul_quantized(const float* x, int64_t T, const WeightView& W
   constexpr int64_t kBlock = 32;
   const int64_t nblocks = (rows + kBlock - 1) / kBlock;
   const uint8_t* xq = act_q_.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * n * T >= (1 << 16))
   for (int64_t b = 0; b < nblocks; ++b) {
     const int64_t r0 = b * kBlock, r1 = std::min(rows, r0 + kBlock);
     if (T == 1)
