@@ -127,11 +127,17 @@ const TensorInfo* SafetensorsFile::find(const std::string& name) const {
 std::unique_ptr<SafetensorsCheckpoint> SafetensorsCheckpoint::open(const std::string& path, LoadMode mode) {
   auto c = std::make_unique<SafetensorsCheckpoint>();
   c->path_ = path;
-  const fs::path p(path);
-  if (fs::is_regular_file(p)) {
+  fs::path p(path);
+  fs::path index_file = p / "model.safetensors.index.json";
+  const bool given_index = fs::is_regular_file(p) && path.size() > 11 && path.compare(path.size() - 11, 11, ".index.json") == 0;
+  if (given_index) {  // the index file itself: its shards live beside it
+    index_file = p;
+    p = p.parent_path();
+  }
+  if (fs::is_regular_file(p) && !given_index) {
     c->files_.push_back(SafetensorsFile::open(path, mode));
-  } else if (fs::exists(p / "model.safetensors.index.json")) {
-    const std::string index_path = (p / "model.safetensors.index.json").string();
+  } else if (fs::exists(index_file)) {
+    const std::string index_path = index_file.string();
     nlohmann::json idx;
     try {
       std::ifstream in(index_path);
