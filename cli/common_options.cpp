@@ -11,7 +11,7 @@
 namespace jetmoe::cli {
 
 void ModelOptions::add_to(CLI::App& app) {
-  app.add_option("-m,--model", model, "Model: a Hugging Face JetMoE checkpoint folder (default: the bundled models/austen-jetmoe)")
+  app.add_option("-m,--model", model, "Model: a Hugging Face JetMoE checkpoint folder or a .gguf file (default: the bundled models/austen-jetmoe)")
       ->envname("JETMOE_MODEL");
   app.add_option("-t,--threads", threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber)->envname("JETMOE_THREADS");
   app.add_option("-c,--ctx-size", ctx_size, "Context size in tokens (default: the model's max_position_embeddings)")

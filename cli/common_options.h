@@ -54,5 +54,6 @@ void add_score_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_score_merge_command(CLI::App& app);
 void add_compare_quants_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
 
 }  // namespace jetmoe::cli

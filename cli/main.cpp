@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
   jetmoe::cli::add_tokenize_command(app);
   jetmoe::cli::add_score_merge_command(app);
   jetmoe::cli::add_compare_quants_command(app);
+  jetmoe::cli::add_quantize_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

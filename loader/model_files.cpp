@@ -6,6 +6,8 @@
 #include <fstream>
 
 #include "loader/load_error.h"
+#include "loader/gguf_file.h"
+#include "loader/gguf_model.h"
 #include "loader/quantize_weights.h"
 #include "loader/safetensors.h"
 
@@ -58,8 +60,20 @@ size_t ModelFiles::bytes_per_token() const {
 std::unique_ptr<ModelFiles> load_model_files(const std::string& path, const LoadOptions& opts) {
   const fs::path dir(path);
   if (!fs::exists(dir)) throw LoadError(path + ": no such file or directory");
+  if (fs::is_regular_file(dir) && dir.extension() == ".gguf") {
+    auto m = std::make_unique<ModelFiles>();
+    m->path = path;
+    read_gguf_model(GgufFile::open(path, opts.mode), *m);
+    if (!opts.quant.empty()) {
+      auto q = quantize_weights(m->config, m->weights, quant_mix(opts.quant));
+      m->file_tensors = std::move(m->tensors);
+      m->tensors = std::move(q);
+      m->weights = bind_weights(m->config, *m->tensors);
+    }
+    return m;
+  }
   if (!fs::is_directory(dir))
-    throw LoadError(path + ": expected a checkpoint folder (config.json + *.safetensors)");
+    throw LoadError(path + ": expected a checkpoint folder (config.json + *.safetensors) or a .gguf file");
   const fs::path cfg_path = dir / "config.json";
   if (!fs::exists(cfg_path)) throw LoadError(path + ": missing config.json");
 

@@ -1,4 +1,5 @@
 #include "loader/quantize_weights.h"
+#include "quant/quantize.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -87,8 +88,13 @@ std::unique_ptr<MemoryTensorSource> quantize_weights(const JetMoeConfig& cfg, Je
     for (int64_t r0 = 0; r0 < rows; r0 += kChunk) {
       const int64_t nr = std::min(kChunk, rows - r0);
       for (int64_t r = 0; r < nr; ++r)
-        float_row_to_f32(v.dtype, static_cast<const uint8_t*>(v.data) + static_cast<size_t>(r0 + r) * src_rb, cols,
-                         rowbuf.data() + r * cols);
+      {
+        const uint8_t* src = static_cast<const uint8_t*>(v.data) + static_cast<size_t>(r0 + r) * src_rb;
+        if (dtype_is_quantized(v.dtype))  // re-quantizing a quantized file: decode one row at a time
+          dequantize_row(v.dtype, src, rowbuf.data() + r * cols, cols);
+        else
+          float_row_to_f32(v.dtype, src, cols, rowbuf.data() + r * cols);
+      }
       if (t == DType::F32)
         std::copy_n(reinterpret_cast<const uint8_t*>(rowbuf.data()), static_cast<size_t>(nr * cols) * 4,
                     dst + static_cast<size_t>(r0) * dst_rb);

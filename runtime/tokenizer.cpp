@@ -43,6 +43,32 @@ Tokenizer::Tokenizer(const std::string& model_file, int bos_id, int eos_id, bool
   if (!status.ok()) throw LoadError(model_file + ": cannot load the SentencePiece model: " + status.ToString());
 }
 
+Tokenizer::Tokenizer(Empty, int bos_id, int eos_id, bool add_bos)
+    : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()), bos_(bos_id), eos_(eos_id), add_bos_(add_bos) {}
+
+std::unique_ptr<Tokenizer> Tokenizer::from_serialized(const std::string& proto, const std::string& where, int bos_id,
+                                                      int eos_id, bool add_bos) {
+  auto t = std::make_unique<Tokenizer>(Empty{}, bos_id, eos_id, add_bos);
+  t->path_ = where;
+  const auto status = t->sp_->LoadFromSerializedProto(proto);
+  if (!status.ok()) throw LoadError(where + ": cannot load the SentencePiece model: " + status.ToString());
+  return t;
+}
+
+std::string Tokenizer::serialized() const { return sp_->serialized_model_proto(); }
+
+float Tokenizer::score(int32_t id) const { return sp_->GetScore(id); }
+
+int32_t Tokenizer::gguf_token_type(int32_t id) const {
+  if (sp_->IsUnknown(id)) return 2;
+  if (sp_->IsControl(id)) return 3;
+  if (sp_->IsByte(id)) return 6;
+  if (sp_->IsUnused(id)) return 5;
+  const std::string p = sp_->IdToPiece(id);
+  // User-defined pieces (e.g. the chat markers) are whole-piece matches in SentencePiece.
+  return p.size() > 2 && p.front() == '<' && p.back() == '>' && p.find("|") != std::string::npos ? 4 : 1;
+}
+
 Tokenizer::~Tokenizer() = default;
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text) const {

@@ -18,6 +18,14 @@ class Tokenizer {
   // Loads `model_file`; bos/eos ids and whether to prepend BOS come from the caller (config and
   // tokenizer_config.json). Throws LoadError naming the file when it cannot be read.
   Tokenizer(const std::string& model_file, int bos_id, int eos_id, bool add_bos);
+  // From the bytes of a tokenizer.model (as stored in our GGUF files); `where` names it in errors.
+  static std::unique_ptr<Tokenizer> from_serialized(const std::string& proto, const std::string& where, int bos_id,
+                                                    int eos_id, bool add_bos);
+  // The SentencePiece model's bytes (for writing into GGUF metadata).
+  std::string serialized() const;
+  float score(int32_t id) const;
+  // GGUF token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte.
+  int32_t gguf_token_type(int32_t id) const;
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
@@ -33,6 +41,11 @@ class Tokenizer {
   int eos_id() const { return eos_; }
   bool add_bos() const { return add_bos_; }
   const std::string& path() const { return path_; }
+
+ private:
+  struct Empty {};  // tag for the constructor from_serialized uses
+ public:
+  Tokenizer(Empty, int bos_id, int eos_id, bool add_bos);
 
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
