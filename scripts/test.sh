@@ -20,7 +20,7 @@ main_failed=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' build/ctest.log | awk
 echo "== sanitizer build (ASan + UBSan): loader, parsers, ops"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJETMOE_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$JOBS" --target jetmoe_tests
-ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 OMP_NUM_THREADS=2 \
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive \
   ./build-asan/tests/jetmoe_tests --gtest_brief=1 \
   --gtest_filter='Safetensors*:HfConfig*:Gguf*:Tokenizer*:CpuOps*:ChatTemplate*:Jinja*:Sampler*:Quant*:RoutedExperts*' \
   2>&1 | tee build-asan/gtest.log

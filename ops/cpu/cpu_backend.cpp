@@ -155,7 +155,9 @@ void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32
   const int64_t work = items * (slot[T - 1] + 1) * d;
 #pragma omp parallel if (work >= kParallelMinWork)
   {
-    std::vector<float> p(static_cast<size_t>(cache.capacity()));
+    // Per-thread score buffer, kept between calls: no allocation per decoded token.
+    static thread_local std::vector<float> p;
+    if (p.size() < static_cast<size_t>(cache.capacity())) p.resize(static_cast<size_t>(cache.capacity()));
 #pragma omp for schedule(dynamic, 4)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t t = it / (slots * nkv), h = it % nkv;
@@ -165,28 +167,19 @@ void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32
       const int64_t n = slot[t] + 1 - j0;
       const float* K = cache.k(layer, static_cast<int>(h)) + j0 * d;
       const float* V = cache.v(layer, static_cast<int>(h)) + j0 * d;
+      // scores = K q (OpenBLAS SGEMV: vectorised for every ISA), softmax, out = V^T p.
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(d), scale, K, static_cast<int>(d), qv, 1,
+                  0.0f, p.data(), 1);
       float mx = -INFINITY;
-      for (int64_t j = 0; j < n; ++j) {
-        const float* kj = K + j * d;
-        float s = 0.0f;
-        for (int64_t i = 0; i < d; ++i) s += qv[i] * kj[i];
-        s *= scale;
-        p[static_cast<size_t>(j)] = s;
-        mx = std::max(mx, s);
-      }
+      for (int64_t j = 0; j < n; ++j) mx = std::max(mx, p[static_cast<size_t>(j)]);
       float sum = 0.0f;
       for (int64_t j = 0; j < n; ++j) {
         const float e = std::exp(p[static_cast<size_t>(j)] - mx);
         p[static_cast<size_t>(j)] = e;
         sum += e;
       }
-      const float inv = 1.0f / sum;
-      std::fill_n(o, d, 0.0f);
-      for (int64_t j = 0; j < n; ++j) {
-        const float w = p[static_cast<size_t>(j)] * inv;
-        const float* vj = V + j * d;
-        for (int64_t i = 0; i < d; ++i) o[i] += w * vj[i];
-      }
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(n), static_cast<int>(d), 1.0f / sum, V, static_cast<int>(d),
+                  p.data(), 1, 0.0f, o, 1);
     }
   }
 }
@@ -216,14 +209,14 @@ void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, con
   const int64_t work = T * slots * nkv * (slot[T - 1] + 1 - (first ? first[0] : 0)) * d;
 #pragma omp parallel if (work >= kParallelMinWork)
   {
-    std::vector<float> S;
+    static thread_local std::vector<float> S;  // kept between calls, grown as needed
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; ++it) {
       const Item& w = items[static_cast<size_t>(it)];
       const int64_t nq = w.t1 - w.t0;
       const int64_t k0 = first ? first[w.t0] : 0;
       const int64_t nk = slot[w.t1 - 1] + 1 - k0;  // keys the last query row of the block sees
-      S.resize(static_cast<size_t>(nq * nk));
+      if (S.size() < static_cast<size_t>(nq * nk)) S.resize(static_cast<size_t>(nq * nk));
       const float* Q = q + w.t0 * ld + (w.j * nkv + w.h) * d;
       const float* K = cache.k(layer, static_cast<int>(w.h)) + k0 * d;
       const float* V = cache.v(layer, static_cast<int>(w.h)) + k0 * d;
