@@ -262,3 +262,24 @@ TEST(Gguf, MetadataContradictingShapesIsNamed) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Gguf, QuantizeRejectsBadTypesAndStrictBlockMismatch) {
+  const fs::path dir = test::make_temp_dir("gguf-strict");
+  const std::string src = test::golden_checkpoints().front().string();  // hidden 64: not a multiple of Q4_K's 256
+  std::string out;
+  EXPECT_NE(test::run_command(test::jetmoe_binary() + " quantize -m '" + src + "' --type q4_k --strict -o '" +
+                                  (dir / "x.gguf").string() + "'",
+                              &out, true),
+            0);
+  EXPECT_THAT(out, HasSubstr("not a multiple of the Q4_K block size 256"));
+  EXPECT_THAT(out, HasSubstr("model.layers.0."));
+  EXPECT_FALSE(fs::exists(dir / "x.gguf"));
+  EXPECT_NE(test::run_command(test::jetmoe_binary() + " quantize -m '" + src + "' --type q3_z -o '" + (dir / "y.gguf").string() + "'",
+                              &out, true),
+            0);
+  EXPECT_THAT(out, HasSubstr("q3_z"));
+}
+
+}  // namespace
