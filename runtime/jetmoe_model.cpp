@@ -18,6 +18,8 @@ std::vector<float> widen(const WeightView& v, int64_t expect_numel) {
   return out;
 }
 
+void append(std::vector<int32_t>& dst, const std::vector<int32_t>& src) { dst.insert(dst.end(), src.begin(), src.end()); }
+
 WeightView f32_view(const std::string& name, const std::vector<float>& data, std::vector<int64_t> shape) {
   WeightView v;
   v.name = name;
@@ -176,10 +178,7 @@ void JetMoeModel::moa(int layer, int64_t T, const int32_t* pos, const int32_t* f
 
   be_.rms_norm(x_.data(), T, H, s.input_norm.data(), JetMoeConfig::kBlockNormEps, a_.data());
   route(a_.data(), T, f32_view(lw.moa.router.name, s.moa_router, {cfg_.num_local_experts, H}), experts_, gates_);
-  if (trace) {
-    auto& dst = trace->moa[static_cast<size_t>(layer)];
-    dst.insert(dst.end(), experts_.begin(), experts_.end());
-  }
+  if (trace) append(trace->moa[static_cast<size_t>(layer)], experts_);
 
   // Shared keys and values: kv = [K | V] per token; RoPE on K, then into the cache.
   kv_.resize(static_cast<size_t>(T * 2 * KVW));
@@ -211,10 +210,7 @@ void JetMoeModel::moe(int layer, int64_t T, RoutingTrace* trace) {
 
   be_.rms_norm(x_.data(), T, H, s.post_norm.data(), JetMoeConfig::kBlockNormEps, a_.data());
   route(a_.data(), T, f32_view(lw.moe.router.name, s.moe_router, {cfg_.num_local_experts, H}), experts_, gates_);
-  if (trace) {
-    auto& dst = trace->moe[static_cast<size_t>(layer)];
-    dst.insert(dst.end(), experts_.begin(), experts_.end());
-  }
+  if (trace) append(trace->moe[static_cast<size_t>(layer)], experts_);
 
   // z = W_in[e] m for each (token, slot), then h = silu(gate) * up.
   z_.resize(static_cast<size_t>(T * k * 2 * F));

@@ -1,0 +1,73 @@
+// The float-weight row kernel written once over a vector-traits type; included only by the per-ISA
+// files (float_dot_avx2.cpp, float_dot_avx512.cpp), each with its own traits and compiler flags.
+// Everything here has internal linkage, so no SIMD-compiled code can leak into portable code.
+#pragma once
+
+#include <cstdint>
+
+#include "ops/cpu/float_dot.h"
+
+namespace jetmoe {
+namespace {
+
+// V must provide: type vec; static constexpr int64_t width; zero(); load(const float*);
+// load_bf16(const uint16_t*); load_f16(const uint16_t*); fma(a, b, acc); add(a, b); hsum(v).
+template <class V, DType WT>
+inline typename V::vec load_w(const void* base, int64_t i) {
+  if constexpr (WT == DType::F32) return V::load(static_cast<const float*>(base) + i);
+  else if constexpr (WT == DType::BF16) return V::load_bf16(static_cast<const uint16_t*>(base) + i);
+  else return V::load_f16(static_cast<const uint16_t*>(base) + i);
+}
+
+// Up to 4 tokens share each loaded weight vector: the weight row is read from memory once.
+template <class V, DType WT, int NT>
+void dot_tokens(const void* row, const float* x, int64_t ldx, int64_t n, float* out) {
+  constexpr int64_t W = V::width;
+  typename V::vec acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = V::zero();
+  int64_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    const auto w0 = load_w<V, WT>(row, i), w1 = load_w<V, WT>(row, i + W);
+    for (int t = 0; t < NT; ++t) {
+      acc[t][0] = V::fma(w0, V::load(x + t * ldx + i), acc[t][0]);
+      acc[t][1] = V::fma(w1, V::load(x + t * ldx + i + W), acc[t][1]);
+    }
+  }
+  for (; i + W <= n; i += W) {
+    const auto w0 = load_w<V, WT>(row, i);
+    for (int t = 0; t < NT; ++t) acc[t][0] = V::fma(w0, V::load(x + t * ldx + i), acc[t][0]);
+  }
+  float tail[NT] = {};
+  if (i < n) {  // fewer than W elements left: widen them with the scalar converter
+    float wt[2 * W];
+    float_row_to_f32(WT, static_cast<const uint8_t*>(row) + i * dtype_block_bytes(WT), n - i, wt);
+    for (int t = 0; t < NT; ++t)
+      for (int64_t k = i; k < n; ++k) tail[t] += wt[k - i] * x[t * ldx + k];
+  }
+  for (int t = 0; t < NT; ++t) out[t] = V::hsum(V::add(acc[t][0], acc[t][1])) + tail[t];
+}
+
+template <class V, DType WT>
+void dot_all(const void* row, const float* x, int64_t ldx, int64_t T, int64_t n, float* out) {
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4) dot_tokens<V, WT, 4>(row, x + t * ldx, ldx, n, out + t);
+  switch (T - t) {
+    case 3: dot_tokens<V, WT, 3>(row, x + t * ldx, ldx, n, out + t); break;
+    case 2: dot_tokens<V, WT, 2>(row, x + t * ldx, ldx, n, out + t); break;
+    case 1: dot_tokens<V, WT, 1>(row, x + t * ldx, ldx, n, out + t); break;
+    default: break;
+  }
+}
+
+template <class V>
+void float_dot_simd(DType wtype, const void* row, const float* x, int64_t ldx, int64_t T, int64_t n, float* out) {
+  switch (wtype) {
+    case DType::F32: dot_all<V, DType::F32>(row, x, ldx, T, n, out); return;
+    case DType::BF16: dot_all<V, DType::BF16>(row, x, ldx, T, n, out); return;
+    case DType::F16: dot_all<V, DType::F16>(row, x, ldx, T, n, out); return;
+    default: float_dot_scalar(wtype, row, x, ldx, T, n, out); return;
+  }
+}
+
+}  // namespace
+}  // namespace jetmoe
