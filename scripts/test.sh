@@ -24,10 +24,10 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 OMP_NUM_THREADS=2 O
   ./build-asan/tests/jetmoe_tests --gtest_brief=1 \
   --gtest_filter='Safetensors*:HfConfig*:Gguf*:Tokenizer*:CpuOps*:ChatTemplate*:Jinja*:Sampler*:Quant*:RoutedExperts*' \
   2>&1 | tee build-asan/gtest.log
-asan_passed=$(grep -Eo '\[  PASSED  \] [0-9]+' build-asan/gtest.log | awk '{print $3}')
+asan_passed=$(grep -Eo 'PASSED  \] [0-9]+' build-asan/gtest.log | awk '{print $NF}')
 
 echo "== fuzzing (${FUZZ_SECONDS}s per target)"
 FUZZ_SECONDS=$FUZZ_SECONDS bash scripts/fuzz.sh
 fuzz_targets=$(ls tests/fuzz/fuzz_*.cpp | wc -l)
 
-echo "jetmoe tests: $((main_passed + asan_passed + fuzz_targets)) passed, ${main_failed} failed"
+echo "summary: $((${main_passed:-0} + ${asan_passed:-0} + fuzz_targets)) passed, ${main_failed:-0} failed"
