@@ -14,7 +14,7 @@ echo "== release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS"
 ctest --test-dir build --output-on-failure -j"$JOBS" 2>&1 | tee build/ctest.log
-main_passed=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' build/ctest.log | awk '{print $5 - $1}')
+main_passed=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' build/ctest.log | awk '{print $6 - $1}')
 main_failed=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' build/ctest.log | awk '{print $1}')
 
 echo "== sanitizer build (ASan + UBSan): loader, parsers, ops"
