@@ -53,5 +53,7 @@ void add_generate_command(CLI::App& app);
 void add_score_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_score_merge_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace jetmoe::cli
