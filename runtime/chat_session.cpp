@@ -40,8 +40,16 @@ ChatFormat ChatFormat::for_model(const ModelFiles& files, const std::string& ove
   for (int id : files.generation.eos_token_ids)
     if (std::find(f.stop_ids.begin(), f.stop_ids.end(), id) == f.stop_ids.end()) f.stop_ids.push_back(id);
   if (has_own) {
+    // Templates often build markers from the role name ('<|' + role + '|>'), so look for them
+    // in a rendered probe conversation, not in the template source.
+    std::string probe = f.tmpl.source();
+    try {
+      probe += f.tmpl.render({{"system", "s"}, {"user", "u"}, {"assistant", "a"}, {"user", "u"}}, true);
+    } catch (const ChatTemplateError&) {
+      // a template that insists on its own message order: the source alone has to do
+    }
     for (const char* m : kKnownTurnMarkers)
-      if (f.tmpl.source().find(m) != std::string::npos) f.stop_strings.emplace_back(m);
+      if (probe.find(m) != std::string::npos) f.stop_strings.emplace_back(m);
     if (!eos.empty()) f.stop_strings.push_back(eos);
   } else {
     f.stop_strings = end_of_turn_markers(name);
@@ -197,6 +205,8 @@ ChatReply ChatSession::send(const std::string& user_text, Sampler& sampler,
     if (!tail.empty()) on_text(tail);
   }
   r.reused_tokens = seq_.reused_tokens();
+  // The newline a model writes before the next turn's marker belongs to the template, not the reply.
+  while (!r.text.empty() && (r.text.back() == '\n' || r.text.back() == ' ')) r.text.pop_back();
   turns_.push_back({"assistant", r.text});
   return r;
 }

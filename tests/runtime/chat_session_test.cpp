@@ -33,6 +33,8 @@ TEST(ChatSession, GoldenPromptIds) {
   auto& a = austen();
   const ChatFormat f = ChatFormat::for_model(*a.files);
   EXPECT_EQ(f.name, "checkpoint");
+  // The template builds "<|user|>" from the role name; a reply that starts the next turn stops there.
+  EXPECT_NE(std::find(f.stop_strings.begin(), f.stop_strings.end(), "<|user|>"), f.stop_strings.end());
   std::vector<ChatMessage> msgs;
   for (const auto& m : a.golden["messages"]) msgs.push_back({m["role"], m["content"]});
   EXPECT_EQ(f.tmpl.render(msgs, true), a.golden["rendered"].get<std::string>());
