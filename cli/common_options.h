@@ -55,5 +55,7 @@ void add_tokenize_command(CLI::App& app);
 void add_score_merge_command(CLI::App& app);
 void add_compare_quants_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace jetmoe::cli

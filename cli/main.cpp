@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
   jetmoe::cli::add_score_merge_command(app);
   jetmoe::cli::add_compare_quants_command(app);
   jetmoe::cli::add_quantize_command(app);
+  jetmoe::cli::add_chat_command(app);
+  jetmoe::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
