@@ -53,5 +53,6 @@ void add_generate_command(CLI::App& app);
 void add_score_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_score_merge_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace jetmoe::cli

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   jetmoe::cli::add_score_command(app);
   jetmoe::cli::add_tokenize_command(app);
   jetmoe::cli::add_score_merge_command(app);
+  jetmoe::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
