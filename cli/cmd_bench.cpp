@@ -46,6 +46,7 @@ struct BenchOptions {
   double bw_gib = 1.0;
   int bw_passes = 5;
   long long seed = 1;
+  std::string json_file;  // also write the JSON here
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -303,6 +304,10 @@ void run_bench(BenchOptions& o) {
     }
   }
 
+  if (!o.json_file.empty()) {
+    std::ofstream jf(o.json_file);
+    if (!(jf << report.dump(2) << "\n")) throw std::runtime_error(o.json_file + ": cannot write");
+  }
   if (o.json) {
     std::cout << report.dump(2) << "\n";
     return;
@@ -349,6 +354,7 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::Range(0.01, 64.0));
   sub->add_option("--seed", o->seed, "Seed of the random tokens and synthetic weights");
   sub->add_flag("--json", o->json, "Print one JSON object instead of the markdown table");
+  sub->add_option("--json-file", o->json_file, "Also write the JSON object to this file");
   sub->callback([o] { run_bench(*o); });
 }
 
