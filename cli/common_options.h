@@ -57,5 +57,6 @@ void add_compare_quants_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace jetmoe::cli

@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   jetmoe::cli::add_quantize_command(app);
   jetmoe::cli::add_chat_command(app);
   jetmoe::cli::add_serve_command(app);
+  jetmoe::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,234 @@
+// Micro-benchmarks of the kernels decode and prefill spend their time in, at JetMoE-8B's shapes:
+//   qmatvec / qmatmul   per quantized format and per SIMD path the CPU has (one thread: the
+//                       kernel itself; bytes/s and GFLOP/s counters),
+//   float_dot           F32 / BF16 / F16 weight rows per SIMD path (one thread),
+//   backend_matmul      CpuBackend::matmul on one MLP expert (all OpenMP threads, active ISA;
+//                       includes quantizing the activations),
+//   attention           CpuBackend::attention, decode (T=1) at several context lengths and prefill,
+//   router              the router product, a [8, 2048] float32 matrix (CpuBackend::matmul).
+// Matrices named "stream" are larger than the L3 cache (memory-bound); "cache" ones fit in L2
+// (compute-bound). Run: build-bench/bench/jetmoe_kernels_bench --benchmark_filter=qmatvec
+#include <benchmark/benchmark.h>
+
+#include <omp.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/cpu_isa.h"
+#include "ops/cpu/float_dot.h"
+#include "quant/qdot.h"
+#include "quant/quantize.h"
+#include "runtime/kv_cache.h"
+
+namespace jetmoe {
+namespace {
+
+constexpr int64_t kHidden = 2048;  // JetMoE-8B hidden size: the input length of most matrices
+constexpr int64_t kFfn = 5632;
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+// A rows x n matrix of type t with random values, built a row at a time (max-abs quantization:
+// the values do not matter for speed).
+std::vector<uint8_t> random_matrix(DType t, int64_t rows, int64_t n, uint32_t seed) {
+  const size_t rb = dtype_row_bytes(t, static_cast<size_t>(n));
+  std::vector<uint8_t> m(rb * static_cast<size_t>(rows));
+  std::vector<float> row = random_floats(static_cast<size_t>(n), seed, 0.03f);
+  std::mt19937 rng(seed);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::rotate(row.begin(), row.begin() + static_cast<int64_t>(rng() % static_cast<uint32_t>(n)), row.end());
+    uint8_t* d = m.data() + static_cast<size_t>(r) * rb;
+    switch (t) {
+      case DType::F32: std::memcpy(d, row.data(), rb); break;
+      case DType::BF16:
+        for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(d)[i] = f32_to_bf16(row[static_cast<size_t>(i)]);
+        break;
+      case DType::F16:
+        for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(d)[i] = f32_to_f16(row[static_cast<size_t>(i)]);
+        break;
+      default: quantize_row_maxabs(t, row.data(), d, n);
+    }
+  }
+  return m;
+}
+
+void set_counters(benchmark::State& st, double bytes_per_iter, double flops_per_iter) {
+  st.counters["bytes/s"] = benchmark::Counter(bytes_per_iter, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+  st.counters["FLOP/s"] = benchmark::Counter(flops_per_iter, benchmark::Counter::kIsIterationInvariantRate,
+                                             benchmark::Counter::kIs1000);
+}
+
+// y = W x, one thread, every row of a rows x 2048 matrix.
+void bm_qmatvec(benchmark::State& st, CpuIsa isa, DType t, int64_t rows) {
+  const int64_t n = kHidden;
+  const auto W = random_matrix(t, rows, n, 1);
+  const auto x = random_floats(static_cast<size_t>(n), 2);
+  std::vector<uint8_t> xq(activation_row_bytes(t, n));
+  quantize_activation_row(t, x.data(), xq.data(), n);
+  std::vector<float> y(static_cast<size_t>(rows));
+  for (auto _ : st) {
+    qmatvec_isa(isa, t, W.data(), 0, rows, n, xq.data(), y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, static_cast<double>(W.size()), 2.0 * static_cast<double>(rows * n));
+}
+
+// Y = W X for T tokens, one thread (the prefill kernel; activations quantized outside the loop).
+void bm_qmatmul(benchmark::State& st, CpuIsa isa, DType t, int64_t rows, int64_t T) {
+  const int64_t n = kHidden;
+  const auto W = random_matrix(t, rows, n, 3);
+  const auto X = random_floats(static_cast<size_t>(T * n), 4);
+  const size_t arb = activation_row_bytes(t, n);
+  std::vector<uint8_t> Xq(arb * static_cast<size_t>(T));
+  quantize_activation_rows(t, X.data(), n, Xq.data(), T, n);
+  std::vector<float> Y(static_cast<size_t>(T * rows));
+  for (auto _ : st) {
+    qmatmul_isa(isa, t, W.data(), 0, rows, n, Xq.data(), T, Y.data(), rows);
+    benchmark::DoNotOptimize(Y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, static_cast<double>(W.size()), 2.0 * static_cast<double>(rows * n * T));
+}
+
+// Float weight rows (F32/BF16/F16) times T float vectors, one thread.
+void bm_float_dot(benchmark::State& st, CpuIsa isa, DType t, int64_t rows, int64_t T) {
+  const int64_t n = kHidden;
+  const auto W = random_matrix(t, rows, n, 5);
+  const auto X = random_floats(static_cast<size_t>(T * n), 6);
+  const size_t rb = dtype_row_bytes(t, static_cast<size_t>(n));
+  std::vector<float> out(static_cast<size_t>(rows * T));
+  const FloatDotFn fn = float_dot_for(isa);
+  for (auto _ : st) {
+    for (int64_t r = 0; r < rows; ++r) fn(t, W.data() + static_cast<size_t>(r) * rb, X.data(), n, T, n, out.data() + r * T);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, static_cast<double>(W.size()), 2.0 * static_cast<double>(rows * n * T));
+}
+
+// CpuBackend::matmul on one MLP expert's input matrix [2F, H], every OpenMP thread.
+void bm_backend_matmul(benchmark::State& st, DType t, int64_t T) {
+  const int64_t rows = 2 * kFfn, n = kHidden;
+  const auto W = random_matrix(t, rows, n, 7);
+  WeightView v;
+  v.name = "w_in[0]";
+  v.data = W.data();
+  v.dtype = t;
+  v.shape = {rows, n};
+  const auto X = random_floats(static_cast<size_t>(T * n), 8);
+  std::vector<float> Y(static_cast<size_t>(T * rows));
+  CpuBackend be;
+  for (auto _ : st) {
+    be.matmul(X.data(), T, v, Y.data(), rows);
+    benchmark::DoNotOptimize(Y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, static_cast<double>(W.size()), 2.0 * static_cast<double>(rows * n * T));
+  st.counters["threads"] = omp_get_max_threads();
+}
+
+// Attention of one layer: T queries (2 slots x 16 heads x 128) at the end of a context of ctx
+// positions already in the cache.
+void bm_attention(benchmark::State& st, int64_t ctx, int64_t T) {
+  const int heads = 16, d = 128, slots = 2;
+  KvCache cache(1, heads, d, static_cast<int>(ctx));
+  for (int h = 0; h < heads; ++h) {
+    const auto k = random_floats(static_cast<size_t>(ctx * d), 10 + static_cast<uint32_t>(h));
+    const auto v = random_floats(static_cast<size_t>(ctx * d), 50 + static_cast<uint32_t>(h));
+    std::copy(k.begin(), k.end(), cache.k(0, h));
+    std::copy(v.begin(), v.end(), cache.v(0, h));
+  }
+  cache.set_size(static_cast<int>(ctx));
+  const auto q = random_floats(static_cast<size_t>(T * slots * heads * d), 9);
+  std::vector<float> out(q.size());
+  std::vector<int32_t> slot(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) slot[static_cast<size_t>(t)] = static_cast<int32_t>(ctx - T + t);
+  CpuBackend be;
+  for (auto _ : st) {
+    be.attention(q.data(), T, slots, slot.data(), nullptr, cache, 0, out.data());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  // K and V bytes each query reads (the causal prefix), summed over the T queries.
+  double kv_reads = 0;
+  for (int64_t t = 0; t < T; ++t) kv_reads += static_cast<double>(slot[static_cast<size_t>(t)] + 1) * heads * d * 2 * 4;
+  set_counters(st, kv_reads, kv_reads / 4 * slots * 2);
+}
+
+// The router: logits of 8 experts, [8, 2048] float32, for T tokens.
+void bm_router(benchmark::State& st, int64_t T) {
+  const int64_t E = 8, n = kHidden;
+  const auto W = random_floats(static_cast<size_t>(E * n), 11, 0.03f);
+  WeightView v;
+  v.name = "router";
+  v.data = W.data();
+  v.dtype = DType::F32;
+  v.shape = {E, n};
+  const auto X = random_floats(static_cast<size_t>(T * n), 12);
+  std::vector<float> Y(static_cast<size_t>(T * E));
+  CpuBackend be;
+  for (auto _ : st) {
+    be.matmul(X.data(), T, v, Y.data(), E);
+    benchmark::DoNotOptimize(Y.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, static_cast<double>(W.size() * 4), 2.0 * static_cast<double>(E * n * T));
+}
+
+void register_all() {
+  const DType qtypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K};
+  const DType ftypes[] = {DType::F32, DType::BF16, DType::F16};
+  for (CpuIsa isa : supported_isas()) {
+    const std::string is = isa_name(isa);
+    for (DType t : qtypes) {
+      const std::string ts = dtype_name(t);
+      // 256 rows (~0.5 MB at Q8_0) stay in L2; 16384 rows (~36 MB at Q8_0, 19 MB at Q4_0) stream
+      // from memory on a 32 MB-L3 machine at Q8_0 (use --benchmark_filter to pick).
+      benchmark::RegisterBenchmark(("qmatvec/" + ts + "/" + is + "/cache").c_str(), bm_qmatvec, isa, t, int64_t{256});
+      benchmark::RegisterBenchmark(("qmatvec/" + ts + "/" + is + "/stream").c_str(), bm_qmatvec, isa, t, int64_t{16384});
+      for (int64_t T : {16, 128})
+        benchmark::RegisterBenchmark(("qmatmul/" + ts + "/" + is + "/T" + std::to_string(T)).c_str(), bm_qmatmul, isa, t,
+                                     int64_t{1024}, T);
+    }
+    for (DType t : ftypes)
+      for (int64_t T : {1, 4})
+        benchmark::RegisterBenchmark(("float_dot/" + std::string(dtype_name(t)) + "/" + is + "/T" + std::to_string(T)).c_str(),
+                                     bm_float_dot, isa, t, int64_t{1024}, T);
+  }
+  for (DType t : qtypes)
+    for (int64_t T : {1, 64})
+      benchmark::RegisterBenchmark(("backend_matmul/" + std::string(dtype_name(t)) + "/T" + std::to_string(T)).c_str(),
+                                   bm_backend_matmul, t, T)
+          ->UseRealTime();
+  for (int64_t ctx : {128, 512, 2048})
+    benchmark::RegisterBenchmark(("attention/decode/ctx" + std::to_string(ctx)).c_str(), bm_attention, ctx, int64_t{1})
+        ->UseRealTime();
+  benchmark::RegisterBenchmark("attention/prefill/T512", bm_attention, int64_t{512}, int64_t{512})->UseRealTime();
+  for (int64_t T : {1, 512})
+    benchmark::RegisterBenchmark(("router/T" + std::to_string(T)).c_str(), bm_router, T)->UseRealTime();
+}
+
+}  // namespace
+}  // namespace jetmoe
+
+int main(int argc, char** argv) {
+  jetmoe::register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

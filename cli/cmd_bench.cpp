@@ -1,0 +1,361 @@
+// jetmoe bench: prefill and decode speed in the spirit of llama-bench, with the memory-bandwidth
+// limit measured in the same run.
+//
+// For every model (checkpoint folders, and/or a random-weight model with JetMoE-8B's shapes built
+// in memory with --synth), every weight type (--quant) and every thread count (-t) it runs:
+//   pp<P>  prefill: P random tokens through one forward call on an empty cache, tokens/s;
+//   tg<N>  decode: N single-token forward calls from an empty cache, tokens/s;
+// each -r times after an untimed warm-up, reporting median, min-max and standard deviation.
+// Decode also reports the weight bytes read per token (ModelFiles::bytes_per_token: selected
+// experts + shared parts + head), the GB/s that implies, and its ratio to a streaming-read probe
+// run just before at the same thread count. --busy adds a decode row with another process
+// spinning on one core. The table (or --json) goes to stdout, progress to stderr.
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/cmd_bench_probes.h"
+#include "cli/common_options.h"
+#include "loader/quantize_weights.h"
+#include "loader/synthetic_model.h"
+#include "ops/cpu/cpu_isa.h"
+
+namespace jetmoe::cli {
+namespace {
+
+struct BenchOptions {
+  std::vector<std::string> models;  // checkpoint folders
+  bool synth = false;
+  int layers = 4;
+  std::string threads = "";  // "1,2"; empty: all cores
+  std::string quants = "none";
+  int n_prompt = 512, n_gen = 128, reps = 3;
+  bool no_mmap = false, mlock = false, json = false, busy = false, warmup = true;
+  double bw_gib = 1.0;
+  int bw_passes = 5;
+  long long seed = 1;
+  std::string json_file;  // also write the JSON here
+};
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+struct Stats {
+  std::vector<double> samples;  // tokens/s of each repetition
+  double median = 0, min = 0, max = 0, mean = 0, stddev = 0;
+};
+
+Stats summarize(std::vector<double> v) {
+  Stats s;
+  s.samples = v;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.min = v.front();
+  s.max = v.back();
+  s.median = v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  for (double x : v) s.mean += x;
+  s.mean /= static_cast<double>(v.size());
+  for (double x : v) s.stddev += (x - s.mean) * (x - s.mean);
+  s.stddev = v.size() > 1 ? std::sqrt(s.stddev / static_cast<double>(v.size() - 1)) : 0.0;
+  return s;
+}
+
+// Weights multiplied per token, counted like bytes_per_token (selected experts, shared kv_proj
+// and routers, the head; the embedding is a row lookup): prefill GFLOP/s = 2 x this x tokens/s,
+// the convention of the anchor figures (which include the head).
+double active_weights_per_token(const ModelFiles& f) {
+  const double k = f.config.num_experts_per_tok, E = f.config.num_local_experts;
+  double n = static_cast<double>(f.weights.lm_head.numel());
+  for (const LayerWeights& l : f.weights.layers)
+    n += static_cast<double>(l.moa.kv_proj.numel() + l.moa.router.numel() + l.moe.router.numel()) +
+         static_cast<double>(l.moa.q_experts.numel() + l.moa.o_experts.numel() + l.moe.w_in.numel() + l.moe.w_out.numel()) / E * k;
+  return n;
+}
+
+// MemAvailable from /proc/meminfo, 0 when unknown.
+size_t available_ram_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  size_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024;
+  return 0;
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+std::string bytes_text(double b) { return b >= 1e8 ? fmt("%.3f GB", b / 1e9) : fmt("%.3f MB", b / 1e6); }
+
+struct Loaded {
+  std::unique_ptr<ModelFiles> files;
+  std::string name, type, load_mode;
+};
+
+Loaded load_one(const BenchOptions& o, const std::string& model, const std::string& type) {
+  Loaded L;
+  L.type = type;
+  if (model.empty()) {  // synthetic
+    const std::string t = type == "none" ? "bf16" : type;  // JetMoE-8B's own weights are bf16
+    L.type = t;
+    const JetMoeConfig cfg = jetmoe_8b_config(o.layers);
+    const size_t need = synthetic_model_bytes(cfg, t);
+    const size_t avail = available_ram_bytes();
+    if (avail != 0 && need > avail / 10 * 9)
+      throw std::runtime_error("a synthetic " + t + " model of " + std::to_string(o.layers) + " layers needs " +
+                               fmt("%.1f", need / 1e9) + " GB; only " + fmt("%.1f", avail / 1e9) +
+                               " GB of RAM is available (use fewer --layers)");
+    std::fprintf(stderr, "bench: building synthetic JetMoE-8B-shape model, %d layers, %s (%.2f GB)...\n", o.layers,
+                 t.c_str(), need / 1e9);
+    const auto t0 = std::chrono::steady_clock::now();
+    L.files = make_synthetic_model(cfg, t, static_cast<uint64_t>(o.seed));
+    std::fprintf(stderr, "bench: built in %.1f s\n",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    L.name = "synth-8b-" + std::to_string(o.layers) + "L";
+    L.load_mode = "memory (synthetic)";
+    return L;
+  }
+  ModelOptions mo;
+  mo.model = model;
+  mo.no_mmap = o.no_mmap;
+  mo.mlock = o.mlock;
+  LoadOptions lo = mo.load_options();
+  if (type != "none") lo.quant = type;
+  std::fprintf(stderr, "bench: loading %s (%s)...\n", model.c_str(), type.c_str());
+  L.files = load_model_files(model, lo);
+  L.name = std::filesystem::path(model).filename().string();
+  if (L.name.empty()) L.name = model;
+  // Quantized at load: the weights live in owned memory whatever the file mode was.
+  L.load_mode = type == "none" ? load_mode_name(lo.mode) : std::string("memory (quantized at load)");
+  if (type == "none") {
+    std::string dt = dtype_name(L.files->weights.layers.empty() ? L.files->weights.embed.dtype
+                                                                  : L.files->weights.layers[0].moe.w_in.dtype);
+    std::transform(dt.begin(), dt.end(), dt.begin(), ::tolower);
+    L.type = dt;
+  }
+  return L;
+}
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Runner {
+  JetMoeModel& model;
+  std::vector<int32_t> prompt, gen;
+  std::vector<float> logits;
+
+  double prefill(KvCache& cache, int n) {
+    cache.clear();
+    const auto t0 = Clock::now();
+    model.forward(std::span<const int32_t>(prompt.data(), static_cast<size_t>(n)), cache, logits, false);
+    return n / seconds_since(t0);
+  }
+  double decode(KvCache& cache, int n) {
+    cache.clear();
+    const auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i) model.forward(std::span<const int32_t>(&gen[static_cast<size_t>(i)], 1), cache, logits, false);
+    return n / seconds_since(t0);
+  }
+};
+
+void run_bench(BenchOptions& o) {
+  if (o.no_mmap && o.mlock) throw CLI::ValidationError("--no-mmap and --mlock", "choose one of them");
+  if (o.reps < 1) throw CLI::ValidationError("-r", "at least one repetition");
+  std::vector<int> threads;
+  for (const std::string& t : split_list(o.threads.empty() ? std::to_string(omp_get_num_procs()) : o.threads)) {
+    int v = 0;
+    try {
+      v = std::stoi(t);
+    } catch (const std::exception&) {
+    }
+    if (v < 1) throw CLI::ValidationError("-t", "'" + t + "' is not a thread count (e.g. -t 1,2)");
+    threads.push_back(v);
+  }
+  const std::vector<std::string> types = split_list(o.quants);
+  if (types.empty()) throw CLI::ValidationError("--quant", "no types given");
+  std::vector<std::string> models;
+  for (const std::string& m : o.models)
+    for (const std::string& p : split_list(m)) models.push_back(p);
+  if (o.synth) models.push_back("");  // "" = the synthetic model
+  if (models.empty()) models.push_back(default_model_path());
+  for (const std::string& t : types) {
+    const auto known = synthetic_type_names();
+    if (t != "none" && std::find(known.begin(), known.end(), t) == known.end())
+      throw CLI::ValidationError("--quant", "unknown type '" + t + "' (none, f32, bf16, f16, q8_0, q4_0, q4_k, q4_0-pure, q4_k-pure)");
+    const bool float_type = t == "f32" || t == "bf16" || t == "f16";
+    if (float_type && std::any_of(models.begin(), models.end(), [](const std::string& m) { return !m.empty(); }))
+      throw CLI::ValidationError("--quant", "'" + t + "' applies to --synth only; a checkpoint runs its own float weights with 'none'");
+  }
+
+  const int max_threads = *std::max_element(threads.begin(), threads.end());
+  omp_set_num_threads(max_threads);
+  std::fprintf(stderr, "bench: allocating the %.2f GiB bandwidth probe buffer...\n", o.bw_gib);
+  ReadBandwidthProbe probe(static_cast<size_t>(o.bw_gib * 1024.0 * 1024.0 * 1024.0));
+
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  nlohmann::ordered_json report;
+  report["jetmoe_version"] = JETMOE_VERSION;
+  report["isa"] = isa_name(active_isa());
+  report["cpu_features"] = cpu_feature_summary();
+  report["omp_wait_policy"] = wait_policy ? wait_policy : "";
+  report["n_prompt"] = o.n_prompt;
+  report["n_gen"] = o.n_gen;
+  report["repetitions"] = o.reps;
+  report["bandwidth_probe_bytes"] = probe.bytes();
+  report["results"] = nlohmann::ordered_json::array();
+
+  std::mt19937 rng(static_cast<uint32_t>(o.seed));
+  for (const std::string& model_path : models) {
+    for (const std::string& type : types) {
+      omp_set_num_threads(max_threads);  // building / quantizing uses every thread asked for
+      Loaded L = load_one(o, model_path, type);
+      auto backend = make_backend("cpu");
+      JetMoeModel model(L.files->config, L.files->weights, *backend);
+      const JetMoeConfig& cfg = L.files->config;
+      const int ctx = std::max(o.n_prompt, o.n_gen) + 1;
+      if (ctx > cfg.max_position_embeddings)
+        throw CLI::ValidationError("-p/-n", "longer than the model's context of " + std::to_string(cfg.max_position_embeddings));
+      KvCache cache = model.make_cache(ctx);
+      Runner run{model, {}, {}, {}};
+      std::uniform_int_distribution<int32_t> tok(3, cfg.vocab_size - 1);
+      run.prompt.resize(static_cast<size_t>(std::max(o.n_prompt, 1)));
+      run.gen.resize(static_cast<size_t>(std::max(o.n_gen, 4)));
+      for (auto& t : run.prompt) t = tok(rng);
+      for (auto& t : run.gen) t = tok(rng);
+      const size_t bpt = L.files->bytes_per_token();
+      const double active = active_weights_per_token(*L.files);
+      const size_t model_bytes = L.files->tensors->file_bytes();
+
+      for (int nt : threads) {
+        omp_set_num_threads(nt);
+        const BandwidthResult bw = probe.measure(o.bw_passes);
+        std::fprintf(stderr, "bench: %s %s t=%d: read bandwidth %.1f GB/s (median of %d, %.1f-%.1f)\n", L.name.c_str(),
+                     L.type.c_str(), nt, bw.median_gbps, bw.passes, bw.min_gbps, bw.max_gbps);
+        if (o.warmup) {  // pages in every expert (a 64-token prompt picks them all) and starts the threads
+          if (o.n_prompt > 0) run.prefill(cache, std::min(o.n_prompt, 64));
+          if (o.n_gen > 0) run.decode(cache, 4);
+        }
+        auto emit = [&](const std::string& test, bool decode, int n, const std::vector<double>& samples, bool busy) {
+          const Stats s = summarize(samples);
+          nlohmann::ordered_json r;
+          r["model"] = L.name;
+          r["model_path"] = model_path.empty() ? "(synthetic)" : model_path;
+          r["synthetic"] = model_path.empty();
+          r["layers"] = cfg.num_hidden_layers;
+          r["type"] = L.type;
+          r["model_bytes"] = model_bytes;
+          r["load_mode"] = L.load_mode;
+          r["threads"] = nt;
+          r["test"] = test;
+          r["n_tokens"] = n;
+          r["busy_neighbour"] = busy;
+          r["tokens_per_second"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"mean", s.mean},
+                                    {"stddev", s.stddev}, {"samples", s.samples}};
+          r["active_weights_per_token"] = active;
+          r["gflops_per_second"] = 2.0 * active * s.median / 1e9;
+          r["bandwidth_gbps"] = bw.median_gbps;
+          r["bandwidth_gbps_max"] = bw.max_gbps;
+          if (decode) {
+            r["weight_bytes_per_token"] = bpt;
+            r["achieved_gbps"] = static_cast<double>(bpt) * s.median / 1e9;
+            r["bandwidth_ratio"] = bw.median_gbps > 0 ? static_cast<double>(bpt) * s.median / 1e9 / bw.median_gbps : 0.0;
+          }
+          report["results"].push_back(r);
+        };
+        auto repeat = [&](const std::string& test, bool decode, int n, bool busy) {
+          std::vector<double> samples;
+          for (int rep = 0; rep < o.reps; ++rep) {
+            samples.push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
+            std::fprintf(stderr, "bench: %s %s t=%d %s rep %d/%d: %.2f tok/s\n", L.name.c_str(), L.type.c_str(), nt,
+                         test.c_str(), rep + 1, o.reps, samples.back());
+          }
+          emit(test, decode, n, samples, busy);
+        };
+        if (o.n_prompt > 0) repeat("pp" + std::to_string(o.n_prompt), false, o.n_prompt, false);
+        if (o.n_gen > 0) repeat("tg" + std::to_string(o.n_gen), true, o.n_gen, false);
+        if (o.busy && o.n_gen > 0 && nt == max_threads) {
+          BusyNeighbour neighbour;
+          std::fprintf(stderr, "bench: busy neighbour process spinning on cpu %d\n", neighbour.cpu());
+          repeat("tg" + std::to_string(o.n_gen) + "-busy", true, o.n_gen, true);
+        }
+      }
+    }
+  }
+
+  if (!o.json_file.empty()) {
+    std::ofstream jf(o.json_file);
+    if (!(jf << report.dump(2) << "\n")) throw std::runtime_error(o.json_file + ": cannot write");
+  }
+  if (o.json) {
+    std::cout << report.dump(2) << "\n";
+    return;
+  }
+  std::printf("| model | type | load | threads | test | t/s median | min-max | GFLOP/s | weights/token | GB/s | read BW GB/s | of BW |\n");
+  std::printf("| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+  for (const auto& r : report["results"]) {
+    const auto& t = r["tokens_per_second"];
+    const bool decode = r.contains("weight_bytes_per_token");
+    std::printf("| %s | %s | %s | %d | %s | %.2f | %.2f-%.2f | %s | %s | %s | %.1f | %s |\n",
+                r["model"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
+                r["load_mode"].get<std::string>().c_str(), r["threads"].get<int>(), r["test"].get<std::string>().c_str(),
+                t["median"].get<double>(), t["min"].get<double>(), t["max"].get<double>(),
+                decode ? "-" : fmt("%.1f", r["gflops_per_second"].get<double>()).c_str(),
+                decode ? bytes_text(r["weight_bytes_per_token"].get<double>()).c_str() : "-",
+                decode ? fmt("%.1f", r["achieved_gbps"].get<double>()).c_str() : "-", r["bandwidth_gbps"].get<double>(),
+                decode ? fmt("%.0f%%", 100.0 * r["bandwidth_ratio"].get<double>()).c_str() : "-");
+  }
+  std::printf("\nisa %s, OMP_WAIT_POLICY=%s, read bandwidth: streaming sum over %.2f GiB, median of %d passes\n",
+              report["isa"].get<std::string>().c_str(), wait_policy ? wait_policy : "(unset)", o.bw_gib, o.bw_passes);
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  auto o = std::make_shared<BenchOptions>();
+  CLI::App* sub = app.add_subcommand("bench", "Prefill (pp) and decode (tg) speed, with the memory bandwidth measured in the same run");
+  sub->add_option("-m,--model", o->models, "Checkpoint folder(s), repeatable or comma-separated (default: the bundled model unless --synth)");
+  sub->add_flag("--synth", o->synth, "Benchmark a random-weight model with JetMoE-8B's shapes, built in memory");
+  sub->add_option("--layers", o->layers, "Layers of the --synth model (JetMoE-8B has 24; full width either way)")
+      ->check(CLI::Range(1, 24));
+  sub->add_option("-t,--threads", o->threads, "Thread counts, comma-separated (default: all cores)");
+  sub->add_option("--quant", o->quants,
+                  "Weight types, comma-separated: none (the checkpoint's own weights; bf16 for --synth), q8_0, q4_0, q4_k, "
+                  "q4_0-pure, q4_k-pure; f32, bf16, f16 for --synth");
+  sub->add_option("-p,--n-prompt", o->n_prompt, "Prompt tokens of the prefill test (0: skip)")->check(CLI::Range(0, 4096));
+  sub->add_option("-n,--n-gen", o->n_gen, "Tokens of the decode test (0: skip)")->check(CLI::Range(0, 4096));
+  sub->add_option("-r,--repetitions", o->reps, "Timed repetitions of each test")->check(CLI::Range(1, 1000));
+  sub->add_flag("--no-mmap", o->no_mmap, "Read checkpoint weights into RAM instead of mmapping them");
+  sub->add_flag("--mlock", o->mlock, "mmap checkpoint weights and lock them in RAM");
+  sub->add_flag("--busy", o->busy, "Add a decode row at the largest thread count with another process spinning on one core");
+  sub->add_flag("!--no-warmup", o->warmup, "Skip the untimed warm-up run");
+  sub->add_option("--bw-gib", o->bw_gib, "Size of the read-bandwidth probe buffer in GiB (far above the caches)")
+      ->check(CLI::Range(0.01, 64.0));
+  sub->add_option("--seed", o->seed, "Seed of the random tokens and synthetic weights");
+  sub->add_flag("--json", o->json, "Print one JSON object instead of the markdown table");
+  sub->add_option("--json-file", o->json_file, "Also write the JSON object to this file");
+  sub->callback([o] { run_bench(*o); });
+}
+
+}  // namespace jetmoe::cli

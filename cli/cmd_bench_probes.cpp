@@ -1,0 +1,118 @@
+#include "cli/cmd_bench_probes.h"
+
+#include <omp.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace jetmoe::cli {
+
+namespace {
+
+// Contiguous share [begin, end) of n for thread t of nt, in whole 64-byte lines.
+void thread_share(size_t n, int t, int nt, size_t* begin, size_t* end) {
+  const size_t lines = n / 8;
+  *begin = lines * static_cast<size_t>(t) / static_cast<size_t>(nt) * 8;
+  *end = lines * static_cast<size_t>(t + 1) / static_cast<size_t>(nt) * 8;
+}
+
+// Eight independent accumulators: the adds never limit the loop, the loads do. Compiled with the
+// portable baseline flags (SSE2), which is enough: two 16-byte loads per cycle per core are far
+// above what DRAM delivers.
+uint64_t sum_range(const uint64_t* p, size_t begin, size_t end) {
+  uint64_t a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (size_t i = begin; i < end; i += 8)
+    for (int k = 0; k < 8; ++k) a[k] += p[i + static_cast<size_t>(k)];
+  uint64_t s = 0;
+  for (uint64_t v : a) s += v;
+  return s;
+}
+
+}  // namespace
+
+ReadBandwidthProbe::ReadBandwidthProbe(size_t bytes) {
+  n_ = bytes / 64 * 8;
+  if (n_ == 0) throw std::invalid_argument("the bandwidth probe needs a buffer of at least 64 bytes");
+  buf_ = std::make_unique_for_overwrite<uint64_t[]>(n_);
+  uint64_t* p = buf_.get();
+  const size_t n = n_;
+#pragma omp parallel
+  {
+    size_t b, e;
+    thread_share(n, omp_get_thread_num(), omp_get_num_threads(), &b, &e);
+    for (size_t i = b; i < e; ++i) p[i] = i;
+  }
+}
+
+BandwidthResult ReadBandwidthProbe::measure(int passes) {
+  BandwidthResult r;
+  r.threads = omp_get_max_threads();
+  r.buffer_bytes = bytes();
+  r.passes = passes;
+  std::vector<double> gbps;
+  const uint64_t* p = buf_.get();
+  const size_t n = n_;
+  volatile uint64_t sink = 0;  // keeps the sums (and so the reads) alive
+  for (int pass = -1; pass < passes; ++pass) {
+    const auto t0 = std::chrono::steady_clock::now();
+    uint64_t total = 0;
+#pragma omp parallel reduction(+ : total)
+    {
+      size_t b, e;
+      thread_share(n, omp_get_thread_num(), omp_get_num_threads(), &b, &e);
+      total += sum_range(p, b, e);
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    sink = sink + total;
+    if (pass >= 0) gbps.push_back(static_cast<double>(bytes()) / s / 1e9);
+  }
+  std::sort(gbps.begin(), gbps.end());
+  if (!gbps.empty()) {
+    r.min_gbps = gbps.front();
+    r.max_gbps = gbps.back();
+    r.median_gbps = gbps.size() % 2 ? gbps[gbps.size() / 2] : 0.5 * (gbps[gbps.size() / 2 - 1] + gbps[gbps.size() / 2]);
+  }
+  return r;
+}
+
+BusyNeighbour::BusyNeighbour() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    for (int c = CPU_SETSIZE - 1; c >= 0; --c)
+      if (CPU_ISSET(c, &set)) {
+        cpu_ = c;
+        break;
+      }
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error(std::string("cannot start the busy neighbour process: ") + std::strerror(errno));
+  if (pid_ == 0) {
+    // The child: pin to one core and spin until killed. Only async-signal-safe calls here (the
+    // parent has OpenMP threads; their locks are not ours to touch).
+    if (cpu_ >= 0) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu_, &one);
+      sched_setaffinity(0, sizeof(one), &one);
+    }
+    volatile uint64_t spin = 0;
+    for (;;) spin = spin + 1;
+  }
+}
+
+BusyNeighbour::~BusyNeighbour() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+}
+
+}  // namespace jetmoe::cli

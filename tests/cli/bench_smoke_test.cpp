@@ -1,0 +1,88 @@
+// `jetmoe bench` end to end on a golden checkpoint, tiny and once, so the tool does not rot. The
+// figures themselves are never checked (benchmarks are not tests); the JSON fields are.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "support/test_paths.h"
+
+namespace fs = std::filesystem;
+using jetmoe::test::run_command;
+
+namespace {
+
+const fs::path kTiny = fs::path(JETMOE_GOLDEN_DIR) / "jetmoe-tiny-a-f32";
+
+nlohmann::json run_bench(const std::string& args) {
+  std::string out;
+  const int rc = run_command(jetmoe::test::jetmoe_binary() + " bench " + args + " --json 2>/dev/null", &out);
+  EXPECT_EQ(rc, 0) << out;
+  return rc == 0 ? nlohmann::json::parse(out) : nlohmann::json::object();
+}
+
+TEST(BenchSmoke, GoldenCheckpointJsonFields) {
+  ASSERT_TRUE(fs::exists(kTiny / "config.json")) << kTiny;
+  const auto j = run_bench("-m '" + kTiny.string() + "' -r 1 -p 8 -n 4 -t 1,2 --bw-gib 0.02 --busy");
+  ASSERT_TRUE(j.contains("results"));
+  EXPECT_EQ(j["n_prompt"], 8);
+  EXPECT_EQ(j["n_gen"], 4);
+  EXPECT_EQ(j["repetitions"], 1);
+  EXPECT_TRUE(j.contains("isa"));
+  const auto& rs = j["results"];
+  // pp8 and tg4 at 1 and 2 threads, plus the busy-neighbour decode at 2.
+  ASSERT_EQ(rs.size(), 5u) << rs.dump(1);
+  int busy = 0;
+  for (const auto& r : rs) {
+    EXPECT_EQ(r["model"], "jetmoe-tiny-a-f32");
+    EXPECT_EQ(r["type"], "f32");
+    EXPECT_EQ(r["load_mode"], "mmap");
+    EXPECT_FALSE(r["synthetic"].get<bool>());
+    const auto& t = r["tokens_per_second"];
+    EXPECT_GT(t["median"].get<double>(), 0.0);
+    EXPECT_LE(t["min"].get<double>(), t["median"].get<double>());
+    EXPECT_GE(t["max"].get<double>(), t["median"].get<double>());
+    EXPECT_EQ(t["samples"].size(), 1u);
+    EXPECT_GT(r["bandwidth_gbps"].get<double>(), 0.0);
+    const std::string test = r["test"];
+    if (test == "pp8") {
+      EXPECT_EQ(r["n_tokens"], 8);
+      EXPECT_GT(r["gflops_per_second"].get<double>(), 0.0);
+      EXPECT_FALSE(r.contains("bandwidth_ratio"));
+    } else {
+      ASSERT_TRUE(test == "tg4" || test == "tg4-busy") << test;
+      EXPECT_EQ(r["n_tokens"], 4);
+      EXPECT_GT(r["weight_bytes_per_token"].get<double>(), 0.0);
+      EXPECT_GT(r["achieved_gbps"].get<double>(), 0.0);
+      EXPECT_GT(r["bandwidth_ratio"].get<double>(), 0.0);
+      if (test == "tg4-busy") {
+        ++busy;
+        EXPECT_TRUE(r["busy_neighbour"].get<bool>());
+        EXPECT_EQ(r["threads"], 2);
+      }
+    }
+  }
+  EXPECT_EQ(busy, 1);
+}
+
+TEST(BenchSmoke, LoadModeAndQuantAreReported) {
+  const auto j = run_bench("-m '" + kTiny.string() + "' -r 1 -p 4 -n 2 -t 1 --bw-gib 0.02 --no-mmap --quant none,q8_0");
+  ASSERT_EQ(j["results"].size(), 4u);
+  EXPECT_EQ(j["results"][0]["type"], "f32");
+  EXPECT_EQ(j["results"][0]["load_mode"], "read (--no-mmap)");
+  EXPECT_EQ(j["results"][2]["type"], "q8_0");
+  EXPECT_EQ(j["results"][2]["load_mode"], "memory (quantized at load)");
+  // 8-bit weights: fewer bytes per decoded token than float32.
+  EXPECT_LT(j["results"][3]["weight_bytes_per_token"].get<double>(), j["results"][1]["weight_bytes_per_token"].get<double>());
+}
+
+TEST(BenchSmoke, BadArgumentsFailCleanly) {
+  std::string out;
+  EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' --quant q9_9", &out, true), 0);
+  EXPECT_THAT(out, ::testing::HasSubstr("q9_9"));
+  EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' --quant bf16", &out, true), 0);
+  EXPECT_THAT(out, ::testing::HasSubstr("--synth"));
+  EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' -t 0", &out, true), 0);
+}
+
+}  // namespace
