@@ -207,6 +207,10 @@ TEST(ServeE2E, MalformedRequestsGetOpenAIErrors) {
 
 TEST(ServeE2E, ConcurrentBurstIsQueuedOrRefused) {
   // 8 requests against a queue of 3: each is served (200) or refused at once (503), never lost.
+  // The server is up before the burst starts (this test may be the first to use it).
+  auto health = server().client()->Get("/health");
+  ASSERT_TRUE(health);
+  ASSERT_EQ(health->status, 200);
   std::vector<std::future<std::pair<int, std::string>>> futs;
   for (int i = 0; i < 8; ++i)
     futs.push_back(std::async(std::launch::async, [i] {
