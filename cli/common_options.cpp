@@ -16,7 +16,7 @@ void ModelOptions::add_to(CLI::App& app) {
   app.add_option("-t,--threads", threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber)->envname("JETMOE_THREADS");
   app.add_option("-c,--ctx-size", ctx_size, "Context size in tokens (default: the model's max_position_embeddings)")
       ->check(CLI::NonNegativeNumber);
-  app.add_flag("--no-mmap", no_mmap, "Read the weights into RAM instead of mmapping them (immune to page-cache eviction)");
+  app.add_flag("--no-mmap", no_mmap, "Read the weights into RAM instead of mmapping them (immune to page-cache eviction; int8/int4 GGUF weights are then also repacked for the AVX-512 kernels)");
   app.add_flag("--mlock", mlock, "mmap the weights and lock them in RAM");
   app.add_option("--device", device, "Compute device")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--quant", quant, "Quantize the weights at load time: q8_0, q4_0, q4_k (int4 experts, 8-bit kv_proj/embedding/head), q4_0-pure, q4_k-pure")

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
 
 #include "loader/load_error.h"
+#include "quant/repack.h"
 
 namespace jetmoe {
 namespace {
@@ -107,6 +109,10 @@ uint32_t ggml_type_of(DType t) {
     case DType::Q8_0: return 8;
     case DType::Q4_K: return 12;
     case DType::BF16: return 30;
+    case DType::Q8_0R:
+    case DType::Q4_0R:
+      throw std::logic_error(std::string("ggml_type_of: ") + dtype_name(t) +
+                             " is an in-memory layout; files hold the block layout (quant/repack.h)");
   }
   return 0;
 }
@@ -265,6 +271,22 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, LoadMode mode)
   auto f = parse(m->data(), m->size(), path);
   f->file_ = std::move(m);
   return f;
+}
+
+int GgufFile::repack_for_cpu() {
+  if (!file_ || file_->owned_data() == nullptr) return 0;
+  int n = 0;
+  for (TensorInfo& t : tensors_) {
+    const DType want = cpu_memory_type(t.dtype);
+    if (want == t.dtype || t.shape.empty()) continue;
+    // data points into the owned copy: the same bytes, writable.
+    uint8_t* p = file_->owned_data() + (t.data - file_->data());
+    const int64_t cols = t.shape.back();
+    repack_rows(t.dtype, p, t.numel() / cols, cols);
+    t.dtype = want;
+    ++n;
+  }
+  return n;
 }
 
 const GgufValue& GgufFile::get(const std::string& key, GgufType want) const {

@@ -52,6 +52,11 @@ class GgufFile : public TensorSource {
   const std::vector<std::string>& get_string_array(const std::string& key) const;
   const std::vector<uint8_t>& get_bytes(const std::string& key) const;
 
+  // When the file was read into RAM (LoadMode::Read), rearranges its Q8_0 / Q4_0 tensors in place
+  // into the layout the active CPU kernels stream fastest (quant/repack.h) and returns how many it
+  // changed; mapped files are left as they are (0).
+  int repack_for_cpu();
+
   const TensorInfo* find(const std::string& name) const override;
   std::vector<const TensorInfo*> tensors() const override;
   std::string description() const override { return path_; }

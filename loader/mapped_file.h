@@ -22,6 +22,8 @@ class MappedFile {
   MappedFile& operator=(const MappedFile&) = delete;
 
   const uint8_t* data() const { return data_; }
+  // The bytes, writable: only for LoadMode::Read (an owned copy); nullptr for mappings.
+  uint8_t* owned_data() { return owned_.get(); }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
   LoadMode mode() const { return mode_; }

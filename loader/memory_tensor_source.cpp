@@ -3,6 +3,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "quant/repack.h"
+
 namespace jetmoe {
 
 std::unique_ptr<MemoryTensorSource> MemoryTensorSource::copy_of(const TensorSource& src) {
@@ -17,24 +19,34 @@ std::unique_ptr<MemoryTensorSource> MemoryTensorSource::copy_of(const TensorSour
 uint8_t* MemoryTensorSource::add(const std::string& name, DType dtype, std::vector<int64_t> shape, size_t nbytes) {
   if (by_name_.count(name)) throw std::invalid_argument("duplicate tensor '" + name + "'");
   auto e = std::make_unique<Entry>();
-  e->bytes = std::make_unique<uint8_t[]>(nbytes ? nbytes : 1);
-  std::memset(e->bytes.get(), 0, nbytes ? nbytes : 1);
+  e->bytes = AlignedBuffer(nbytes);  // zero-filled
   e->info.name = name;
   e->info.dtype = dtype;
   e->info.shape = std::move(shape);
-  e->info.data = e->bytes.get();
+  e->info.data = e->bytes.data();
   e->info.nbytes = nbytes;
   e->info.file = description_;
   by_name_[name] = e.get();
   bytes_ += nbytes;
   entries_.push_back(std::move(e));
-  return entries_.back()->bytes.get();
+  return entries_.back()->bytes.data();
 }
 
 uint8_t* MemoryTensorSource::mutable_data(const std::string& name) {
   auto it = by_name_.find(name);
   if (it == by_name_.end()) throw std::out_of_range("no tensor '" + name + "'");
-  return it->second->bytes.get();
+  return it->second->bytes.data();
+}
+
+void MemoryTensorSource::repack_for_cpu() {
+  for (auto& e : entries_) {
+    TensorInfo& t = e->info;
+    const DType want = cpu_memory_type(t.dtype);
+    if (want == t.dtype || t.shape.empty()) continue;
+    const int64_t cols = t.shape.back();
+    repack_rows(t.dtype, e->bytes.data(), t.numel() / cols, cols);
+    t.dtype = want;
+  }
 }
 
 const TensorInfo* MemoryTensorSource::find(const std::string& name) const {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "loader/aligned_buffer.h"
 #include "loader/tensor_source.h"
 
 namespace jetmoe {
@@ -21,6 +22,11 @@ class MemoryTensorSource : public TensorSource {
   uint8_t* add(const std::string& name, DType dtype, std::vector<int64_t> shape, size_t nbytes);
   uint8_t* mutable_data(const std::string& name);
 
+  // Rearranges every Q8_0 / Q4_0 tensor in place into the layout the active CPU kernels stream
+  // fastest (cpu_memory_type in quant/repack.h; a no-op unless the AVX-512 kernels run). Only
+  // for weights that are run, never for a source about to be written to a file.
+  void repack_for_cpu();
+
   const TensorInfo* find(const std::string& name) const override;
   std::vector<const TensorInfo*> tensors() const override;
   std::string description() const override { return description_; }
@@ -29,7 +35,7 @@ class MemoryTensorSource : public TensorSource {
  private:
   struct Entry {
     TensorInfo info;
-    std::unique_ptr<uint8_t[]> bytes;
+    AlignedBuffer bytes;
   };
   std::string description_;
   std::vector<std::unique_ptr<Entry>> entries_;

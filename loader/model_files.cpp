@@ -63,9 +63,13 @@ std::unique_ptr<ModelFiles> load_model_files(const std::string& path, const Load
   if (fs::is_regular_file(dir) && dir.extension() == ".gguf") {
     auto m = std::make_unique<ModelFiles>();
     m->path = path;
-    read_gguf_model(GgufFile::open(path, opts.mode), *m);
+    auto gguf = GgufFile::open(path, opts.mode);
+    // Read into RAM (--no-mmap): hold Q8_0 / Q4_0 in the CPU's fastest layout (in place, no copy).
+    if (opts.quant.empty()) gguf->repack_for_cpu();
+    read_gguf_model(std::move(gguf), *m);
     if (!opts.quant.empty()) {
       auto q = quantize_weights(m->config, m->weights, quant_mix(opts.quant));
+      q->repack_for_cpu();
       m->file_tensors = std::move(m->tensors);
       m->tensors = std::move(q);
       m->weights = bind_weights(m->config, *m->tensors);
@@ -87,6 +91,7 @@ std::unique_ptr<ModelFiles> load_model_files(const std::string& path, const Load
     QuantizeReport rep;
     auto q = quantize_weights(m->config, m->weights, quant_mix(opts.quant), &rep);
     for (const std::string& f : rep.fallbacks) std::fprintf(stderr, "note: %s\n", f.c_str());
+    q->repack_for_cpu();
     m->file_tensors = std::move(m->tensors);
     m->tensors = std::move(q);
     m->weights = bind_weights(m->config, *m->tensors);

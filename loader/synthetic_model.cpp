@@ -206,6 +206,7 @@ std::unique_ptr<ModelFiles> make_synthetic_model(const JetMoeConfig& cfg, const 
     uint8_t* dst = src->add(s.name, s.dtype, s.shape, spec_bytes(s));
     fill_tensor(seed, id++, s, dst);
   }
+  src->repack_for_cpu();  // owned memory: the layout the CPU kernels stream fastest
   m->tensors = std::move(src);
   m->weights = bind_weights(m->config, *m->tensors);
   return m;

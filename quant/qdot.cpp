@@ -17,6 +17,8 @@ int type_index(DType t) {
     case DType::Q8_0: return 0;
     case DType::Q4_0: return 1;
     case DType::Q4_K: return 2;
+    case DType::Q8_0R: return 3;
+    case DType::Q4_0R: return 4;
     default: return -1;
   }
 }

@@ -12,7 +12,7 @@
 #include "quant/qtypes.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
-    defined(__AVX512DQ__) && defined(__AVX512VNNI__) && defined(__F16C__)
+    defined(__AVX512DQ__) && defined(__AVX512VNNI__) && defined(__AVX512VBMI__) && defined(__F16C__)
 #include <immintrin.h>
 
 // GCC 12 reports the deliberately undefined upper halves of the 256->512 cast intrinsics as
@@ -59,19 +59,40 @@ inline __m512i load_pair_nibbles(const uint8_t* p0, const uint8_t* p1, bool two)
   return _mm512_and_si512(p, _mm512_set1_epi8(0x0f));
 }
 
+// Where block b of a weight row keeps its quant bytes and fp16 scale: the GGUF block layout
+// (Q8_0, Q4_0) or the repacked one (Q8_0R, Q4_0R: all quant bytes, then all scales).
+template <class Block, int QBytes>
+struct BlockLayout {
+  static const uint8_t* qs(const uint8_t* row, int64_t, int64_t b) {
+    return reinterpret_cast<const uint8_t*>(reinterpret_cast<const Block*>(row)[b].qs);
+  }
+  static uint16_t d(const uint8_t* row, int64_t, int64_t b) { return reinterpret_cast<const Block*>(row)[b].d; }
+};
+template <int QBytes>
+struct SplitLayout {
+  static const uint8_t* qs(const uint8_t* row, int64_t, int64_t b) { return row + QBytes * b; }
+  static uint16_t d(const uint8_t* row, int64_t nb, int64_t b) {
+    uint16_t v;
+    __builtin_memcpy(&v, row + QBytes * nb + 2 * b, 2);
+    return v;
+  }
+};
+
 // ---- Q8_0 x Q8_0 -------------------------------------------------------------------------
+template <class L>
 struct Q8_0K {
   template <int NR, int NT, bool TWO>
-  static inline void step(const BlockQ8_0* const* w, const BlockQ8_0* const* x, int64_t b,
+  static inline void step(const uint8_t* const* w, int64_t nb, const BlockQ8_0* const* x, int64_t b,
                           __m512 (&acc)[NR][NT]) {
     const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
     __m512i wq[NR], ncorr[NR];
     __m512 dw[NR];
     for (int i = 0; i < NR; ++i) {
-      wq[i] = load_pair32(w[i][b].qs, w[i][b + TWO].qs, TWO);
+      wq[i] = load_pair32(reinterpret_cast<const int8_t*>(L::qs(w[i], nb, b)),
+                          reinterpret_cast<const int8_t*>(L::qs(w[i], nb, b + TWO)), TWO);
       ncorr[i] = _mm512_sub_epi32(_mm512_setzero_si512(),
                                   _mm512_dpbusd_epi32(_mm512_setzero_si512(), k80, wq[i]));
-      dw[i] = pair_scales(w[i][b].d, TWO ? w[i][b + 1].d : 0);
+      dw[i] = pair_scales(L::d(w[i], nb, b), TWO ? L::d(w[i], nb, b + 1) : 0);
     }
     for (int j = 0; j < NT; ++j) {
       const __m512i xu = _mm512_xor_si512(load_pair32(x[j][b].qs, x[j][b + TWO].qs, TWO), k80);
@@ -85,31 +106,32 @@ struct Q8_0K {
 
   template <int NR, int NT>
   static void tile(const MatArgs& a, int64_t r, int64_t t) {
-    const BlockQ8_0* w[NR];
+    const uint8_t* w[NR];
     const BlockQ8_0* x[NT];
-    for (int i = 0; i < NR; ++i) w[i] = reinterpret_cast<const BlockQ8_0*>(a.W + (r + i) * a.w_stride);
+    for (int i = 0; i < NR; ++i) w[i] = a.W + (r + i) * a.w_stride;
     for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_0*>(a.X + (t + j) * a.x_stride);
     __m512 acc[NR][NT];
     for (int i = 0; i < NR; ++i)
       for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
     int64_t b = 0;
-    for (; b + 2 <= a.nb; b += 2) step<NR, NT, true>(w, x, b, acc);
-    if (b < a.nb) step<NR, NT, false>(w, x, b, acc);
+    for (; b + 2 <= a.nb; b += 2) step<NR, NT, true>(w, a.nb, x, b, acc);
+    if (b < a.nb) step<NR, NT, false>(w, a.nb, x, b, acc);
     store_tile<NR, NT>(a, r, t, acc);
   }
 };
 
 // ---- Q4_0 x Q8_0 -------------------------------------------------------------------------
+template <class L>
 struct Q4_0K {
   template <int NR, int NT, bool TWO>
-  static inline void step(const BlockQ4_0* const* w, const BlockQ8_0* const* x, int64_t b,
+  static inline void step(const uint8_t* const* w, int64_t nb, const BlockQ8_0* const* x, int64_t b,
                           __m512 (&acc)[NR][NT]) {
     const __m512i k8 = _mm512_set1_epi8(8);
     __m512i wq[NR];
     __m512 dw[NR];
     for (int i = 0; i < NR; ++i) {
-      wq[i] = load_pair_nibbles(w[i][b].qs, w[i][b + TWO].qs, TWO);
-      dw[i] = pair_scales(w[i][b].d, TWO ? w[i][b + 1].d : 0);
+      wq[i] = load_pair_nibbles(L::qs(w[i], nb, b), L::qs(w[i], nb, b + TWO), TWO);
+      dw[i] = pair_scales(L::d(w[i], nb, b), TWO ? L::d(w[i], nb, b + 1) : 0);
     }
     for (int j = 0; j < NT; ++j) {
       const __m512i xq = load_pair32(x[j][b].qs, x[j][b + TWO].qs, TWO);
@@ -125,19 +147,24 @@ struct Q4_0K {
 
   template <int NR, int NT>
   static void tile(const MatArgs& a, int64_t r, int64_t t) {
-    const BlockQ4_0* w[NR];
+    const uint8_t* w[NR];
     const BlockQ8_0* x[NT];
-    for (int i = 0; i < NR; ++i) w[i] = reinterpret_cast<const BlockQ4_0*>(a.W + (r + i) * a.w_stride);
+    for (int i = 0; i < NR; ++i) w[i] = a.W + (r + i) * a.w_stride;
     for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_0*>(a.X + (t + j) * a.x_stride);
     __m512 acc[NR][NT];
     for (int i = 0; i < NR; ++i)
       for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
     int64_t b = 0;
-    for (; b + 2 <= a.nb; b += 2) step<NR, NT, true>(w, x, b, acc);
-    if (b < a.nb) step<NR, NT, false>(w, x, b, acc);
+    for (; b + 2 <= a.nb; b += 2) step<NR, NT, true>(w, a.nb, x, b, acc);
+    if (b < a.nb) step<NR, NT, false>(w, a.nb, x, b, acc);
     store_tile<NR, NT>(a, r, t, acc);
   }
 };
+
+using Q8_0Blocks = Q8_0K<BlockLayout<BlockQ8_0, 32>>;
+using Q4_0Blocks = Q4_0K<BlockLayout<BlockQ4_0, 16>>;
+using Q8_0Split = Q8_0K<SplitLayout<32>>;
+using Q4_0Split = Q4_0K<SplitLayout<16>>;
 
 // ---- Q4_K x Q8_K -------------------------------------------------------------------------
 struct Q4_KK {
@@ -203,12 +230,32 @@ struct Q4_KK {
   }
 };
 
+// Decode: the one-token kernels of qmatvec_avx512.cpp, which keep their prepped activation on
+// the stack and so take rows up to avx512_matvec_max_elems() long.
+void matvec_q8_0(const MatArgs& a) {
+  if (a.nb * kQK8_0 <= avx512_matvec_max_elems()) return avx512_matvec_q8_0(a);
+  drive<Q8_0Blocks, 4, 1>(a);
+}
+void matvec_q4_0(const MatArgs& a) {
+  if (a.nb * kQK4_0 <= avx512_matvec_max_elems()) return avx512_matvec_q4_0(a);
+  drive<Q4_0Blocks, 4, 1>(a);
+}
+void matvec_q8_0r(const MatArgs& a) {
+  if (a.nb * kQK8_0 <= avx512_matvec_max_elems()) return avx512_matvec_q8_0r(a);
+  drive<Q8_0Split, 1, 1>(a);
+}
+void matvec_q4_0r(const MatArgs& a) {
+  if (a.nb * kQK4_0 <= avx512_matvec_max_elems()) return avx512_matvec_q4_0r(a);
+  drive<Q4_0Split, 1, 1>(a);
+}
+
 }  // namespace
 
 const KernelTable& avx512_kernels() {
   static const KernelTable t = {
-      {drive<Q8_0K, 4, 1>, drive<Q4_0K, 4, 1>, drive<Q4_KK, 4, 1>},
-      {drive<Q8_0K, 2, 4>, drive<Q4_0K, 2, 4>, drive<Q4_KK, 2, 4>},
+      {matvec_q8_0, matvec_q4_0, drive<Q4_KK, 4, 1>, matvec_q8_0r, matvec_q4_0r},
+      {drive<Q8_0Blocks, 2, 4>, drive<Q4_0Blocks, 2, 4>, drive<Q4_KK, 2, 4>, drive<Q8_0Split, 2, 4>,
+       drive<Q4_0Split, 2, 4>},
   };
   return t;
 }

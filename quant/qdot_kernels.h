@@ -22,15 +22,27 @@ struct MatArgs {
 
 using KernelFn = void (*)(const MatArgs&);
 
-// Index by weight type: 0 = Q8_0, 1 = Q4_0, 2 = Q4_K.
+// Index by weight type: 0 = Q8_0, 1 = Q4_0, 2 = Q4_K, 3 = Q8_0R, 4 = Q4_0R (the repacked
+// layouts; activations as for Q8_0 / Q4_0).
 struct KernelTable {
-  KernelFn matvec[3];
-  KernelFn matmul[3];
+  KernelFn matvec[5];
+  KernelFn matmul[5];
 };
 
 const KernelTable& scalar_kernels();
+// The scalar kernels of the repacked types (matvec and matmul alike), for the other tables.
+void scalar_q8_0r(const MatArgs& a);
+void scalar_q4_0r(const MatArgs& a);
 const KernelTable& avx2_kernels();    // scalar table when built without AVX2
 const KernelTable& avx512_kernels();  // scalar table when built without AVX-512
+
+// The AVX-512 one-token kernels of qmatvec_avx512.cpp (defined only in builds with AVX-512
+// flags); rows longer than avx512_matvec_max_elems() must use the tiled kernels.
+void avx512_matvec_q8_0(const MatArgs& a);
+void avx512_matvec_q4_0(const MatArgs& a);
+void avx512_matvec_q8_0r(const MatArgs& a);
+void avx512_matvec_q4_0r(const MatArgs& a);
+int64_t avx512_matvec_max_elems();
 
 // Drives K::tile<NR, NT>(args, r, t), which computes the NR x NT outputs for rows r.. and
 // tokens t.., over the whole job; leftovers use smaller tiles.

@@ -4,6 +4,8 @@
 #include "quant/qtypes.h"
 #include "runtime/dtype.h"
 
+#include <cstring>
+
 namespace jetmoe::qdot_detail {
 namespace {
 
@@ -54,6 +56,38 @@ float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int64_t nb) {
   return acc;
 }
 
+// Repacked rows (runtime/dtype.h): nb blocks' quant bytes, then nb fp16 scales.
+float dot_q8_0r(const uint8_t* w, const BlockQ8_0* x, int64_t nb) {
+  const auto* q = reinterpret_cast<const int8_t*>(w);
+  const uint8_t* d = w + nb * kQK8_0;
+  float acc = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    int32_t s = 0;
+    for (int k = 0; k < kQK8_0; ++k) s += static_cast<int32_t>(q[b * kQK8_0 + k]) * x[b].qs[k];
+    uint16_t dw;
+    std::memcpy(&dw, d + 2 * b, 2);
+    acc += static_cast<float>(s) * (f16_to_f32(dw) * f16_to_f32(x[b].d));
+  }
+  return acc;
+}
+
+float dot_q4_0r(const uint8_t* w, const BlockQ8_0* x, int64_t nb) {
+  const uint8_t* d = w + nb * (kQK4_0 / 2);
+  float acc = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* q = w + b * (kQK4_0 / 2);
+    int32_t s = 0;
+    for (int j = 0; j < 16; ++j) {
+      s += ((q[j] & 0x0f) - 8) * static_cast<int32_t>(x[b].qs[j]);
+      s += ((q[j] >> 4) - 8) * static_cast<int32_t>(x[b].qs[j + 16]);
+    }
+    uint16_t dw;
+    std::memcpy(&dw, d + 2 * b, 2);
+    acc += static_cast<float>(s) * (f16_to_f32(dw) * f16_to_f32(x[b].d));
+  }
+  return acc;
+}
+
 template <class WB, class XB, float (*Dot)(const WB*, const XB*, int64_t)>
 void run(const MatArgs& a) {
   for (int64_t r = a.r0; r < a.r1; ++r) {
@@ -67,12 +101,15 @@ void run(const MatArgs& a) {
 
 }  // namespace
 
+void scalar_q8_0r(const MatArgs& a) { run<uint8_t, BlockQ8_0, dot_q8_0r>(a); }
+void scalar_q4_0r(const MatArgs& a) { run<uint8_t, BlockQ8_0, dot_q4_0r>(a); }
+
 const KernelTable& scalar_kernels() {
   static const KernelTable t = {
       {run<BlockQ8_0, BlockQ8_0, dot_q8_0>, run<BlockQ4_0, BlockQ8_0, dot_q4_0>,
-       run<BlockQ4_K, BlockQ8_K, dot_q4_k>},
+       run<BlockQ4_K, BlockQ8_K, dot_q4_k>, scalar_q8_0r, scalar_q4_0r},
       {run<BlockQ8_0, BlockQ8_0, dot_q8_0>, run<BlockQ4_0, BlockQ8_0, dot_q4_0>,
-       run<BlockQ4_K, BlockQ8_K, dot_q4_k>},
+       run<BlockQ4_K, BlockQ8_K, dot_q4_k>, scalar_q8_0r, scalar_q4_0r},
   };
   return t;
 }

@@ -1,11 +1,15 @@
 #include "quant/quantize.h"
 
+#include "quant/repack.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "quant/qtypes.h"
+#include "quant/repack.h"
 
 namespace jetmoe {
 namespace {
@@ -228,6 +232,11 @@ void quantize_block_q4_k(const float* x, BlockQ4_K& b, bool search) {
 }
 
 void quantize_row_impl(DType t, const float* x, void* dst, int64_t n, bool search) {
+  if (dtype_is_repacked(t)) {  // the file type's blocks, then rearranged in place
+    quantize_row_impl(file_type(t), x, dst, n, search);
+    repack_row(file_type(t), dst, n);
+    return;
+  }
   const int64_t nb = n / static_cast<int64_t>(dtype_block_elems(t));
   switch (t) {
     case DType::Q8_0: {
@@ -274,6 +283,11 @@ void quantize_row_maxabs(DType t, const float* x, void* dst, int64_t n) {
 
 void dequantize_row(DType t, const void* src, float* y, int64_t n) {
   check_quant_row(t, n, "dequantize_row");
+  if (dtype_is_repacked(t)) {
+    std::vector<uint8_t> blocks(dtype_row_bytes(t, static_cast<size_t>(n)));
+    unpack_row(t, src, blocks.data(), n);
+    return dequantize_row(file_type(t), blocks.data(), y, n);
+  }
   const int64_t nb = n / static_cast<int64_t>(dtype_block_elems(t));
   switch (t) {
     case DType::Q8_0: {

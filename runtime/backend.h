@@ -17,6 +17,18 @@ namespace jetmoe {
 
 class KvCache;
 
+// One product of a group (see Backend::matmul_group): y[t * ldy + r] = sum_i x[t * cols + i] * W[r, i]
+// for t < T, r < rows; W is `rows` rows of `cols` elements of type `dtype` at `w`.
+struct MatmulJob {
+  const float* x = nullptr;
+  int64_t T = 0;
+  const void* w = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;
+  float* y = nullptr;
+  int64_t ldy = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -31,6 +43,11 @@ class Backend {
   // y[t, r] = sum_i x[t, i] * W[r, i], W an [out, in] matrix of any dtype; x is [T, in], y is [T, out]
   // with row stride ldy (>= out). Prefill (T > 1) reads each weight row once for all T tokens.
   virtual void matmul(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) = 0;
+
+  // Several independent matmuls, e.g. the selected experts of one decode step. A backend runs them
+  // as one launch where it can (the CPU: one parallel region over the rows of all of them, so a
+  // decode step waits at one barrier instead of one per expert). Outputs must not overlap.
+  virtual void matmul_group(const MatmulJob* jobs, size_t n_jobs) = 0;
 
   // Rotate-half RoPE, in place, on x viewed as [T, n_heads, head_dim] with row stride `ld` floats;
   // token t is at absolute position pos[t].

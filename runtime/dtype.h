@@ -17,6 +17,12 @@ enum class DType : uint8_t {
   Q8_0,  // 32 int8 weights + one fp16 scale (GGUF Q8_0 layout, 34 bytes)
   Q4_0,  // 32 int4 weights + one fp16 scale (GGUF Q4_0 layout, 18 bytes)
   Q4_K,  // 256-weight super-block, 6-bit sub-block scales and mins (GGUF Q4_K layout, 144 bytes)
+  // Q8_0 / Q4_0 repacked for the CPU's AVX-512 kernels, in memory only (never in a file): each row
+  // holds the same blocks as Q8_0 / Q4_0, as all quant bytes first (block b at 32b / 16b) and
+  // then the nb fp16 scales. Same bytes per row, so row slicing and expert offsets are unchanged;
+  // the quant bytes stream with aligned full-width loads and no byte shuffles (quant/repack.h).
+  Q8_0R,
+  Q4_0R,
 };
 
 inline const char* dtype_name(DType t) {
@@ -27,6 +33,8 @@ inline const char* dtype_name(DType t) {
     case DType::Q8_0: return "Q8_0";
     case DType::Q4_0: return "Q4_0";
     case DType::Q4_K: return "Q4_K";
+    case DType::Q8_0R: return "Q8_0R";
+    case DType::Q4_0R: return "Q4_0R";
   }
   return "?";
 }
@@ -34,7 +42,9 @@ inline const char* dtype_name(DType t) {
 inline size_t dtype_block_elems(DType t) {
   switch (t) {
     case DType::Q8_0:
-    case DType::Q4_0: return 32;
+    case DType::Q4_0:
+    case DType::Q8_0R:
+    case DType::Q4_0R: return 32;
     case DType::Q4_K: return 256;
     default: return 1;
   }
@@ -45,8 +55,10 @@ inline size_t dtype_block_bytes(DType t) {
     case DType::F32: return 4;
     case DType::F16:
     case DType::BF16: return 2;
-    case DType::Q8_0: return 34;
-    case DType::Q4_0: return 18;
+    case DType::Q8_0:
+    case DType::Q8_0R: return 34;
+    case DType::Q4_0:
+    case DType::Q4_0R: return 18;
     case DType::Q4_K: return 144;
   }
   return 0;

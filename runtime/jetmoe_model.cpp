@@ -135,35 +135,50 @@ void JetMoeModel::route(const float* a, int64_t T, const WeightView& router, std
 }
 
 // Groups the (token, slot) items by expert so each selected expert's weights are read once per
-// micro-batch, and never touches an expert that no token selected.
+// micro-batch, never touches an expert that no token selected, and hands all selected experts to
+// the backend as one group (one launch / one parallel region instead of one per expert).
 void JetMoeModel::expert_matmul(const float* x, int64_t x_stride, bool per_slot_input, int64_t T,
                                 const WeightView& W, const std::vector<int32_t>& experts, float* y, int64_t y_cols,
                                 bool accumulate_gated, const std::vector<float>& gates) {
   const int64_t k = cfg_.num_experts_per_tok, in = W.shape[2], out = W.shape[1];
+  const size_t expert_bytes = static_cast<size_t>(out) * W.row_bytes();
   for (auto& v : by_expert_) v.clear();
   for (int64_t i = 0; i < T * k; ++i) by_expert_[static_cast<size_t>(experts[static_cast<size_t>(i)])].push_back(static_cast<int32_t>(i));
+  // Inputs of all items, expert by expert: rows [row0, row0 + n) of gx_ belong to one expert.
+  gx_.resize(static_cast<size_t>(T * k * in));
+  gy_.resize(static_cast<size_t>(T * k * out));
+  order_.clear();
+  jobs_.clear();
   for (size_t e = 0; e < by_expert_.size(); ++e) {
     const auto& items = by_expert_[e];
     if (items.empty()) continue;
-    const int64_t n = static_cast<int64_t>(items.size());
-    gx_.resize(static_cast<size_t>(n * in));
-    gy_.resize(static_cast<size_t>(n * out));
-    for (int64_t r = 0; r < n; ++r) {
-      const int64_t item = items[static_cast<size_t>(r)];
+    const int64_t row0 = static_cast<int64_t>(order_.size());
+    for (int32_t item : items) {
       const float* src = x + (per_slot_input ? item : item / k) * x_stride;
-      std::copy_n(src, in, gx_.data() + r * in);
+      std::copy_n(src, in, gx_.data() + static_cast<int64_t>(order_.size()) * in);
+      order_.push_back(item);
     }
-    be_.matmul(gx_.data(), n, W.expert(static_cast<int64_t>(e)), gy_.data(), out);
-    for (int64_t r = 0; r < n; ++r) {
-      const int64_t item = items[static_cast<size_t>(r)];
-      const float* src = gy_.data() + r * out;
-      if (accumulate_gated) {
-        float* dst = y + (item / k) * y_cols;
-        const float g = gates[static_cast<size_t>(item)];
-        for (int64_t i = 0; i < out; ++i) dst[i] += g * src[i];
-      } else {
-        std::copy_n(src, out, y + item * y_cols);
-      }
+    MatmulJob j;
+    j.x = gx_.data() + row0 * in;
+    j.T = static_cast<int64_t>(items.size());
+    j.w = static_cast<const uint8_t*>(W.data) + e * expert_bytes;
+    j.dtype = W.dtype;
+    j.rows = out;
+    j.cols = in;
+    j.y = gy_.data() + row0 * out;
+    j.ldy = out;
+    jobs_.push_back(j);
+  }
+  be_.matmul_group(jobs_.data(), jobs_.size());
+  for (size_t r = 0; r < order_.size(); ++r) {
+    const int64_t item = order_[r];
+    const float* src = gy_.data() + static_cast<int64_t>(r) * out;
+    if (accumulate_gated) {
+      float* dst = y + (item / k) * y_cols;
+      const float g = gates[static_cast<size_t>(item)];
+      for (int64_t i = 0; i < out; ++i) dst[i] += g * src[i];
+    } else {
+      std::copy_n(src, out, y + item * y_cols);
     }
   }
 }

@@ -75,6 +75,8 @@ class JetMoeModel {
   std::vector<float> router_logits_, gates_;
   std::vector<int32_t> experts_, slot_, rope_pos_;
   std::vector<std::vector<int32_t>> by_expert_;  // (t*k + j) items per expert
+  std::vector<int32_t> order_;                   // the items in expert order (rows of gx_/gy_)
+  std::vector<MatmulJob> jobs_;                  // one per selected expert
 };
 
 }  // namespace jetmoe

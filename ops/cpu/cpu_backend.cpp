@@ -14,16 +14,8 @@
 namespace jetmoe {
 namespace {
 
-// Rows per OpenMP work item: large enough to amortise scheduling, small enough to balance.
-constexpr int64_t kRowBlock = 16;
-// Above this many tokens, float weights go through OpenBLAS GEMM instead of the row kernels.
-constexpr int64_t kGemmMinTokens = 8;
 // Weight rows widened to float per GEMM call (bounded scratch: never a whole tensor).
 constexpr int64_t kWidenRows = 512;
-// Below this many multiply-adds an op runs on one thread: waking the team costs more than it saves
-// (and spinning threads steal the core from a busy neighbour process).
-constexpr int64_t kParallelMinWork = 1 << 16;
-
 }  // namespace
 
 CpuBackend::CpuBackend() = default;
@@ -56,52 +48,56 @@ void CpuBackend::rms_norm(const float* x, int64_t T, int64_t n, const float* gai
 }
 
 void CpuBackend::matmul(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) {
-  if (T <= 0) return;
-  if (dtype_is_quantized(W.dtype)) return matmul_quantized(x, T, W, y, ldy);
-  if (T < kGemmMinTokens) return matmul_float_rows(x, T, W, y, ldy);
-  matmul_float_gemm(x, T, W, y, ldy);
+  MatmulJob job;
+  job.x = x;
+  job.T = T;
+  job.w = W.data;
+  job.dtype = W.dtype;
+  job.rows = W.rows();
+  job.cols = W.cols();
+  job.y = y;
+  job.ldy = ldy;
+  matmul_group(&job, 1);
 }
 
-// Decode and short batches: each thread takes blocks of output rows; every weight row is read
-// once and applied to all T tokens.
-void CpuBackend::matmul_float_rows(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) {
-  const int64_t rows = W.rows(), n = W.cols();
-  const size_t rb = W.row_bytes();
-  const FloatDotFn dot = float_dot_for(active_isa());
-  const uint8_t* base = static_cast<const uint8_t*>(W.data);
-  const int64_t nblocks = (rows + kRowBlock - 1) / kRowBlock;
-#pragma omp parallel for schedule(static) if (rows * n * T >= kParallelMinWork)
-  for (int64_t b = 0; b < nblocks; ++b) {
-    float out[kGemmMinTokens];
-    const int64_t r1 = std::min(rows, (b + 1) * kRowBlock);
-    for (int64_t r = b * kRowBlock; r < r1; ++r) {
-      dot(W.dtype, base + static_cast<size_t>(r) * rb, x, n, T, n, out);
-      for (int64_t t = 0; t < T; ++t) y[t * ldy + r] = out[t];
-    }
+// Float weights with many tokens go to OpenBLAS SGEMM (one call per job, threaded inside);
+// everything else (quantized weights at any T, float weights at few tokens) is split by rows
+// over the threads, all jobs in one parallel region.
+void CpuBackend::matmul_group(const MatmulJob* jobs, size_t n_jobs) {
+  gemm_jobs_.clear();
+  row_jobs_.clear();
+  for (size_t i = 0; i < n_jobs; ++i) {
+    if (jobs[i].T <= 0 || jobs[i].rows <= 0) continue;
+    if (!dtype_is_quantized(jobs[i].dtype) && jobs[i].T >= kCpuGemmMinTokens)
+      gemm_jobs_.push_back(jobs[i]);
+    else
+      row_jobs_.push_back(jobs[i]);
   }
+  if (!row_jobs_.empty()) matmul_row_jobs(row_jobs_.data(), row_jobs_.size());
+  for (const MatmulJob& j : gemm_jobs_) matmul_float_gemm(j);
 }
 
 // Prefill with float weights: OpenBLAS SGEMM. F32 weights are used in place; F16/BF16 weights are
 // widened kWidenRows rows at a time into a bounded scratch buffer.
-void CpuBackend::matmul_float_gemm(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) {
-  const int64_t rows = W.rows(), n = W.cols();
-  if (W.dtype == DType::F32) {
+void CpuBackend::matmul_float_gemm(const MatmulJob& j) {
+  const int64_t rows = j.rows, n = j.cols, T = j.T;
+  if (j.dtype == DType::F32) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(rows),
-                static_cast<int>(n), 1.0f, x, static_cast<int>(n), static_cast<const float*>(W.data),
-                static_cast<int>(n), 0.0f, y, static_cast<int>(ldy));
+                static_cast<int>(n), 1.0f, j.x, static_cast<int>(n), static_cast<const float*>(j.w),
+                static_cast<int>(n), 0.0f, j.y, static_cast<int>(j.ldy));
     return;
   }
-  const size_t rb = W.row_bytes();
-  const uint8_t* base = static_cast<const uint8_t*>(W.data);
+  const size_t rb = dtype_row_bytes(j.dtype, static_cast<size_t>(n));
+  const uint8_t* base = static_cast<const uint8_t*>(j.w);
   widen_.resize(static_cast<size_t>(std::min(rows, kWidenRows) * n));
   for (int64_t r0 = 0; r0 < rows; r0 += kWidenRows) {
     const int64_t nr = std::min(kWidenRows, rows - r0);
-#pragma omp parallel for schedule(static) if (nr * n >= kParallelMinWork)
+#pragma omp parallel for schedule(static) if (nr * n >= kCpuParallelMinWork)
     for (int64_t r = 0; r < nr; ++r)
-      float_row_to_f32(W.dtype, base + static_cast<size_t>(r0 + r) * rb, n, widen_.data() + r * n);
+      float_row_to_f32(j.dtype, base + static_cast<size_t>(r0 + r) * rb, n, widen_.data() + r * n);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(nr),
-                static_cast<int>(n), 1.0f, x, static_cast<int>(n), widen_.data(), static_cast<int>(n), 0.0f,
-                y + r0, static_cast<int>(ldy));
+                static_cast<int>(n), 1.0f, j.x, static_cast<int>(n), widen_.data(), static_cast<int>(n), 0.0f,
+                j.y + r0, static_cast<int>(j.ldy));
   }
 }
 
@@ -147,13 +143,13 @@ void CpuBackend::kv_store(KvCache& cache, int layer, const float* k, const float
 
 void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
                            const KvCache& cache, int layer, float* out) {
-  if (T >= kGemmMinTokens) return attention_prefill(q, T, slots, slot, first, cache, layer, out);
+  if (T >= kCpuGemmMinTokens) return attention_prefill(q, T, slots, slot, first, cache, layer, out);
   // Decode and short batches: one (token, slot, head) per work item, keys read in cache order.
   const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t items = T * slots * nkv;
   const int64_t work = items * (slot[T - 1] + 1) * d;
-#pragma omp parallel if (work >= kParallelMinWork)
+#pragma omp parallel if (work >= kCpuParallelMinWork)
   {
     // Per-thread score buffer, kept between calls: no allocation per decoded token.
     static thread_local std::vector<float> p;
@@ -207,7 +203,7 @@ void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, con
   }
   const int64_t n_items = static_cast<int64_t>(items.size());
   const int64_t work = T * slots * nkv * (slot[T - 1] + 1 - (first ? first[0] : 0)) * d;
-#pragma omp parallel if (work >= kParallelMinWork)
+#pragma omp parallel if (work >= kCpuParallelMinWork)
   {
     static thread_local std::vector<float> S;  // kept between calls, grown as needed
 #pragma omp for schedule(dynamic, 1)

@@ -8,6 +8,13 @@
 
 namespace jetmoe {
 
+// Below this many multiply-adds an op runs on one thread: waking the team costs more than it saves
+// (and spinning threads steal the core from a busy neighbour process).
+inline constexpr int64_t kCpuParallelMinWork = 1 << 16;
+// From this many tokens on, float weights go through OpenBLAS GEMM (and attention through SGEMM)
+// instead of the row kernels.
+inline constexpr int64_t kCpuGemmMinTokens = 8;
+
 class CpuBackend : public Backend {
  public:
   CpuBackend();
@@ -16,6 +23,7 @@ class CpuBackend : public Backend {
   void embed(const int32_t* tokens, int64_t T, const WeightView& table, float* x) override;
   void rms_norm(const float* x, int64_t T, int64_t n, const float* gain, float eps, float* y) override;
   void matmul(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) override;
+  void matmul_group(const MatmulJob* jobs, size_t n_jobs) override;
   void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t ld, const int32_t* pos,
             float theta) override;
   void attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
@@ -25,14 +33,24 @@ class CpuBackend : public Backend {
                 const int32_t* pos) override;
 
  private:
-  void matmul_float_rows(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy);
-  void matmul_float_gemm(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy);
+  // Jobs whose rows are split over threads (quantized weights, or few tokens): one parallel
+  // region for all of them. ops/cpu/cpu_matmul_rows.cpp.
+  void matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs);
+  void matmul_float_gemm(const MatmulJob& job);
   void attention_prefill(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
                          const KvCache& cache, int layer, float* out);
-  void matmul_quantized(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy);
+
+  // A contiguous range of one job's rows: the unit of work of matmul_row_jobs.
+  struct RowChunk {
+    int32_t job;
+    int64_t r0, r1;
+  };
 
   std::vector<float> widen_;       // float copy of a chunk of weight rows for GEMM (never whole tensors)
-  std::vector<uint8_t> act_q_;     // activations quantized for int8/int4 dot products
+  std::vector<uint8_t> act_q_;     // activations quantized for int8/int4 dot products, all jobs
+  std::vector<size_t> act_off_;    // offset of each job's quantized activations in act_q_
+  std::vector<RowChunk> chunks_;   // kept between calls: no allocation per decoded token
+  std::vector<MatmulJob> gemm_jobs_, row_jobs_;
 };
 
 }  // namespace jetmoe

@@ -15,7 +15,8 @@ namespace {
 
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false, bmi2 = false;
-  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false,
+       avx512vbmi = false;
   bool os_avx = false, os_avx512 = false;
 };
 
@@ -47,6 +48,7 @@ CpuFeatures query_features() {
     f.avx512dq = (b >> 17) & 1;
     f.avx512bw = (b >> 30) & 1;
     f.avx512vl = (b >> 31) & 1;
+    f.avx512vbmi = (c >> 1) & 1;
     f.avx512vnni = (c >> 11) & 1;
   }
 #endif
@@ -65,6 +67,7 @@ bool isa_supported(CpuIsa isa) {
     case CpuIsa::Avx2: return f.os_avx && f.avx2 && f.fma && f.f16c;
     case CpuIsa::Avx512:
       return f.os_avx512 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni &&
+             f.avx512vbmi &&
              f.avx2 && f.fma && f.f16c;
   }
   return false;
@@ -141,6 +144,7 @@ std::string cpu_feature_summary() {
   add(f.avx512bw, "AVX512BW");
   add(f.avx512vl, "AVX512VL");
   add(f.avx512vnni, "AVX512-VNNI");
+  add(f.avx512vbmi, "AVX512-VBMI");
   if (s.empty()) s = "none";
   return s;
 }

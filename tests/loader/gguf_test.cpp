@@ -12,6 +12,7 @@
 #include "loader/gguf_writer.h"
 #include "loader/load_error.h"
 #include "loader/model_files.h"
+#include "quant/repack.h"
 #include "ops/cpu/cpu_backend.h"
 #include "runtime/jetmoe_model.h"
 #include "support/test_paths.h"
@@ -233,8 +234,17 @@ TEST(Gguf, QuantizedModelFileRunsLikeTheLoadTimePath) {
         EXPECT_EQ(from_gguf->tokenizer->encode(text), from_hf->tokenizer->encode(text));
         EXPECT_EQ(from_gguf->tokenizer_config["chat_template"], from_hf->tokenizer_config["chat_template"]);
       }
-      // Quantized tensors are mapped from the file, never widened.
-      EXPECT_EQ(from_gguf->weights.layers[0].moe.w_in.dtype, from_hf->weights.layers[0].moe.w_in.dtype);
+      // Quantized tensors are mapped from the file, never widened (nor repacked: the mapping is the
+      // file's); the load-time path holds the same type in the CPU's preferred in-memory layout.
+      const DType mapped = from_gguf->weights.layers[0].moe.w_in.dtype;
+      EXPECT_EQ(mapped, file_type(mapped));
+      EXPECT_EQ(from_hf->weights.layers[0].moe.w_in.dtype, cpu_memory_type(mapped));
+      // Read into RAM (--no-mmap), the file's blocks are repacked in place: same tokens.
+      LoadOptions read;
+      read.mode = LoadMode::Read;
+      const auto from_read = load_model_files(out.string(), read);
+      EXPECT_EQ(from_read->weights.layers[0].moe.w_in.dtype, cpu_memory_type(mapped));
+      EXPECT_EQ(greedy(*from_read, prompt, 16), greedy(*from_gguf, prompt, 16));
     }
   }
 }

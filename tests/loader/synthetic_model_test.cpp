@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "loader/synthetic_model.h"
+#include "quant/repack.h"
 #include "ops/cpu/cpu_backend.h"
 #include "runtime/jetmoe_model.h"
 
@@ -70,12 +71,13 @@ TEST(SyntheticModel, EveryTypeHasTheMixLayoutAndRuns) {
     SCOPED_TRACE(w.type);
     const auto f = make_synthetic_model(c, w.type);
     const LayerWeights& l = f->weights.layers[1];
-    EXPECT_EQ(l.moa.q_experts.dtype, w.experts);
-    EXPECT_EQ(l.moa.o_experts.dtype, w.experts);
-    EXPECT_EQ(l.moe.w_in.dtype, w.experts);
-    EXPECT_EQ(l.moe.w_out.dtype, w.experts);
-    EXPECT_EQ(l.moa.kv_proj.dtype, w.kv);
-    EXPECT_EQ(f->weights.embed.dtype, w.embed);
+    // Owned memory: Q8_0 / Q4_0 are held repacked when the AVX-512 kernels run.
+    EXPECT_EQ(l.moa.q_experts.dtype, cpu_memory_type(w.experts));
+    EXPECT_EQ(l.moa.o_experts.dtype, cpu_memory_type(w.experts));
+    EXPECT_EQ(l.moe.w_in.dtype, cpu_memory_type(w.experts));
+    EXPECT_EQ(l.moe.w_out.dtype, cpu_memory_type(w.experts));
+    EXPECT_EQ(l.moa.kv_proj.dtype, cpu_memory_type(w.kv));
+    EXPECT_EQ(f->weights.embed.dtype, cpu_memory_type(w.embed));
     EXPECT_EQ(l.moe.router.dtype, w.router);
     EXPECT_TRUE(f->weights.tied_head);
     EXPECT_EQ(f->tensors->file_bytes(), synthetic_model_bytes(c, w.type));

@@ -12,6 +12,7 @@
 #include "quant/qdot.h"
 #include "quant/qtypes.h"
 #include "quant/quantize.h"
+#include "quant/repack.h"
 #include "quant_test_util.h"
 
 namespace jetmoe {
@@ -19,7 +20,8 @@ namespace {
 
 using qtest::gaussian;
 
-constexpr DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K};
+// The file formats and the CPU's repacked in-memory forms of Q8_0 / Q4_0 (quant/repack.h).
+constexpr DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q8_0R, DType::Q4_0R};
 
 struct Problem {
   DType t;
@@ -35,15 +37,17 @@ Problem make_problem(DType t, int64_t rows, int64_t n, int64_t T, uint32_t seed,
   const size_t rb = dtype_row_bytes(t, n);
   p.W.resize(rb * rows);
   if (raw) {
+    // Raw bytes in the file layout (scales at the head of each block), repacked afterwards.
     std::mt19937 rng(seed);
     for (auto& b : p.W) b = static_cast<uint8_t>(rng());
     std::uniform_real_distribution<float> ud(0.001f, 0.05f);
-    const size_t bb = dtype_block_bytes(t);
+    const size_t bb = dtype_block_bytes(file_type(t));
     for (size_t off = 0; off < p.W.size(); off += bb) {
       const uint16_t d = f32_to_f16(ud(rng)), dmin = f32_to_f16(ud(rng));
       std::memcpy(&p.W[off], &d, 2);
       if (t == DType::Q4_K) std::memcpy(&p.W[off + 2], &dmin, 2);
     }
+    if (dtype_is_repacked(t)) repack_rows(file_type(t), p.W.data(), rows, n);
   } else {
     const auto wf = gaussian(static_cast<size_t>(rows * n), seed, 0.05f);
     quantize_tensor_rows(t, wf.data(), p.W.data(), rows, n);
@@ -184,8 +188,8 @@ TEST(QuantDot, EveryIsaMatchesScalarGaussian) {
 TEST(QuantDot, EveryIsaMatchesScalarOddBlockCounts) {
   // Q8_0 / Q4_0 rows with an odd number of 32-blocks (the 512-bit kernels pair blocks).
   for (CpuIsa isa : supported_isas())
-    for (DType t : {DType::Q8_0, DType::Q4_0})
-      for (int64_t n : {32, 96, 352})
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q8_0R, DType::Q4_0R})
+      for (int64_t n : {32, 96, 352, 800})
         for (int64_t T : {1, 2, 5}) check_against_scalar(make_problem(t, 9, n, T, 5 + static_cast<uint32_t>(n)), isa);
 }
 

@@ -1,0 +1,80 @@
+// CpuBackend::matmul_row_jobs: matmuls split by weight rows over the OpenMP threads, for
+// quantized weights at any token count and float weights at few tokens (decode).
+//
+// All jobs of a group (e.g. the two experts a decode step selected) run in one parallel region:
+// the region's rows are cut into contiguous chunks (a few per thread, handed out dynamically so
+// a thread that shares its core with another process simply takes fewer), and each chunk streams
+// its weight rows sequentially. Quantized weights are never dequantized to float in memory: the
+// activations are quantized once (int8 blocks) and the integer kernels of quant/qdot.h run.
+#include <omp.h>
+
+#include <algorithm>
+
+#include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/float_dot.h"
+#include "quant/qdot.h"
+
+namespace jetmoe {
+namespace {
+
+// Chunks per thread: enough for dynamic balancing, few enough that each chunk is a long stream.
+constexpr int64_t kChunksPerThread = 4;
+// Chunk sizes are multiples of this many rows (a multiple of every kernel's row tile).
+constexpr int64_t kRowQuantum = 16;
+
+}  // namespace
+
+void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
+  // Quantize every job's activations first (serial: T x cols elements, small next to the rows).
+  act_off_.assign(n_jobs, 0);
+  size_t act_bytes = 0;
+  int64_t total_rows = 0, work = 0;
+  for (size_t i = 0; i < n_jobs; ++i) {
+    const MatmulJob& j = jobs[i];
+    act_off_[i] = act_bytes;
+    if (dtype_is_quantized(j.dtype)) act_bytes += activation_row_bytes(j.dtype, j.cols) * static_cast<size_t>(j.T);
+    total_rows += j.rows;
+    work += j.rows * j.cols * j.T;
+  }
+  act_q_.resize(act_bytes);
+  for (size_t i = 0; i < n_jobs; ++i) {
+    const MatmulJob& j = jobs[i];
+    if (dtype_is_quantized(j.dtype))
+      quantize_activation_rows(j.dtype, j.x, j.cols, act_q_.data() + act_off_[i], j.T, j.cols);
+  }
+
+  const bool parallel = work >= kCpuParallelMinWork;
+  const int64_t threads = parallel ? omp_get_max_threads() : 1;
+  int64_t chunk = (total_rows + threads * kChunksPerThread - 1) / (threads * kChunksPerThread);
+  chunk = std::max(kRowQuantum, (chunk + kRowQuantum - 1) / kRowQuantum * kRowQuantum);
+  chunks_.clear();
+  for (size_t i = 0; i < n_jobs; ++i)
+    for (int64_t r0 = 0; r0 < jobs[i].rows; r0 += chunk)
+      chunks_.push_back({static_cast<int32_t>(i), r0, std::min(jobs[i].rows, r0 + chunk)});
+
+  const FloatDotFn dot = float_dot_for(active_isa());
+  const int64_t n_chunks = static_cast<int64_t>(chunks_.size());
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    const RowChunk& rc = chunks_[static_cast<size_t>(c)];
+    const MatmulJob& j = jobs[rc.job];
+    if (dtype_is_quantized(j.dtype)) {
+      const uint8_t* xq = act_q_.data() + act_off_[static_cast<size_t>(rc.job)];
+      if (j.T == 1)
+        qmatvec(j.dtype, j.w, rc.r0, rc.r1, j.cols, xq, j.y);
+      else
+        qmatmul(j.dtype, j.w, rc.r0, rc.r1, j.cols, xq, j.T, j.y, j.ldy);
+      continue;
+    }
+    // Float rows: each weight row is read once and applied to all T (< kCpuGemmMinTokens) tokens.
+    const size_t rb = dtype_row_bytes(j.dtype, static_cast<size_t>(j.cols));
+    const uint8_t* base = static_cast<const uint8_t*>(j.w);
+    float out[kCpuGemmMinTokens];
+    for (int64_t r = rc.r0; r < rc.r1; ++r) {
+      dot(j.dtype, base + static_cast<size_t>(r) * rb, j.x, j.cols, j.T, j.cols, out);
+      for (int64_t t = 0; t < j.T; ++t) j.y[t * j.ldy + r] = out[t];
+    }
+  }
+}
+
+}  // namespace jetmoe

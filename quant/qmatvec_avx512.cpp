@@ -1,0 +1,309 @@
+// AVX-512 VNNI decode kernels (one token, T = 1) for Q8_0 and Q4_0 weights: the hot loop of
+// batch-1 decoding, which must stream weights at memory speed.
+//
+// Why a separate kernel from the register-tiled qmatmul: at T = 1 nothing is shared between
+// tokens, so all per-block work that depends only on the activation is done once per call
+// ("prep"), in a layout that lines up with the weight bytes, and the per-row loop is reduced to
+// loads, one byte permute, the integer dot products and one float multiply-add per group:
+//   Q4_0: a group is 4 blocks (72 bytes). Two overlapping 64-byte loads + vpermt2b gather the
+//         4 x 16 nibble bytes; low/high nibbles are dotted (dpbusd, u8 x s8) with the matching
+//         activation halves. The "- 8" of the format is the activation-side term
+//         -8 * sum(a), precomputed per int32 lane, so it costs nothing per row.
+//   Q8_0: a group is 2 blocks (68 bytes). The weights are made unsigned with w ^ 0x80 (= w + 128)
+//         and the +128 * sum(a) this adds is removed by the precomputed per-lane term.
+// The per-block fp16 weight scales are gathered from the same loads with one vpermw.
+// Each thread is given one long contiguous row range, so the weights are one sequential stream
+// per thread (what hardware prefetchers follow best).
+//
+// Compiled with AVX-512 flags: everything in an anonymous namespace, no std:: containers (see
+// qdot_avx2.cpp on weak symbols).
+#include "quant/qdot_kernels.h"
+#include "quant/qtypes.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512DQ__) && defined(__AVX512VNNI__) && defined(__AVX512VBMI__) && defined(__F16C__)
+#include <immintrin.h>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace jetmoe::qdot_detail {
+namespace {
+
+// Activation-side data of one group, in the lane order of the weight registers.
+struct alignas(64) Q4Group {
+  int8_t lo[64];      // elements 0..15 of the group's 4 blocks
+  int8_t hi[64];      // elements 16..31
+  int32_t corr[16];   // -8 * (sum of the 4 + 4 activation bytes that meet this int32 lane)
+  float dx[16];       // block scale of each lane's block
+};
+struct alignas(64) Q8Group {
+  int8_t x[64];       // the 2 blocks' 32 + 32 bytes
+  int32_t corr[16];   // -128 * (sum of the 4 activation bytes of this lane)
+  float dx[16];
+};
+
+// Largest row this kernel preps on the stack (Q4: 2 bytes of prep per element); longer rows
+// (none in JetMoE: 5632 at most) use the tiled kernel.
+constexpr int64_t kMaxElems = 16384;
+
+// Software prefetch distance along each weight row. Measured on Zen 5 (qmatvec stream benchmark,
+// one thread): without it Q8_0 streamed 10.8 GB/s, with 256..4096 bytes 13-16 GB/s; the hardware
+// prefetchers alone do not run far enough ahead of a 2-6 KB row.
+constexpr int kPrefetchBytes = 2048;
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+// Byte gather of a group's quant bytes from two overlapping 64-byte loads A = p[0..63] and
+// B = p[off..off+63]: index < 64 picks A, 64 + i picks B[i].
+template <int BlockBytes, int QsBytes, int BOffset>
+inline __m512i gather_index() {
+  alignas(64) int8_t idx[64];
+  for (int j = 0; j < 64; ++j) {
+    const int off = BlockBytes * (j / QsBytes) + 2 + j % QsBytes;
+    idx[j] = static_cast<int8_t>(off < 64 ? off : 64 + off - BOffset);
+  }
+  return _mm512_load_si512(idx);
+}
+
+// Word index of each int32 lane's block scale (fp16 at byte BlockBytes * k): lanes per block =
+// 16 / blocks per group.
+template <int BlockBytes, int LanesPerBlock>
+inline __m512i scale_index() {
+  alignas(64) int16_t idx[32];
+  for (int j = 0; j < 32; ++j) idx[j] = static_cast<int16_t>(j < 16 ? (BlockBytes / 2) * (j / LanesPerBlock) : 0);
+  return _mm512_load_si512(idx);
+}
+
+// ---- Q4_0 ----------------------------------------------------------------------------------
+void prep_q4_0(const BlockQ8_0* x, int64_t groups, Q4Group* g) {
+  const __m512i k8 = _mm512_set1_epi8(8);
+  for (int64_t i = 0; i < groups; ++i) {
+    for (int k = 0; k < 4; ++k) {
+      const BlockQ8_0& b = x[4 * i + k];
+      _mm_store_si128(reinterpret_cast<__m128i*>(g[i].lo + 16 * k), _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs)));
+      _mm_store_si128(reinterpret_cast<__m128i*>(g[i].hi + 16 * k), _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs + 16)));
+      _mm_store_ps(g[i].dx + 4 * k, _mm_set1_ps(h2f(b.d)));
+    }
+    const __m512i lo = _mm512_load_si512(g[i].lo), hi = _mm512_load_si512(g[i].hi);
+    const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), k8, lo), k8, hi);
+    _mm512_store_si512(g[i].corr, _mm512_sub_epi32(_mm512_setzero_si512(), s));
+  }
+}
+
+// Rows r0..r1 of Q4_0 weights (row stride `stride` bytes, `groups` full groups, `tail` blocks
+// after them) against the prepped activation; tail blocks use the plain block formula.
+template <int NR>
+inline void q4_0_rows(const uint8_t* W, size_t stride, int64_t r, const Q4Group* g, int64_t groups,
+                      const BlockQ8_0* x, int64_t tail, float* y) {
+  const __m512i idx = gather_index<18, 16, 8>();
+  const __m512i sidx = scale_index<18, 4>();
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const uint8_t* p[NR];
+  __m512 acc[NR];
+  for (int i = 0; i < NR; ++i) {
+    p[i] = W + static_cast<size_t>(r + i) * stride;
+    acc[i] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < groups; ++k) {
+    const __m512i xlo = _mm512_load_si512(g[k].lo), xhi = _mm512_load_si512(g[k].hi);
+    const __m512i corr = _mm512_load_si512(g[k].corr);
+    const __m512 dx = _mm512_load_ps(g[k].dx);
+    for (int i = 0; i < NR; ++i) {
+      const uint8_t* q = p[i] + 72 * k;
+      _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
+      const __m512i a = _mm512_loadu_si512(q), b = _mm512_loadu_si512(q + 8);
+      const __m512i v = _mm512_permutex2var_epi8(a, idx, b);
+      const __m512i lo = _mm512_and_si512(v, m4);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(corr, lo, xlo), hi, xhi);
+      const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(sidx, a)));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[i]);
+    }
+  }
+  for (int i = 0; i < NR; ++i) {
+    float sum = _mm512_reduce_add_ps(acc[i]);
+    const BlockQ4_0* wb = reinterpret_cast<const BlockQ4_0*>(p[i]) + 4 * groups;
+    for (int64_t t = 0; t < tail; ++t) {
+      const BlockQ8_0& xb = x[4 * groups + t];
+      int s = 0;
+      for (int e = 0; e < 16; ++e)
+        s += ((wb[t].qs[e] & 0x0f) - 8) * xb.qs[e] + ((wb[t].qs[e] >> 4) - 8) * xb.qs[e + 16];
+      sum += static_cast<float>(s) * (h2f(wb[t].d) * h2f(xb.d));
+    }
+    y[r + i] = sum;
+  }
+}
+
+// ---- Q8_0 ----------------------------------------------------------------------------------
+void prep_q8_0(const BlockQ8_0* x, int64_t groups, Q8Group* g) {
+  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int64_t i = 0; i < groups; ++i) {
+    for (int k = 0; k < 2; ++k) {
+      const BlockQ8_0& b = x[2 * i + k];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(g[i].x + 32 * k), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)));
+      _mm256_store_ps(g[i].dx + 8 * k, _mm256_set1_ps(h2f(b.d)));
+    }
+    const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k80, _mm512_load_si512(g[i].x));
+    _mm512_store_si512(g[i].corr, _mm512_sub_epi32(_mm512_setzero_si512(), s));
+  }
+}
+
+template <int NR>
+inline void q8_0_rows(const uint8_t* W, size_t stride, int64_t r, const Q8Group* g, int64_t groups,
+                      const BlockQ8_0* x, int64_t tail, float* y) {
+  const __m512i idx = gather_index<34, 32, 4>();
+  const __m512i sidx = scale_index<34, 8>();
+  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+  const uint8_t* p[NR];
+  __m512 acc[NR];
+  for (int i = 0; i < NR; ++i) {
+    p[i] = W + static_cast<size_t>(r + i) * stride;
+    acc[i] = _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < groups; ++k) {
+    const __m512i xs = _mm512_load_si512(g[k].x);
+    const __m512i corr = _mm512_load_si512(g[k].corr);
+    const __m512 dx = _mm512_load_ps(g[k].dx);
+    for (int i = 0; i < NR; ++i) {
+      const uint8_t* q = p[i] + 68 * k;
+      _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
+      const __m512i a = _mm512_loadu_si512(q), b = _mm512_loadu_si512(q + 4);
+      const __m512i wu = _mm512_xor_si512(_mm512_permutex2var_epi8(a, idx, b), k80);
+      const __m512i s = _mm512_dpbusd_epi32(corr, wu, xs);
+      const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(sidx, a)));
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[i]);
+    }
+  }
+  for (int i = 0; i < NR; ++i) {
+    float sum = _mm512_reduce_add_ps(acc[i]);
+    const BlockQ8_0* wb = reinterpret_cast<const BlockQ8_0*>(p[i]) + 2 * groups;
+    for (int64_t t = 0; t < tail; ++t) {
+      const BlockQ8_0& xb = x[2 * groups + t];
+      int s = 0;
+      for (int e = 0; e < 32; ++e) s += wb[t].qs[e] * xb.qs[e];
+      sum += static_cast<float>(s) * (h2f(wb[t].d) * h2f(xb.d));
+    }
+    y[r + i] = sum;
+  }
+}
+
+// ---- Repacked rows (Q8_0R / Q4_0R: quant bytes, then the fp16 scales) ------------------------
+// The quant bytes are one plain stream: one full-width load per group, no byte gather. The 16
+// scales of 16 blocks are one 32-byte load and one conversion; each group picks its blocks'
+// scales from them with one vpermps.
+inline uint16_t scale_at(const uint8_t* d, int64_t b) {
+  uint16_t v;
+  __builtin_memcpy(&v, d + 2 * b, 2);
+  return v;
+}
+
+// fp16 scales of blocks [b, b + n), n <= 16, as floats (lanes past n are 0).
+inline __m512 load_scales16(const uint8_t* d, int64_t b, int64_t n) {
+  const __m256i h = n == 16 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + 2 * b))
+                            : _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1), d + 2 * b);
+  return _mm512_cvtph_ps(h);
+}
+
+inline void q8_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* g, int64_t groups,
+                      const BlockQ8_0* x, int64_t tail, float* y) {
+  const int64_t nb = 2 * groups + tail;
+  const uint8_t* p = W + static_cast<size_t>(r) * stride;
+  const uint8_t* d = p + 32 * nb;
+  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i first = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i two = _mm512_set1_epi32(2);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t c = 0; c < groups; c += 8) {
+    const int64_t ng = groups - c < 8 ? groups - c : 8;
+    const __m512 dw16 = load_scales16(d, 2 * c, 2 * ng);
+    __m512i idx = first;  // lanes 0-7: block 2k of the 16, lanes 8-15: block 2k + 1
+    for (int64_t k = c; k < c + ng; ++k) {
+      const uint8_t* q = p + 64 * k;
+      _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
+      const __m512i wu = _mm512_xor_si512(_mm512_loadu_si512(q), k80);
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(g[k].corr), wu, _mm512_load_si512(g[k].x));
+      const __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(idx, dw16), _mm512_load_ps(g[k].dx));
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc);
+      idx = _mm512_add_epi32(idx, two);
+    }
+  }
+  float sum = _mm512_reduce_add_ps(acc);
+  for (int64_t b = 2 * groups; b < nb; ++b) {
+    const int8_t* q = reinterpret_cast<const int8_t*>(p) + 32 * b;
+    int si = 0;
+    for (int e = 0; e < 32; ++e) si += q[e] * x[b].qs[e];
+    sum += static_cast<float>(si) * (h2f(scale_at(d, b)) * h2f(x[b].d));
+  }
+  y[r] = sum;
+}
+
+inline void q4_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group* g, int64_t groups,
+                      const BlockQ8_0* x, int64_t tail, float* y) {
+  const int64_t nb = 4 * groups + tail;
+  const uint8_t* p = W + static_cast<size_t>(r) * stride;
+  const uint8_t* d = p + 16 * nb;
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const __m512i first = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i four = _mm512_set1_epi32(4);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t c = 0; c < groups; c += 4) {
+    const int64_t ng = groups - c < 4 ? groups - c : 4;
+    const __m512 dw16 = load_scales16(d, 4 * c, 4 * ng);
+    __m512i idx = first;  // lanes 4j..4j+3: block 4k + j of the 16
+    for (int64_t k = c; k < c + ng; ++k) {
+      const uint8_t* q = p + 64 * k;
+      _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
+      const __m512i v = _mm512_loadu_si512(q);
+      const __m512i lo = _mm512_and_si512(v, m4);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_load_si512(g[k].corr), lo, _mm512_load_si512(g[k].lo)),
+                                            hi, _mm512_load_si512(g[k].hi));
+      const __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(idx, dw16), _mm512_load_ps(g[k].dx));
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc);
+      idx = _mm512_add_epi32(idx, four);
+    }
+  }
+  float sum = _mm512_reduce_add_ps(acc);
+  for (int64_t b = 4 * groups; b < nb; ++b) {
+    const uint8_t* q = p + 16 * b;
+    int si = 0;
+    for (int e = 0; e < 16; ++e) si += ((q[e] & 0x0f) - 8) * x[b].qs[e] + ((q[e] >> 4) - 8) * x[b].qs[e + 16];
+    sum += static_cast<float>(si) * (h2f(scale_at(d, b)) * h2f(x[b].d));
+  }
+  y[r] = sum;
+}
+
+// One row at a time: measured on Zen 5, a single row's stream ran 49 GB/s from L2 where
+// interleaving 2 or 4 rows ran 28-34 GB/s, and it is the better stream from memory too.
+template <class Group, int BlocksPerGroup, void (*Prep)(const BlockQ8_0*, int64_t, Group*),
+          void (*Row)(const uint8_t*, size_t, int64_t, const Group*, int64_t, const BlockQ8_0*, int64_t, float*)>
+void matvec(const MatArgs& a) {
+  const int64_t groups = a.nb / BlocksPerGroup, tail = a.nb % BlocksPerGroup;
+  Group g[kMaxElems / (32 * BlocksPerGroup)];
+  const BlockQ8_0* x = reinterpret_cast<const BlockQ8_0*>(a.X);
+  Prep(x, groups, g);
+  for (int64_t r = a.r0; r < a.r1; ++r) Row(a.W, a.w_stride, r, g, groups, x, tail, a.Y);
+}
+
+}  // namespace
+
+int64_t avx512_matvec_max_elems() { return kMaxElems; }
+
+void avx512_matvec_q4_0(const MatArgs& a) {
+  matvec<Q4Group, 4, prep_q4_0, q4_0_rows<1>>(a);
+}
+
+void avx512_matvec_q4_0r(const MatArgs& a) { matvec<Q4Group, 4, prep_q4_0, q4_0r_row>(a); }
+
+void avx512_matvec_q8_0r(const MatArgs& a) { matvec<Q8Group, 2, prep_q8_0, q8_0r_row>(a); }
+
+void avx512_matvec_q8_0(const MatArgs& a) {
+  matvec<Q8Group, 2, prep_q8_0, q8_0_rows<1>>(a);
+}
+
+}  // namespace jetmoe::qdot_detail
+
+#endif
