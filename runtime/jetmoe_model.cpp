@@ -46,7 +46,6 @@ JetMoeModel::JetMoeModel(const JetMoeConfig& cfg, const JetMoeWeights& weights, 
     s.moe_router = widen(l.moe.router, E * H);
   }
   final_norm_ = widen(w_.final_norm, H);
-  by_expert_.resize(static_cast<size_t>(E));
 }
 
 KvCache JetMoeModel::make_cache(int capacity) const {
@@ -134,51 +133,62 @@ void JetMoeModel::route(const float* a, int64_t T, const WeightView& router, std
   }
 }
 
-// Groups the (token, slot) items by expert so each selected expert's weights are read once per
-// micro-batch, never touches an expert that no token selected, and hands all selected experts to
-// the backend as one group (one launch / one parallel region instead of one per expert).
-void JetMoeModel::expert_matmul(const float* x, int64_t x_stride, bool per_slot_input, int64_t T,
-                                const WeightView& W, const std::vector<int32_t>& experts, float* y, int64_t y_cols,
-                                bool accumulate_gated, const std::vector<float>& gates) {
-  const int64_t k = cfg_.num_experts_per_tok, in = W.shape[2], out = W.shape[1];
+// Counting sort of the (token, slot) items by the expert they chose; experts nobody chose get an
+// empty range and are never touched.
+void JetMoeModel::group_by_expert(int64_t T) {
+  const int64_t k = cfg_.num_experts_per_tok, E = cfg_.num_local_experts, n = T * k;
+  expert_begin_.assign(static_cast<size_t>(E + 1), 0);
+  for (int64_t i = 0; i < n; ++i) ++expert_begin_[static_cast<size_t>(experts_[static_cast<size_t>(i)]) + 1];
+  for (int64_t e = 0; e < E; ++e) expert_begin_[static_cast<size_t>(e + 1)] += expert_begin_[static_cast<size_t>(e)];
+  order_.resize(static_cast<size_t>(n));
+  std::vector<int64_t>& next = scratch_begin_;
+  next.assign(expert_begin_.begin(), expert_begin_.end() - 1);
+  for (int64_t i = 0; i < n; ++i)
+    order_[static_cast<size_t>(next[static_cast<size_t>(experts_[static_cast<size_t>(i)])]++)] = static_cast<int32_t>(i);
+}
+
+void JetMoeModel::gather_items(const float* x, int64_t stride, bool per_slot, int64_t T) {
+  const int64_t k = cfg_.num_experts_per_tok;
+  gx_.resize(static_cast<size_t>(T * k * stride));
+  for (size_t r = 0; r < order_.size(); ++r) {
+    const int64_t item = order_[r];
+    std::copy_n(x + (per_slot ? item : item / k) * stride, stride, gx_.data() + static_cast<int64_t>(r) * stride);
+  }
+}
+
+// All selected experts go to the backend as one group (one launch / one parallel region).
+void JetMoeModel::run_experts(const WeightView& W, const float* x, float* y) {
+  const int64_t in = W.shape[2], out = W.shape[1];
   const size_t expert_bytes = static_cast<size_t>(out) * W.row_bytes();
-  for (auto& v : by_expert_) v.clear();
-  for (int64_t i = 0; i < T * k; ++i) by_expert_[static_cast<size_t>(experts[static_cast<size_t>(i)])].push_back(static_cast<int32_t>(i));
-  // Inputs of all items, expert by expert: rows [row0, row0 + n) of gx_ belong to one expert.
-  gx_.resize(static_cast<size_t>(T * k * in));
-  gy_.resize(static_cast<size_t>(T * k * out));
-  order_.clear();
   jobs_.clear();
-  for (size_t e = 0; e < by_expert_.size(); ++e) {
-    const auto& items = by_expert_[e];
-    if (items.empty()) continue;
-    const int64_t row0 = static_cast<int64_t>(order_.size());
-    for (int32_t item : items) {
-      const float* src = x + (per_slot_input ? item : item / k) * x_stride;
-      std::copy_n(src, in, gx_.data() + static_cast<int64_t>(order_.size()) * in);
-      order_.push_back(item);
-    }
+  for (size_t e = 0; e + 1 < expert_begin_.size(); ++e) {
+    const int64_t b = expert_begin_[e], n = expert_begin_[e + 1] - b;
+    if (n == 0) continue;
     MatmulJob j;
-    j.x = gx_.data() + row0 * in;
-    j.T = static_cast<int64_t>(items.size());
+    j.x = x + b * in;
+    j.T = n;
     j.w = static_cast<const uint8_t*>(W.data) + e * expert_bytes;
     j.dtype = W.dtype;
     j.rows = out;
     j.cols = in;
-    j.y = gy_.data() + row0 * out;
+    j.y = y + b * out;
     j.ldy = out;
     jobs_.push_back(j);
   }
   be_.matmul_group(jobs_.data(), jobs_.size());
+}
+
+void JetMoeModel::scatter_items(const float* y, int64_t cols, float* dst, int64_t ld, bool gated) {
+  const int64_t k = cfg_.num_experts_per_tok;
   for (size_t r = 0; r < order_.size(); ++r) {
     const int64_t item = order_[r];
-    const float* src = gy_.data() + static_cast<int64_t>(r) * out;
-    if (accumulate_gated) {
-      float* dst = y + (item / k) * y_cols;
-      const float g = gates[static_cast<size_t>(item)];
-      for (int64_t i = 0; i < out; ++i) dst[i] += g * src[i];
+    const float* src = y + static_cast<int64_t>(r) * cols;
+    if (gated) {
+      float* d = dst + (item / k) * ld;
+      const float g = gates_[static_cast<size_t>(item)];
+      for (int64_t i = 0; i < cols; ++i) d[i] += g * src[i];
     } else {
-      std::copy_n(src, out, y + item * y_cols);
+      std::copy_n(src, cols, dst + item * ld);
     }
   }
 }
@@ -203,7 +213,11 @@ void JetMoeModel::moa(int layer, int64_t T, const int32_t* pos, const int32_t* f
 
   // Queries of the selected experts: q is [T, k, kv_heads, head_dim].
   q_.resize(static_cast<size_t>(T * k * KVW));
-  expert_matmul(a_.data(), H, false, T, lw.moa.q_experts, experts_, q_.data(), KVW, false, gates_);
+  group_by_expert(T);
+  gather_items(a_.data(), H, false, T);
+  gy_.resize(static_cast<size_t>(T * k * KVW));
+  run_experts(lw.moa.q_experts, gx_.data(), gy_.data());
+  scatter_items(gy_.data(), KVW, q_.data(), KVW, false);
   // Each slot's heads of token t sit at position pos[t]: rope over [T, k*kv_heads] heads.
   be_.rope(q_.data(), T, k * cfg_.num_key_value_heads, cfg_.kv_channels, k * KVW, pos, cfg_.rope_theta);
 
@@ -212,7 +226,10 @@ void JetMoeModel::moa(int layer, int64_t T, const int32_t* pos, const int32_t* f
 
   // Output projections of the same experts, gate-weighted, plus the one bias; residual add.
   out_.assign(static_cast<size_t>(T * H), 0.0f);
-  expert_matmul(att_.data(), KVW, true, T, lw.moa.o_experts, experts_, out_.data(), H, true, gates_);
+  gather_items(att_.data(), KVW, true, T);
+  gy_.resize(static_cast<size_t>(T * k * H));
+  run_experts(lw.moa.o_experts, gx_.data(), gy_.data());
+  scatter_items(gy_.data(), H, out_.data(), H, true);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < H; ++i) x_[static_cast<size_t>(t * H + i)] += out_[static_cast<size_t>(t * H + i)] + s.moa_bias[static_cast<size_t>(i)];
 }
@@ -227,14 +244,19 @@ void JetMoeModel::moe(int layer, int64_t T, RoutingTrace* trace) {
   route(a_.data(), T, f32_view(lw.moe.router.name, s.moe_router, {cfg_.num_local_experts, H}), experts_, gates_);
   if (trace) append(trace->moe[static_cast<size_t>(layer)], experts_);
 
-  // z = W_in[e] m for each (token, slot), then h = silu(gate) * up.
+  // z = W_in[e] m for each (token, slot), then h = silu(gate) * up; z and h stay in expert order
+  // (rows of order_), so W_out reads h in place.
+  group_by_expert(T);
+  gather_items(a_.data(), H, false, T);
   z_.resize(static_cast<size_t>(T * k * 2 * F));
-  expert_matmul(a_.data(), H, false, T, lw.moe.w_in, experts_, z_.data(), 2 * F, false, gates_);
+  run_experts(lw.moe.w_in, gx_.data(), z_.data());
   h_.resize(static_cast<size_t>(T * k * F));
   be_.silu_mul(z_.data(), T * k, F, h_.data());
 
   out_.assign(static_cast<size_t>(T * H), 0.0f);
-  expert_matmul(h_.data(), F, true, T, lw.moe.w_out, experts_, out_.data(), H, true, gates_);
+  gy_.resize(static_cast<size_t>(T * k * H));
+  run_experts(lw.moe.w_out, h_.data(), gy_.data());
+  scatter_items(gy_.data(), H, out_.data(), H, true);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < H; ++i) x_[static_cast<size_t>(t * H + i)] += out_[static_cast<size_t>(t * H + i)] + s.moe_bias[static_cast<size_t>(i)];
 }

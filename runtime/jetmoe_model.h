@@ -49,11 +49,18 @@ class JetMoeModel {
                       RoutingTrace* trace, const int32_t* rope_pos, const int32_t* first_slot);
   void route(const float* a, int64_t T, const WeightView& router, std::vector<int32_t>& experts,
              std::vector<float>& gates);
-  // y[t] = sum_j gate[t,j] * (W[e_tj] x_j(t)) for the experts in `experts`; x rows for token t, slot j
-  // are at x + (t*k + j)*x_stride when per_slot_input, else x + t*x_stride for every slot.
-  void expert_matmul(const float* x, int64_t x_stride, bool per_slot_input, int64_t T, const WeightView& W,
-                     const std::vector<int32_t>& experts, float* y, int64_t y_cols, bool accumulate_gated,
-                     const std::vector<float>& gates);
+  // The routed experts as grouped matmuls. The T*k (token, slot) items are sorted by expert once
+  // per sublayer (group_by_expert); activations between the experts' two matmuls stay in that
+  // expert order, so only the sublayer's input is gathered and only its output scattered.
+  void group_by_expert(int64_t T);
+  // Rows of x, in expert order, for item i: x + (i / k) * stride (per token) or x + i * stride
+  // (per_slot) -> gx_ ([T*k, stride]).
+  void gather_items(const float* x, int64_t stride, bool per_slot, int64_t T);
+  // y rows [b, e) = W[expert] x rows [b, e) for each selected expert, one matmul_group.
+  void run_experts(const WeightView& W, const float* x, float* y);
+  // Expert-ordered rows of y ([T*k, cols]) back to item order: dst + i * ld = row, or, gated,
+  // dst + (i / k) * ld += gate_i * row.
+  void scatter_items(const float* y, int64_t cols, float* dst, int64_t ld, bool gated);
   void moa(int layer, int64_t T, const int32_t* rope_pos, const int32_t* first_slot, KvCache& cache,
            RoutingTrace* trace);
   void moe(int layer, int64_t T, RoutingTrace* trace);
@@ -74,9 +81,10 @@ class JetMoeModel {
   std::vector<float> x_, a_, kv_, q_, att_, out_, z_, h_, gx_, gy_, logits_rows_;
   std::vector<float> router_logits_, gates_;
   std::vector<int32_t> experts_, slot_, rope_pos_;
-  std::vector<std::vector<int32_t>> by_expert_;  // (t*k + j) items per expert
-  std::vector<int32_t> order_;                   // the items in expert order (rows of gx_/gy_)
-  std::vector<MatmulJob> jobs_;                  // one per selected expert
+  std::vector<int32_t> order_;         // the (t*k + j) items in expert order (rows of gx_/gy_/z_/h_)
+  std::vector<int64_t> expert_begin_;  // order_[expert_begin_[e] .. expert_begin_[e+1]) chose expert e
+  std::vector<int64_t> scratch_begin_;  // group_by_expert's fill positions
+  std::vector<MatmulJob> jobs_;        // one per selected expert
 };
 
 }  // namespace jetmoe

@@ -25,7 +25,7 @@ constexpr int64_t kRowQuantum = 16;
 }  // namespace
 
 void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
-  // Quantize every job's activations first (serial: T x cols elements, small next to the rows).
+  // Quantize every job's activations first (T x cols elements, small next to the rows).
   act_off_.assign(n_jobs, 0);
   size_t act_bytes = 0;
   int64_t total_rows = 0, work = 0;
@@ -39,8 +39,12 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
   act_q_.resize(act_bytes);
   for (size_t i = 0; i < n_jobs; ++i) {
     const MatmulJob& j = jobs[i];
-    if (dtype_is_quantized(j.dtype))
-      quantize_activation_rows(j.dtype, j.x, j.cols, act_q_.data() + act_off_[i], j.T, j.cols);
+    if (!dtype_is_quantized(j.dtype)) continue;
+    const size_t arb = activation_row_bytes(j.dtype, j.cols);
+    uint8_t* dst = act_q_.data() + act_off_[i];
+    // Prefill: many rows, worth the team; decode: one row, not.
+#pragma omp parallel for schedule(static) if (j.T * j.cols >= 16 * kCpuParallelMinWork)
+    for (int64_t t = 0; t < j.T; ++t) quantize_activation_row(j.dtype, j.x + t * j.cols, dst + static_cast<size_t>(t) * arb, j.cols);
   }
 
   const bool parallel = work >= kCpuParallelMinWork;
