@@ -240,6 +240,10 @@ void matvec_q4_0(const MatArgs& a) {
   if (a.nb * kQK4_0 <= avx512_matvec_max_elems()) return avx512_matvec_q4_0(a);
   drive<Q4_0Blocks, 4, 1>(a);
 }
+void matvec_q4_k(const MatArgs& a) {
+  if (a.nb * kQK_K <= avx512_matvec_max_elems()) return avx512_matvec_q4_k(a);
+  drive<Q4_KK, 4, 1>(a);
+}
 void matvec_q8_0r(const MatArgs& a) {
   if (a.nb * kQK8_0 <= avx512_matvec_max_elems()) return avx512_matvec_q8_0r(a);
   drive<Q8_0Split, 1, 1>(a);
@@ -253,7 +257,7 @@ void matvec_q4_0r(const MatArgs& a) {
 
 const KernelTable& avx512_kernels() {
   static const KernelTable t = {
-      {matvec_q8_0, matvec_q4_0, drive<Q4_KK, 4, 1>, matvec_q8_0r, matvec_q4_0r},
+      {matvec_q8_0, matvec_q4_0, matvec_q4_k, matvec_q8_0r, matvec_q4_0r},
       // Prefill: 4 rows x 4 tokens per register tile (measured on Zen 5 at T = 128, one thread:
       // 1.13-1.27x the 2 x 4 tile; 2 x 8, 3 x 4, 4 x 3 and 2 x 6 in between, 1 x 8 slower).
       {drive<Q8_0Blocks, 4, 4>, drive<Q4_0Blocks, 4, 4>, drive<Q4_KK, 4, 4>, drive<Q8_0Split, 4, 4>,

@@ -41,6 +41,7 @@ const KernelTable& avx512_kernels();  // scalar table when built without AVX-512
 void avx512_matvec_q8_0(const MatArgs& a);
 void avx512_matvec_q4_0(const MatArgs& a);
 void avx512_matvec_q8_0r(const MatArgs& a);
+void avx512_matvec_q4_k(const MatArgs& a);
 void avx512_matvec_q4_0r(const MatArgs& a);
 int64_t avx512_matvec_max_elems();
 

@@ -49,9 +49,10 @@ struct alignas(64) Q8Group {
 // (none in JetMoE: 5632 at most) use the tiled kernel.
 constexpr int64_t kMaxElems = 16384;
 
-// Software prefetch distance along each weight row. Measured on Zen 5 (qmatvec stream benchmark,
-// one thread): without it Q8_0 streamed 10.8 GB/s, with 256..4096 bytes 13-16 GB/s; the hardware
-// prefetchers alone do not run far enough ahead of a 2-6 KB row.
+// Software prefetch distance along each weight row, for the kernels where it measured faster on
+// Zen 5 (qmatvec stream benchmark, one thread): GGUF-layout Q8_0 10.8 GB/s without, 13-16 GB/s with
+// 256..4096 bytes; Q4_0R 25 vs 28-33 GB/s. The Q8_0R and Q4_K kernels measured as fast or faster
+// without it (the machine is shared and noisy: differences under ~15% are not resolved).
 constexpr int kPrefetchBytes = 2048;
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
@@ -207,8 +208,10 @@ inline __m512 load_scales16(const uint8_t* d, int64_t b, int64_t n) {
   return _mm512_cvtph_ps(h);
 }
 
-inline void q8_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* g, int64_t groups,
-                      const BlockQ8_0* x, int64_t tail, float* y) {
+// dxb: the activation's block scales as floats, zero-padded to a multiple of 16 blocks. The 16
+// weight scales of a chunk are multiplied by them once; each group then picks its lanes' products.
+inline void q8_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* g, const float* dxb,
+                      int64_t groups, const BlockQ8_0* x, int64_t tail, float* y) {
   const int64_t nb = 2 * groups + tail;
   const uint8_t* p = W + static_cast<size_t>(r) * stride;
   const uint8_t* d = p + 32 * nb;
@@ -218,15 +221,13 @@ inline void q8_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group*
   __m512 acc = _mm512_setzero_ps();
   for (int64_t c = 0; c < groups; c += 8) {
     const int64_t ng = groups - c < 8 ? groups - c : 8;
-    const __m512 dw16 = load_scales16(d, 2 * c, 2 * ng);
+    const __m512 sc16 = _mm512_mul_ps(load_scales16(d, 2 * c, 2 * ng), _mm512_load_ps(dxb + 2 * c));
     __m512i idx = first;  // lanes 0-7: block 2k of the 16, lanes 8-15: block 2k + 1
     for (int64_t k = c; k < c + ng; ++k) {
       const uint8_t* q = p + 64 * k;
-      _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
       const __m512i wu = _mm512_xor_si512(_mm512_loadu_si512(q), k80);
       const __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(g[k].corr), wu, _mm512_load_si512(g[k].x));
-      const __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(idx, dw16), _mm512_load_ps(g[k].dx));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc);
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, sc16), acc);
       idx = _mm512_add_epi32(idx, two);
     }
   }
@@ -240,30 +241,31 @@ inline void q8_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group*
   y[r] = sum;
 }
 
-inline void q4_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group* g, int64_t groups,
-                      const BlockQ8_0* x, int64_t tail, float* y) {
+inline void q4_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group* g, const float* dxb,
+                      int64_t groups, const BlockQ8_0* x, int64_t tail, float* y) {
   const int64_t nb = 4 * groups + tail;
   const uint8_t* p = W + static_cast<size_t>(r) * stride;
   const uint8_t* d = p + 16 * nb;
   const __m512i m4 = _mm512_set1_epi8(0x0f);
-  const __m512i first = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-  const __m512i four = _mm512_set1_epi32(4);
+  // lanes 4j..4j+3 of group k of a chunk: block 4k + j of its 16
+  const __m512i idx[4] = {_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                          _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
+                          _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
+                          _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
   __m512 acc = _mm512_setzero_ps();
   for (int64_t c = 0; c < groups; c += 4) {
     const int64_t ng = groups - c < 4 ? groups - c : 4;
-    const __m512 dw16 = load_scales16(d, 4 * c, 4 * ng);
-    __m512i idx = first;  // lanes 4j..4j+3: block 4k + j of the 16
-    for (int64_t k = c; k < c + ng; ++k) {
-      const uint8_t* q = p + 64 * k;
+    const __m512 sc16 = _mm512_mul_ps(load_scales16(d, 4 * c, 4 * ng), _mm512_load_ps(dxb + 4 * c));
+    for (int64_t k = 0; k < ng; ++k) {
+      const uint8_t* q = p + 64 * (c + k);
+      const Q4Group& gk = g[c + k];
       _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
       const __m512i v = _mm512_loadu_si512(q);
       const __m512i lo = _mm512_and_si512(v, m4);
       const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_load_si512(g[k].corr), lo, _mm512_load_si512(g[k].lo)),
-                                            hi, _mm512_load_si512(g[k].hi));
-      const __m512 sc = _mm512_mul_ps(_mm512_permutexvar_ps(idx, dw16), _mm512_load_ps(g[k].dx));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc);
-      idx = _mm512_add_epi32(idx, four);
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_load_si512(gk.corr), lo, _mm512_load_si512(gk.lo)),
+                                            hi, _mm512_load_si512(gk.hi));
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx[k], sc16), acc);
     }
   }
   float sum = _mm512_reduce_add_ps(acc);
@@ -274,6 +276,62 @@ inline void q4_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group*
     sum += static_cast<float>(si) * (h2f(scale_at(d, b)) * h2f(x[b].d));
   }
   y[r] = sum;
+}
+
+// ---- Q4_K ------------------------------------------------------------------------------------
+// One super-block (256 weights, 144 bytes) per step: its 128 quant bytes are two 64-byte loads;
+// the low/high nibbles of each are two sub-blocks' 32 + 32 weights, dotted (maddubs) with
+// activation halves prepped in the same order, and weighted by the sub-block scales in int16
+// (dpwssd). The sub-block mins meet the prepped activation sums of each sub-block once per row.
+struct alignas(64) Q4KGroup {
+  int8_t x[4][64];    // [a0..31 | a64..95], [a32..63 | a96..127], [a128..159 | a192..223], [a160..191 | a224..255]
+  int16_t bsum[8];    // sum of each sub-block's 32 activation bytes
+  float dx;
+};
+
+void prep_q4_k(const BlockQ8_K* x, int64_t nb, Q4KGroup* g) {
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* a = x[b].qs;
+    for (int h = 0; h < 2; ++h)       // h: quant bytes 64h .. 64h + 63 (sub-blocks 4h .. 4h + 3)
+      for (int nib = 0; nib < 2; ++nib)  // low nibbles: sub-blocks 4h, 4h + 2; high: 4h + 1, 4h + 3
+        for (int half = 0; half < 2; ++half)
+          __builtin_memcpy(g[b].x[2 * h + nib] + 32 * half, a + 128 * h + 64 * half + 32 * nib, 32);
+    for (int j = 0; j < 8; ++j) g[b].bsum[j] = static_cast<int16_t>(x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
+    g[b].dx = x[b].d;
+  }
+}
+
+inline void q4_k_row(const uint8_t* W, size_t stride, int64_t r, const Q4KGroup* g, int64_t nb, float* y) {
+  const BlockQ4_K* w = reinterpret_cast<const BlockQ4_K*>(W + static_cast<size_t>(r) * stride);
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  // int16 scale lanes for the four products: [sc_a x 16 | sc_b x 16]
+  const __m512i sidx[4] = {
+      _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(0)), _mm256_set1_epi16(2), 1),
+      _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(1)), _mm256_set1_epi16(3), 1),
+      _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(4)), _mm256_set1_epi16(6), 1),
+      _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(5)), _mm256_set1_epi16(7), 1)};
+  __m512 acc = _mm512_setzero_ps();
+  __m128 accm = _mm_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    alignas(16) uint8_t sm[16];
+    q4k_unpack_scales(w[b].scales, sm);
+    const __m128i sm8 = _mm_load_si128(reinterpret_cast<const __m128i*>(sm));
+    const __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(sm8));
+    const __m512i v0 = _mm512_loadu_si512(w[b].qs), v1 = _mm512_loadu_si512(w[b].qs + 64);
+    const __m512i q[4] = {_mm512_and_si512(v0, m4), _mm512_and_si512(_mm512_srli_epi16(v0, 4), m4),
+                          _mm512_and_si512(v1, m4), _mm512_and_si512(_mm512_srli_epi16(v1, 4), m4)};
+    __m512i isum = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c)
+      isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(q[c], _mm512_load_si512(g[b].x[c])),
+                                 _mm512_permutexvar_epi16(sidx[c], sc));
+    const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm8, 8));
+    const __m128i msum = _mm_madd_epi16(mins, _mm_load_si128(reinterpret_cast<const __m128i*>(g[b].bsum)));
+    const float dx = g[b].dx;
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(h2f(w[b].d) * dx), acc);
+    accm = _mm_fmadd_ps(_mm_cvtepi32_ps(msum), _mm_set1_ps(-h2f(w[b].dmin) * dx), accm);
+  }
+  const __m128 m2 = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+  y[r] = _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
 }
 
 // One row at a time: measured on Zen 5, a single row's stream ran 49 GB/s from L2 where
@@ -288,6 +346,21 @@ void matvec(const MatArgs& a) {
   for (int64_t r = a.r0; r < a.r1; ++r) Row(a.W, a.w_stride, r, g, groups, x, tail, a.Y);
 }
 
+// The repacked rows also want the activation's block scales as one float array.
+template <class Group, int BlocksPerGroup, void (*Prep)(const BlockQ8_0*, int64_t, Group*),
+          void (*Row)(const uint8_t*, size_t, int64_t, const Group*, const float*, int64_t, const BlockQ8_0*,
+                      int64_t, float*)>
+void matvec_split(const MatArgs& a) {
+  const int64_t groups = a.nb / BlocksPerGroup, tail = a.nb % BlocksPerGroup;
+  Group g[kMaxElems / (32 * BlocksPerGroup)];
+  alignas(64) float dxb[kMaxElems / 32 + 16];
+  const BlockQ8_0* x = reinterpret_cast<const BlockQ8_0*>(a.X);
+  Prep(x, groups, g);
+  for (int64_t b = 0; b < a.nb; ++b) dxb[b] = h2f(x[b].d);
+  for (int64_t b = a.nb; b < (a.nb + 15) / 16 * 16; ++b) dxb[b] = 0.0f;
+  for (int64_t r = a.r0; r < a.r1; ++r) Row(a.W, a.w_stride, r, g, dxb, groups, x, tail, a.Y);
+}
+
 }  // namespace
 
 int64_t avx512_matvec_max_elems() { return kMaxElems; }
@@ -296,9 +369,15 @@ void avx512_matvec_q4_0(const MatArgs& a) {
   matvec<Q4Group, 4, prep_q4_0, q4_0_rows<1>>(a);
 }
 
-void avx512_matvec_q4_0r(const MatArgs& a) { matvec<Q4Group, 4, prep_q4_0, q4_0r_row>(a); }
+void avx512_matvec_q4_k(const MatArgs& a) {
+  Q4KGroup g[kMaxElems / 256];
+  prep_q4_k(reinterpret_cast<const BlockQ8_K*>(a.X), a.nb, g);
+  for (int64_t r = a.r0; r < a.r1; ++r) q4_k_row(a.W, a.w_stride, r, g, a.nb, a.Y);
+}
 
-void avx512_matvec_q8_0r(const MatArgs& a) { matvec<Q8Group, 2, prep_q8_0, q8_0r_row>(a); }
+void avx512_matvec_q4_0r(const MatArgs& a) { matvec_split<Q4Group, 4, prep_q4_0, q4_0r_row>(a); }
+
+void avx512_matvec_q8_0r(const MatArgs& a) { matvec_split<Q8Group, 2, prep_q8_0, q8_0r_row>(a); }
 
 void avx512_matvec_q8_0(const MatArgs& a) {
   matvec<Q8Group, 2, prep_q8_0, q8_0_rows<1>>(a);
