@@ -157,10 +157,11 @@ void JetMoeModel::gather_items(const float* x, int64_t stride, bool per_slot, in
 }
 
 // All selected experts go to the backend as one group (one launch / one parallel region).
-void JetMoeModel::run_experts(const WeightView& W, const float* x, float* y) {
+void JetMoeModel::run_experts(const WeightView& W, const float* x, float* y, const MatmulJob* extra) {
   const int64_t in = W.shape[2], out = W.shape[1];
   const size_t expert_bytes = static_cast<size_t>(out) * W.row_bytes();
   jobs_.clear();
+  if (extra) jobs_.push_back(*extra);
   for (size_t e = 0; e + 1 < expert_begin_.size(); ++e) {
     const int64_t b = expert_begin_[e], n = expert_begin_[e + 1] - b;
     if (n == 0) continue;
@@ -206,17 +207,26 @@ void JetMoeModel::moa(int layer, int64_t T, const int32_t* pos, const int32_t* f
   if (trace) append(trace->moa[static_cast<size_t>(layer)], experts_);
 
   // Shared keys and values: kv = [K | V] per token; RoPE on K, then into the cache.
+  // The shared K/V projection and the selected experts' query projections read the same input,
+  // so they go to the backend as one group (one parallel region per decode step, not two).
   kv_.resize(static_cast<size_t>(T * 2 * KVW));
-  be_.matmul(a_.data(), T, lw.moa.kv_proj, kv_.data(), 2 * KVW);
-  be_.rope(kv_.data(), T, cfg_.num_key_value_heads, cfg_.kv_channels, 2 * KVW, pos, cfg_.rope_theta);
-  be_.kv_store(cache, layer, kv_.data(), kv_.data() + KVW, 2 * KVW, T, slot_.data());
-
-  // Queries of the selected experts: q is [T, k, kv_heads, head_dim].
   q_.resize(static_cast<size_t>(T * k * KVW));
   group_by_expert(T);
   gather_items(a_.data(), H, false, T);
   gy_.resize(static_cast<size_t>(T * k * KVW));
-  run_experts(lw.moa.q_experts, gx_.data(), gy_.data());
+  MatmulJob kvj;
+  kvj.x = a_.data();
+  kvj.T = T;
+  kvj.w = lw.moa.kv_proj.data;
+  kvj.dtype = lw.moa.kv_proj.dtype;
+  kvj.rows = lw.moa.kv_proj.rows();
+  kvj.cols = lw.moa.kv_proj.cols();
+  kvj.y = kv_.data();
+  kvj.ldy = 2 * KVW;
+  run_experts(lw.moa.q_experts, gx_.data(), gy_.data(), &kvj);
+  // K and V: RoPE on K, then into the cache. Queries: q is [T, k, kv_heads, head_dim].
+  be_.rope(kv_.data(), T, cfg_.num_key_value_heads, cfg_.kv_channels, 2 * KVW, pos, cfg_.rope_theta);
+  be_.kv_store(cache, layer, kv_.data(), kv_.data() + KVW, 2 * KVW, T, slot_.data());
   scatter_items(gy_.data(), KVW, q_.data(), KVW, false);
   // Each slot's heads of token t sit at position pos[t]: rope over [T, k*kv_heads] heads.
   be_.rope(q_.data(), T, k * cfg_.num_key_value_heads, cfg_.kv_channels, k * KVW, pos, cfg_.rope_theta);

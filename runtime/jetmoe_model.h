@@ -56,8 +56,9 @@ class JetMoeModel {
   // Rows of x, in expert order, for item i: x + (i / k) * stride (per token) or x + i * stride
   // (per_slot) -> gx_ ([T*k, stride]).
   void gather_items(const float* x, int64_t stride, bool per_slot, int64_t T);
-  // y rows [b, e) = W[expert] x rows [b, e) for each selected expert, one matmul_group.
-  void run_experts(const WeightView& W, const float* x, float* y);
+  // y rows [b, e) = W[expert] x rows [b, e) for each selected expert, one matmul_group (with
+  // `extra`, an independent matmul that joins the same group).
+  void run_experts(const WeightView& W, const float* x, float* y, const MatmulJob* extra = nullptr);
   // Expert-ordered rows of y ([T*k, cols]) back to item order: dst + i * ld = row, or, gated,
   // dst + (i / k) * ld += gate_i * row.
   void scatter_items(const float* y, int64_t cols, float* dst, int64_t ld, bool gated);
