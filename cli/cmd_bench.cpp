@@ -10,6 +10,7 @@
 // experts + shared parts + head), the GB/s that implies, and its ratio to a streaming-read probe
 // run just before at the same thread count. --busy adds a decode row with another process
 // spinning on one core. The table (or --json) goes to stdout, progress to stderr.
+#include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -220,6 +221,7 @@ void run_bench(BenchOptions& o) {
   report["isa"] = isa_name(active_isa());
   report["cpu_features"] = cpu_feature_summary();
   report["omp_wait_policy"] = wait_policy ? wait_policy : "";
+  report["openblas_core"] = openblas_get_corename();
   report["n_prompt"] = o.n_prompt;
   report["n_gen"] = o.n_gen;
   report["repetitions"] = o.reps;
@@ -326,8 +328,9 @@ void run_bench(BenchOptions& o) {
                 decode ? fmt("%.1f", r["achieved_gbps"].get<double>()).c_str() : "-", r["bandwidth_gbps"].get<double>(),
                 decode ? fmt("%.0f%%", 100.0 * r["bandwidth_ratio"].get<double>()).c_str() : "-");
   }
-  std::printf("\nisa %s, OMP_WAIT_POLICY=%s, read bandwidth: streaming sum over %.2f GiB, median of %d passes\n",
-              report["isa"].get<std::string>().c_str(), wait_policy ? wait_policy : "(unset)", o.bw_gib, o.bw_passes);
+  std::printf("\nisa %s, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB, median of %d passes\n",
+              report["isa"].get<std::string>().c_str(), wait_policy ? wait_policy : "(unset)",
+              report["openblas_core"].get<std::string>().c_str(), o.bw_gib, o.bw_passes);
 }
 
 }  // namespace
