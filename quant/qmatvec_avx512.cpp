@@ -1,19 +1,22 @@
-// AVX-512 VNNI decode kernels (one token, T = 1) for Q8_0 and Q4_0 weights: the hot loop of
-// batch-1 decoding, which must stream weights at memory speed.
+// AVX-512 VNNI decode kernels (one token, T = 1): the hot loop of batch-1 decoding, which must
+// stream weights at memory speed. For Q8_0 and Q4_0 in the GGUF block layout, for the repacked
+// Q8_0R / Q4_0R rows (quant/repack.h), and for Q4_K.
 //
-// Why a separate kernel from the register-tiled qmatmul: at T = 1 nothing is shared between
+// Why separate kernels from the register-tiled qmatmul: at T = 1 nothing is shared between
 // tokens, so all per-block work that depends only on the activation is done once per call
 // ("prep"), in a layout that lines up with the weight bytes, and the per-row loop is reduced to
-// loads, one byte permute, the integer dot products and one float multiply-add per group:
-//   Q4_0: a group is 4 blocks (72 bytes). Two overlapping 64-byte loads + vpermt2b gather the
-//         4 x 16 nibble bytes; low/high nibbles are dotted (dpbusd, u8 x s8) with the matching
-//         activation halves. The "- 8" of the format is the activation-side term
-//         -8 * sum(a), precomputed per int32 lane, so it costs nothing per row.
-//   Q8_0: a group is 2 blocks (68 bytes). The weights are made unsigned with w ^ 0x80 (= w + 128)
-//         and the +128 * sum(a) this adds is removed by the precomputed per-lane term.
-// The per-block fp16 weight scales are gathered from the same loads with one vpermw.
-// Each thread is given one long contiguous row range, so the weights are one sequential stream
-// per thread (what hardware prefetchers follow best).
+// loads, the integer dot products and one float multiply-add per group:
+//   Q4_0: a group is 4 blocks. Their 4 x 16 nibble bytes are one 64-byte load (Q4_0R) or two
+//         overlapping loads + vpermt2b (GGUF blocks, 72 bytes); low/high nibbles are dotted
+//         (dpbusd, u8 x s8) with the matching activation halves. The "- 8" of the format is the
+//         activation-side term -8 * sum(a), precomputed per int32 lane, so it costs nothing per row.
+//   Q8_0: a group is 2 blocks. The weights are made unsigned with w ^ 0x80 (= w + 128) and the
+//         +128 * sum(a) this adds is removed by the precomputed per-lane term.
+//   Scales: Q8_0R / Q4_0R convert 16 blocks' fp16 scales at once and each group picks its lanes
+//         with one vpermps; GGUF blocks gather them from the same loads with one vpermw.
+//   Q4_K: one super-block per step (see q4_k_row).
+// Rows are processed one at a time: on Zen 5 a single row's stream ran faster than 2 or 4
+// interleaved rows, from L2 and from memory.
 //
 // Compiled with AVX-512 flags: everything in an anonymous namespace, no std:: containers (see
 // qdot_avx2.cpp on weak symbols).
