@@ -124,8 +124,15 @@ std::unique_ptr<GgufFile> GgufFile::parse(const uint8_t* data, size_t size, cons
   Cursor c(data, size, path);
   if (size < 4 || c.read<uint32_t>("magic") != kMagic) throw LoadError(path + ": not a GGUF file (the magic is not 'GGUF')");
   f->version_ = c.read<uint32_t>("version");
-  if (f->version_ != 2 && f->version_ != 3)
-    throw LoadError(path + ": GGUF version " + std::to_string(f->version_) + "; this reader supports GGUF v2 and v3");
+  if (f->version_ != 2 && f->version_ != 3) {
+    // A big-endian GGUF (written for s390x and the like) has its version bytes swapped.
+    const uint32_t v = f->version_;
+    const uint32_t swapped = (v >> 24) | ((v >> 8) & 0xff00u) | ((v << 8) & 0xff0000u) | (v << 24);
+    if (swapped == 2 || swapped == 3)
+      throw LoadError(path + ": a big-endian GGUF v" + std::to_string(swapped) +
+                      " file; this reader supports little-endian GGUF only");
+    throw LoadError(path + ": GGUF version " + std::to_string(v) + "; this reader supports GGUF v2 and v3");
+  }
   const uint64_t n_tensors = c.read<uint64_t>("tensor count");
   const uint64_t n_kv = c.read<uint64_t>("metadata count");
   // Each key/value takes at least 12 bytes and each tensor info at least 28: a count the file cannot

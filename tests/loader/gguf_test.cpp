@@ -137,6 +137,7 @@ TEST(Gguf, DamagedHeadersNameTheProblem) {
   b[0] = 'X';
   EXPECT_THAT(error_of(b), HasSubstr("not a GGUF file"));
   EXPECT_THAT(error_of(hand_made(7)), HasSubstr("version 7"));
+  EXPECT_THAT(error_of(hand_made(0x03000000u)), HasSubstr("big-endian GGUF v3"));
   EXPECT_THAT(error_of(hand_made(3, 99)), HasSubstr("tensor 'w' has ggml type 99"));
   EXPECT_THAT(error_of(hand_made(3, 0, 4096)), HasSubstr("'w'"));
   EXPECT_THAT(error_of(hand_made(3, 0, 4)), HasSubstr("not aligned"));
