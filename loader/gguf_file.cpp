@@ -6,7 +6,6 @@
 #include <stdexcept>
 
 #include "loader/load_error.h"
-#include "quant/repack.h"
 
 namespace jetmoe {
 namespace {
@@ -283,16 +282,8 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, LoadMode mode)
 int GgufFile::repack_for_cpu() {
   if (!file_ || file_->owned_data() == nullptr) return 0;
   int n = 0;
-  for (TensorInfo& t : tensors_) {
-    const DType want = cpu_memory_type(t.dtype);
-    if (want == t.dtype || t.shape.empty()) continue;
-    // data points into the owned copy: the same bytes, writable.
-    uint8_t* p = file_->owned_data() + (t.data - file_->data());
-    const int64_t cols = t.shape.back();
-    repack_rows(t.dtype, p, t.numel() / cols, cols);
-    t.dtype = want;
-    ++n;
-  }
+  for (TensorInfo& t : tensors_)  // data points into the owned copy: the same bytes, writable
+    n += repack_tensor_for_cpu(t, file_->owned_data() + (t.data - file_->data())) ? 1 : 0;
   return n;
 }
 

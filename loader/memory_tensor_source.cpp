@@ -3,7 +3,6 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "quant/repack.h"
 
 namespace jetmoe {
 
@@ -39,14 +38,7 @@ uint8_t* MemoryTensorSource::mutable_data(const std::string& name) {
 }
 
 void MemoryTensorSource::repack_for_cpu() {
-  for (auto& e : entries_) {
-    TensorInfo& t = e->info;
-    const DType want = cpu_memory_type(t.dtype);
-    if (want == t.dtype || t.shape.empty()) continue;
-    const int64_t cols = t.shape.back();
-    repack_rows(t.dtype, e->bytes.data(), t.numel() / cols, cols);
-    t.dtype = want;
-  }
+  for (auto& e : entries_) repack_tensor_for_cpu(e->info, e->bytes.data());
 }
 
 const TensorInfo* MemoryTensorSource::find(const std::string& name) const {

@@ -29,6 +29,10 @@ struct TensorInfo {
 // "[8, 2048, 2048]"
 std::string shape_to_string(const std::vector<int64_t>& shape);
 
+// Rearranges tensor t in place into the layout the active CPU kernels stream fastest
+// (cpu_memory_type in quant/repack.h); `bytes` is t's data, writable. Returns whether it changed.
+bool repack_tensor_for_cpu(TensorInfo& t, uint8_t* bytes);
+
 class TensorSource {
  public:
   virtual ~TensorSource() = default;

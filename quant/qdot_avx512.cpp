@@ -11,8 +11,7 @@
 #include "quant/qdot_kernels.h"
 #include "quant/qtypes.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
-    defined(__AVX512DQ__) && defined(__AVX512VNNI__) && defined(__AVX512VBMI__) && defined(__F16C__)
+#if JETMOE_QDOT_AVX512
 #include <immintrin.h>
 
 // GCC 12 reports the deliberately undefined upper halves of the 256->512 cast intrinsics as
@@ -231,33 +230,20 @@ struct Q4_KK {
 };
 
 // Decode: the one-token kernels of qmatvec_avx512.cpp, which keep their prepped activation on
-// the stack and so take rows up to avx512_matvec_max_elems() long.
-void matvec_q8_0(const MatArgs& a) {
-  if (a.nb * kQK8_0 <= avx512_matvec_max_elems()) return avx512_matvec_q8_0(a);
-  drive<Q8_0Blocks, 4, 1>(a);
-}
-void matvec_q4_0(const MatArgs& a) {
-  if (a.nb * kQK4_0 <= avx512_matvec_max_elems()) return avx512_matvec_q4_0(a);
-  drive<Q4_0Blocks, 4, 1>(a);
-}
-void matvec_q4_k(const MatArgs& a) {
-  if (a.nb * kQK_K <= avx512_matvec_max_elems()) return avx512_matvec_q4_k(a);
-  drive<Q4_KK, 4, 1>(a);
-}
-void matvec_q8_0r(const MatArgs& a) {
-  if (a.nb * kQK8_0 <= avx512_matvec_max_elems()) return avx512_matvec_q8_0r(a);
-  drive<Q8_0Split, 1, 1>(a);
-}
-void matvec_q4_0r(const MatArgs& a) {
-  if (a.nb * kQK4_0 <= avx512_matvec_max_elems()) return avx512_matvec_q4_0r(a);
-  drive<Q4_0Split, 1, 1>(a);
+// the stack and so take rows up to avx512_matvec_max_elems() long; longer rows use the tile.
+template <KernelFn OneToken, class Tiled, int NR, int BlockElems>
+void matvec(const MatArgs& a) {
+  if (a.nb * BlockElems <= avx512_matvec_max_elems()) return OneToken(a);
+  drive<Tiled, NR, 1>(a);
 }
 
 }  // namespace
 
 const KernelTable& avx512_kernels() {
   static const KernelTable t = {
-      {matvec_q8_0, matvec_q4_0, matvec_q4_k, matvec_q8_0r, matvec_q4_0r},
+      {matvec<avx512_matvec_q8_0, Q8_0Blocks, 4, kQK8_0>, matvec<avx512_matvec_q4_0, Q4_0Blocks, 4, kQK4_0>,
+       matvec<avx512_matvec_q4_k, Q4_KK, 4, kQK_K>, matvec<avx512_matvec_q8_0r, Q8_0Split, 1, kQK8_0>,
+       matvec<avx512_matvec_q4_0r, Q4_0Split, 1, kQK4_0>},
       // Prefill: 4 rows x 4 tokens per register tile (measured on Zen 5 at T = 128, one thread:
       // 1.13-1.27x the 2 x 4 tile; 2 x 8, 3 x 4, 4 x 3 and 2 x 6 in between, 1 x 8 slower).
       {drive<Q8_0Blocks, 4, 4>, drive<Q4_0Blocks, 4, 4>, drive<Q4_KK, 4, 4>, drive<Q8_0Split, 4, 4>,

@@ -5,6 +5,15 @@
 #include <cstddef>
 #include <cstdint>
 
+// True in translation units compiled with the AVX-512 kernel flags (CMakeLists.txt, *_avx512.cpp):
+// the two files that hold the AVX-512 kernels and their table agree on it.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && \
+    defined(__AVX512VNNI__) && defined(__AVX512VBMI__) && defined(__F16C__)
+#define JETMOE_QDOT_AVX512 1
+#else
+#define JETMOE_QDOT_AVX512 0
+#endif
+
 namespace jetmoe::qdot_detail {
 
 // One matmul / matvec job. Matvec is T = 1, ldy = 0.

@@ -23,8 +23,7 @@
 #include "quant/qdot_kernels.h"
 #include "quant/qtypes.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
-    defined(__AVX512DQ__) && defined(__AVX512VNNI__) && defined(__AVX512VBMI__) && defined(__F16C__)
+#if JETMOE_QDOT_AVX512
 #include <immintrin.h>
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -59,6 +58,19 @@ constexpr int64_t kMaxElems = 16384;
 constexpr int kPrefetchBytes = 2048;
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+// One leftover block after a row's last full group (rows whose block count is not a multiple of
+// the group), for either layout: q = its quant bytes, dw = its fp16 scale.
+inline float tail_q8_0(const int8_t* q, uint16_t dw, const BlockQ8_0& x) {
+  int s = 0;
+  for (int e = 0; e < 32; ++e) s += q[e] * x.qs[e];
+  return static_cast<float>(s) * (h2f(dw) * h2f(x.d));
+}
+inline float tail_q4_0(const uint8_t* q, uint16_t dw, const BlockQ8_0& x) {
+  int s = 0;
+  for (int e = 0; e < 16; ++e) s += ((q[e] & 0x0f) - 8) * x.qs[e] + ((q[e] >> 4) - 8) * x.qs[e + 16];
+  return static_cast<float>(s) * (h2f(dw) * h2f(x.d));
+}
 
 // Byte gather of a group's quant bytes from two overlapping 64-byte loads A = p[0..63] and
 // B = p[off..off+63]: index < 64 picks A, 64 + i picks B[i].
@@ -97,48 +109,32 @@ void prep_q4_0(const BlockQ8_0* x, int64_t groups, Q4Group* g) {
   }
 }
 
-// Rows r0..r1 of Q4_0 weights (row stride `stride` bytes, `groups` full groups, `tail` blocks
-// after them) against the prepped activation; tail blocks use the plain block formula.
-template <int NR>
-inline void q4_0_rows(const uint8_t* W, size_t stride, int64_t r, const Q4Group* g, int64_t groups,
-                      const BlockQ8_0* x, int64_t tail, float* y) {
+// Row r of Q4_0 weights (row stride `stride` bytes, `groups` full groups, `tail` blocks after
+// them) against the prepped activation. (dxb: see the repacked rows; the GGUF rows take the
+// activation scales per lane from the groups instead.)
+inline void q4_0_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group* g, const float* /*dxb*/,
+                     int64_t groups, const BlockQ8_0* x, int64_t tail, float* y) {
   const __m512i idx = gather_index<18, 16, 8>();
   const __m512i sidx = scale_index<18, 4>();
   const __m512i m4 = _mm512_set1_epi8(0x0f);
-  const uint8_t* p[NR];
-  __m512 acc[NR];
-  for (int i = 0; i < NR; ++i) {
-    p[i] = W + static_cast<size_t>(r + i) * stride;
-    acc[i] = _mm512_setzero_ps();
-  }
+  const uint8_t* p = W + static_cast<size_t>(r) * stride;
+  __m512 acc = _mm512_setzero_ps();
   for (int64_t k = 0; k < groups; ++k) {
-    const __m512i xlo = _mm512_load_si512(g[k].lo), xhi = _mm512_load_si512(g[k].hi);
-    const __m512i corr = _mm512_load_si512(g[k].corr);
-    const __m512 dx = _mm512_load_ps(g[k].dx);
-    for (int i = 0; i < NR; ++i) {
-      const uint8_t* q = p[i] + 72 * k;
-      _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
-      const __m512i a = _mm512_loadu_si512(q), b = _mm512_loadu_si512(q + 8);
-      const __m512i v = _mm512_permutex2var_epi8(a, idx, b);
-      const __m512i lo = _mm512_and_si512(v, m4);
-      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(corr, lo, xlo), hi, xhi);
-      const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(sidx, a)));
-      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[i]);
-    }
+    const uint8_t* q = p + 72 * k;
+    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
+    const __m512i a = _mm512_loadu_si512(q), b = _mm512_loadu_si512(q + 8);
+    const __m512i v = _mm512_permutex2var_epi8(a, idx, b);
+    const __m512i lo = _mm512_and_si512(v, m4);
+    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_load_si512(g[k].corr), lo, _mm512_load_si512(g[k].lo)),
+                                          hi, _mm512_load_si512(g[k].hi));
+    const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(sidx, a)));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_load_ps(g[k].dx)), acc);
   }
-  for (int i = 0; i < NR; ++i) {
-    float sum = _mm512_reduce_add_ps(acc[i]);
-    const BlockQ4_0* wb = reinterpret_cast<const BlockQ4_0*>(p[i]) + 4 * groups;
-    for (int64_t t = 0; t < tail; ++t) {
-      const BlockQ8_0& xb = x[4 * groups + t];
-      int s = 0;
-      for (int e = 0; e < 16; ++e)
-        s += ((wb[t].qs[e] & 0x0f) - 8) * xb.qs[e] + ((wb[t].qs[e] >> 4) - 8) * xb.qs[e + 16];
-      sum += static_cast<float>(s) * (h2f(wb[t].d) * h2f(xb.d));
-    }
-    y[r + i] = sum;
-  }
+  float sum = _mm512_reduce_add_ps(acc);
+  const BlockQ4_0* wb = reinterpret_cast<const BlockQ4_0*>(p);
+  for (int64_t b = 4 * groups; b < 4 * groups + tail; ++b) sum += tail_q4_0(wb[b].qs, wb[b].d, x[b]);
+  y[r] = sum;
 }
 
 // ---- Q8_0 ----------------------------------------------------------------------------------
@@ -155,43 +151,26 @@ void prep_q8_0(const BlockQ8_0* x, int64_t groups, Q8Group* g) {
   }
 }
 
-template <int NR>
-inline void q8_0_rows(const uint8_t* W, size_t stride, int64_t r, const Q8Group* g, int64_t groups,
-                      const BlockQ8_0* x, int64_t tail, float* y) {
+inline void q8_0_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* g, const float* /*dxb*/,
+                     int64_t groups, const BlockQ8_0* x, int64_t tail, float* y) {
   const __m512i idx = gather_index<34, 32, 4>();
   const __m512i sidx = scale_index<34, 8>();
   const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
-  const uint8_t* p[NR];
-  __m512 acc[NR];
-  for (int i = 0; i < NR; ++i) {
-    p[i] = W + static_cast<size_t>(r + i) * stride;
-    acc[i] = _mm512_setzero_ps();
-  }
+  const uint8_t* p = W + static_cast<size_t>(r) * stride;
+  __m512 acc = _mm512_setzero_ps();
   for (int64_t k = 0; k < groups; ++k) {
-    const __m512i xs = _mm512_load_si512(g[k].x);
-    const __m512i corr = _mm512_load_si512(g[k].corr);
-    const __m512 dx = _mm512_load_ps(g[k].dx);
-    for (int i = 0; i < NR; ++i) {
-      const uint8_t* q = p[i] + 68 * k;
-      _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
-      const __m512i a = _mm512_loadu_si512(q), b = _mm512_loadu_si512(q + 4);
-      const __m512i wu = _mm512_xor_si512(_mm512_permutex2var_epi8(a, idx, b), k80);
-      const __m512i s = _mm512_dpbusd_epi32(corr, wu, xs);
-      const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(sidx, a)));
-      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[i]);
-    }
+    const uint8_t* q = p + 68 * k;
+    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
+    const __m512i a = _mm512_loadu_si512(q), b = _mm512_loadu_si512(q + 4);
+    const __m512i wu = _mm512_xor_si512(_mm512_permutex2var_epi8(a, idx, b), k80);
+    const __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(g[k].corr), wu, _mm512_load_si512(g[k].x));
+    const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(sidx, a)));
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_load_ps(g[k].dx)), acc);
   }
-  for (int i = 0; i < NR; ++i) {
-    float sum = _mm512_reduce_add_ps(acc[i]);
-    const BlockQ8_0* wb = reinterpret_cast<const BlockQ8_0*>(p[i]) + 2 * groups;
-    for (int64_t t = 0; t < tail; ++t) {
-      const BlockQ8_0& xb = x[2 * groups + t];
-      int s = 0;
-      for (int e = 0; e < 32; ++e) s += wb[t].qs[e] * xb.qs[e];
-      sum += static_cast<float>(s) * (h2f(wb[t].d) * h2f(xb.d));
-    }
-    y[r + i] = sum;
-  }
+  float sum = _mm512_reduce_add_ps(acc);
+  const BlockQ8_0* wb = reinterpret_cast<const BlockQ8_0*>(p);
+  for (int64_t b = 2 * groups; b < 2 * groups + tail; ++b) sum += tail_q8_0(wb[b].qs, wb[b].d, x[b]);
+  y[r] = sum;
 }
 
 // ---- Repacked rows (Q8_0R / Q4_0R: quant bytes, then the fp16 scales) ------------------------
@@ -211,8 +190,8 @@ inline __m512 load_scales16(const uint8_t* d, int64_t b, int64_t n) {
   return _mm512_cvtph_ps(h);
 }
 
-// dxb: the activation's block scales as floats, zero-padded to a multiple of 16 blocks. The 16
-// weight scales of a chunk are multiplied by them once; each group then picks its lanes' products.
+// The 16 weight scales of a chunk are multiplied by the activation's (dxb) once; each group then
+// picks its lanes' products.
 inline void q8_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* g, const float* dxb,
                       int64_t groups, const BlockQ8_0* x, int64_t tail, float* y) {
   const int64_t nb = 2 * groups + tail;
@@ -235,12 +214,8 @@ inline void q8_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group*
     }
   }
   float sum = _mm512_reduce_add_ps(acc);
-  for (int64_t b = 2 * groups; b < nb; ++b) {
-    const int8_t* q = reinterpret_cast<const int8_t*>(p) + 32 * b;
-    int si = 0;
-    for (int e = 0; e < 32; ++e) si += q[e] * x[b].qs[e];
-    sum += static_cast<float>(si) * (h2f(scale_at(d, b)) * h2f(x[b].d));
-  }
+  for (int64_t b = 2 * groups; b < nb; ++b)
+    sum += tail_q8_0(reinterpret_cast<const int8_t*>(p) + 32 * b, scale_at(d, b), x[b]);
   y[r] = sum;
 }
 
@@ -272,12 +247,7 @@ inline void q4_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group*
     }
   }
   float sum = _mm512_reduce_add_ps(acc);
-  for (int64_t b = 4 * groups; b < nb; ++b) {
-    const uint8_t* q = p + 16 * b;
-    int si = 0;
-    for (int e = 0; e < 16; ++e) si += ((q[e] & 0x0f) - 8) * x[b].qs[e] + ((q[e] >> 4) - 8) * x[b].qs[e + 16];
-    sum += static_cast<float>(si) * (h2f(scale_at(d, b)) * h2f(x[b].d));
-  }
+  for (int64_t b = 4 * groups; b < nb; ++b) sum += tail_q4_0(p + 16 * b, scale_at(d, b), x[b]);
   y[r] = sum;
 }
 
@@ -337,23 +307,14 @@ inline void q4_k_row(const uint8_t* W, size_t stride, int64_t r, const Q4KGroup*
   y[r] = _mm512_reduce_add_ps(acc) + _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
 }
 
-// One row at a time: measured on Zen 5, a single row's stream ran 49 GB/s from L2 where
-// interleaving 2 or 4 rows ran 28-34 GB/s, and it is the better stream from memory too.
-template <class Group, int BlocksPerGroup, void (*Prep)(const BlockQ8_0*, int64_t, Group*),
-          void (*Row)(const uint8_t*, size_t, int64_t, const Group*, int64_t, const BlockQ8_0*, int64_t, float*)>
-void matvec(const MatArgs& a) {
-  const int64_t groups = a.nb / BlocksPerGroup, tail = a.nb % BlocksPerGroup;
-  Group g[kMaxElems / (32 * BlocksPerGroup)];
-  const BlockQ8_0* x = reinterpret_cast<const BlockQ8_0*>(a.X);
-  Prep(x, groups, g);
-  for (int64_t r = a.r0; r < a.r1; ++r) Row(a.W, a.w_stride, r, g, groups, x, tail, a.Y);
-}
-
-// The repacked rows also want the activation's block scales as one float array.
+// One row at a time (measured on Zen 5: a single row's stream ran 49 GB/s from L2 where
+// interleaving 2 or 4 rows ran 28-34 GB/s, and it is the better stream from memory too). dxb: the
+// activation's block scales as floats, zero-padded to a multiple of 16 blocks (the repacked rows
+// scale 16 blocks at a time).
 template <class Group, int BlocksPerGroup, void (*Prep)(const BlockQ8_0*, int64_t, Group*),
           void (*Row)(const uint8_t*, size_t, int64_t, const Group*, const float*, int64_t, const BlockQ8_0*,
                       int64_t, float*)>
-void matvec_split(const MatArgs& a) {
+void matvec(const MatArgs& a) {
   const int64_t groups = a.nb / BlocksPerGroup, tail = a.nb % BlocksPerGroup;
   Group g[kMaxElems / (32 * BlocksPerGroup)];
   alignas(64) float dxb[kMaxElems / 32 + 16];
@@ -368,9 +329,7 @@ void matvec_split(const MatArgs& a) {
 
 int64_t avx512_matvec_max_elems() { return kMaxElems; }
 
-void avx512_matvec_q4_0(const MatArgs& a) {
-  matvec<Q4Group, 4, prep_q4_0, q4_0_rows<1>>(a);
-}
+void avx512_matvec_q4_0(const MatArgs& a) { matvec<Q4Group, 4, prep_q4_0, q4_0_row>(a); }
 
 void avx512_matvec_q4_k(const MatArgs& a) {
   Q4KGroup g[kMaxElems / 256];
@@ -378,13 +337,11 @@ void avx512_matvec_q4_k(const MatArgs& a) {
   for (int64_t r = a.r0; r < a.r1; ++r) q4_k_row(a.W, a.w_stride, r, g, a.nb, a.Y);
 }
 
-void avx512_matvec_q4_0r(const MatArgs& a) { matvec_split<Q4Group, 4, prep_q4_0, q4_0r_row>(a); }
+void avx512_matvec_q4_0r(const MatArgs& a) { matvec<Q4Group, 4, prep_q4_0, q4_0r_row>(a); }
 
-void avx512_matvec_q8_0r(const MatArgs& a) { matvec_split<Q8Group, 2, prep_q8_0, q8_0r_row>(a); }
+void avx512_matvec_q8_0r(const MatArgs& a) { matvec<Q8Group, 2, prep_q8_0, q8_0r_row>(a); }
 
-void avx512_matvec_q8_0(const MatArgs& a) {
-  matvec<Q8Group, 2, prep_q8_0, q8_0_rows<1>>(a);
-}
+void avx512_matvec_q8_0(const MatArgs& a) { matvec<Q8Group, 2, prep_q8_0, q8_0_row>(a); }
 
 }  // namespace jetmoe::qdot_detail
 

@@ -1,12 +1,10 @@
 #include "quant/quantize.h"
 
-#include "quant/repack.h"
-
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "quant/qtypes.h"
 #include "quant/repack.h"
@@ -231,6 +229,22 @@ void quantize_block_q4_k(const float* x, BlockQ4_K& b, bool search) {
       b.qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
 }
 
+// Block i of a Q8_0 / Q4_0 row in the GGUF layout or the repacked one: its quant bytes and fp16
+// scale (read in place: decoding one embedding row per token allocates nothing).
+struct BlockRef {
+  const uint8_t* qs;
+  uint16_t d;
+};
+
+BlockRef block_ref(DType t, const uint8_t* row, int64_t nb, int64_t i) {
+  const int64_t qb = file_type(t) == DType::Q8_0 ? kQK8_0 : kQK4_0 / 2;
+  const bool split = dtype_is_repacked(t);
+  BlockRef b;
+  b.qs = split ? row + qb * i : row + (qb + 2) * i + 2;
+  std::memcpy(&b.d, split ? row + qb * nb + 2 * i : row + (qb + 2) * i, 2);
+  return b;
+}
+
 void quantize_row_impl(DType t, const float* x, void* dst, int64_t n, bool search) {
   if (dtype_is_repacked(t)) {  // the file type's blocks, then rearranged in place
     quantize_row_impl(file_type(t), x, dst, n, search);
@@ -283,33 +297,29 @@ void quantize_row_maxabs(DType t, const float* x, void* dst, int64_t n) {
 
 void dequantize_row(DType t, const void* src, float* y, int64_t n) {
   check_quant_row(t, n, "dequantize_row");
-  if (dtype_is_repacked(t)) {
-    std::vector<uint8_t> blocks(dtype_row_bytes(t, static_cast<size_t>(n)));
-    unpack_row(t, src, blocks.data(), n);
-    return dequantize_row(file_type(t), blocks.data(), y, n);
-  }
   const int64_t nb = n / static_cast<int64_t>(dtype_block_elems(t));
+  const auto* row = static_cast<const uint8_t*>(src);
   switch (t) {
-    case DType::Q8_0: {
-      const auto* b = static_cast<const BlockQ8_0*>(src);
+    case DType::Q8_0:
+    case DType::Q8_0R:
       for (int64_t i = 0; i < nb; ++i) {
-        const float d = f16_to_f32(b[i].d);
-        for (int k = 0; k < kQK8_0; ++k) y[i * kQK8_0 + k] = d * static_cast<float>(b[i].qs[k]);
+        const BlockRef b = block_ref(t, row, nb, i);
+        const float d = f16_to_f32(b.d);
+        for (int k = 0; k < kQK8_0; ++k) y[i * kQK8_0 + k] = d * static_cast<float>(static_cast<int8_t>(b.qs[k]));
       }
       break;
-    }
-    case DType::Q4_0: {
-      const auto* b = static_cast<const BlockQ4_0*>(src);
+    case DType::Q4_0:
+    case DType::Q4_0R:
       for (int64_t i = 0; i < nb; ++i) {
-        const float d = f16_to_f32(b[i].d);
+        const BlockRef b = block_ref(t, row, nb, i);
+        const float d = f16_to_f32(b.d);
         float* yb = y + i * kQK4_0;
         for (int j = 0; j < 16; ++j) {
-          yb[j] = d * static_cast<float>((b[i].qs[j] & 0x0f) - 8);
-          yb[j + 16] = d * static_cast<float>((b[i].qs[j] >> 4) - 8);
+          yb[j] = d * static_cast<float>((b.qs[j] & 0x0f) - 8);
+          yb[j + 16] = d * static_cast<float>((b.qs[j] >> 4) - 8);
         }
       }
       break;
-    }
     case DType::Q4_K: {
       const auto* b = static_cast<const BlockQ4_K*>(src);
       for (int64_t i = 0; i < nb; ++i) {

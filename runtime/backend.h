@@ -29,6 +29,20 @@ struct MatmulJob {
   int64_t ldy = 0;
 };
 
+// The job of Backend::matmul(x, T, W, y, ldy) for an [out, in] matrix view W.
+inline MatmulJob matmul_job(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) {
+  MatmulJob j;
+  j.x = x;
+  j.T = T;
+  j.w = W.data;
+  j.dtype = W.dtype;
+  j.rows = W.rows();
+  j.cols = W.cols();
+  j.y = y;
+  j.ldy = ldy;
+  return j;
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;

@@ -214,15 +214,7 @@ void JetMoeModel::moa(int layer, int64_t T, const int32_t* pos, const int32_t* f
   group_by_expert(T);
   gather_items(a_.data(), H, false, T);
   gy_.resize(static_cast<size_t>(T * k * KVW));
-  MatmulJob kvj;
-  kvj.x = a_.data();
-  kvj.T = T;
-  kvj.w = lw.moa.kv_proj.data;
-  kvj.dtype = lw.moa.kv_proj.dtype;
-  kvj.rows = lw.moa.kv_proj.rows();
-  kvj.cols = lw.moa.kv_proj.cols();
-  kvj.y = kv_.data();
-  kvj.ldy = 2 * KVW;
+  const MatmulJob kvj = matmul_job(a_.data(), T, lw.moa.kv_proj, kv_.data(), 2 * KVW);
   run_experts(lw.moa.q_experts, gx_.data(), gy_.data(), &kvj);
   // K and V: RoPE on K, then into the cache. Queries: q is [T, k, kv_heads, head_dim].
   be_.rope(kv_.data(), T, cfg_.num_key_value_heads, cfg_.kv_channels, 2 * KVW, pos, cfg_.rope_theta);

@@ -48,15 +48,7 @@ void CpuBackend::rms_norm(const float* x, int64_t T, int64_t n, const float* gai
 }
 
 void CpuBackend::matmul(const float* x, int64_t T, const WeightView& W, float* y, int64_t ldy) {
-  MatmulJob job;
-  job.x = x;
-  job.T = T;
-  job.w = W.data;
-  job.dtype = W.dtype;
-  job.rows = W.rows();
-  job.cols = W.cols();
-  job.y = y;
-  job.ldy = ldy;
+  const MatmulJob job = matmul_job(x, T, W, y, ldy);
   matmul_group(&job, 1);
 }
 
