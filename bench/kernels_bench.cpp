@@ -148,8 +148,8 @@ void bm_attention(benchmark::State& st, int64_t ctx, int64_t T) {
   for (int h = 0; h < heads; ++h) {
     const auto k = random_floats(static_cast<size_t>(ctx * d), 10 + static_cast<uint32_t>(h));
     const auto v = random_floats(static_cast<size_t>(ctx * d), 50 + static_cast<uint32_t>(h));
-    std::copy(k.begin(), k.end(), cache.k(0, h));
-    std::copy(v.begin(), v.end(), cache.v(0, h));
+    std::memcpy(cache.k_rows(0, h), k.data(), k.size() * sizeof(float));
+    std::memcpy(cache.v_rows(0, h), v.data(), v.size() * sizeof(float));
   }
   cache.set_size(static_cast<int>(ctx));
   const auto q = random_floats(static_cast<size_t>(T * slots * heads * d), 9);

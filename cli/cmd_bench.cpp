@@ -9,7 +9,10 @@
 // Decode also reports the weight bytes read per token (ModelFiles::bytes_per_token: selected
 // experts + shared parts + head), the GB/s that implies, and its ratio to a streaming-read probe
 // run just before at the same thread count. --busy adds a decode row with another process
-// spinning on one core. The table (or --json) goes to stdout, progress to stderr.
+// spinning on one core. -ctk/-ctv list KV cache types to compare; -d runs both tests after that
+// many tokens already in the cache (llama-bench's depth: one real prefill fills it, each
+// repetition rolls back to it), and decode then also counts the KV cache bytes it reads.
+// The table (or --json) goes to stdout, progress to stderr.
 #include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
@@ -42,7 +45,8 @@ struct BenchOptions {
   int layers = 4;
   std::string threads = "";  // "1,2"; empty: all cores
   std::string quants = "none";
-  int n_prompt = 512, n_gen = 128, reps = 3;
+  std::string cache_types_k = "f32", cache_types_v = "f32";  // comma lists, paired in order
+  int n_prompt = 512, n_gen = 128, reps = 3, depth = 0;
   bool no_mmap = false, mlock = false, json = false, busy = false, warmup = true;
   double bw_gib = 1.0;
   int bw_passes = 5;
@@ -167,14 +171,24 @@ struct Runner {
   std::vector<int32_t> prompt, gen;
   std::vector<float> logits;
 
-  double prefill(KvCache& cache, int n) {
+  int depth = 0;  // tokens already in the cache before each test (filled once by fill_depth)
+
+  void fill_depth(KvCache& cache) {
     cache.clear();
+    for (int done = 0; done < depth;) {  // in 512-token pieces, like a long prompt
+      const int n = std::min(512, depth - done);
+      model.forward(std::span<const int32_t>(prompt.data() + done, static_cast<size_t>(n)), cache, logits, false);
+      done += n;
+    }
+  }
+  double prefill(KvCache& cache, int n) {
+    cache.set_size(depth);
     const auto t0 = Clock::now();
     model.forward(std::span<const int32_t>(prompt.data(), static_cast<size_t>(n)), cache, logits, false);
     return n / seconds_since(t0);
   }
   double decode(KvCache& cache, int n) {
-    cache.clear();
+    cache.set_size(depth);
     const auto t0 = Clock::now();
     for (int i = 0; i < n; ++i) model.forward(std::span<const int32_t>(&gen[static_cast<size_t>(i)], 1), cache, logits, false);
     return n / seconds_since(t0);
@@ -195,6 +209,15 @@ void run_bench(BenchOptions& o) {
     threads.push_back(v);
   }
   const std::vector<std::string> types = split_list(o.quants);
+  std::vector<KvCacheTypes> kv_types;
+  {
+    const auto ks = split_list(o.cache_types_k), vs = split_list(o.cache_types_v);
+    if (ks.empty() || vs.empty() || (ks.size() != vs.size() && ks.size() != 1 && vs.size() != 1))
+      throw CLI::ValidationError("-ctk/-ctv", "give one type each, or lists of the same length (paired in order)");
+    for (size_t i = 0; i < std::max(ks.size(), vs.size()); ++i)
+      kv_types.push_back({parse_kv_cache_type(ks[std::min(i, ks.size() - 1)], "--cache-type-k"),
+                          parse_kv_cache_type(vs[std::min(i, vs.size() - 1)], "--cache-type-v")});
+  }
   if (types.empty()) throw CLI::ValidationError("--quant", "no types given");
   std::vector<std::string> models;
   for (const std::string& m : o.models)
@@ -236,13 +259,13 @@ void run_bench(BenchOptions& o) {
       auto backend = make_backend("cpu");
       JetMoeModel model(L.files->config, L.files->weights, *backend);
       const JetMoeConfig& cfg = L.files->config;
-      const int ctx = std::max(o.n_prompt, o.n_gen) + 1;
+      const int ctx = o.depth + std::max(o.n_prompt, o.n_gen) + 1;
       if (ctx > cfg.max_position_embeddings)
-        throw CLI::ValidationError("-p/-n", "longer than the model's context of " + std::to_string(cfg.max_position_embeddings));
-      KvCache cache = model.make_cache(ctx);
-      Runner run{model, {}, {}, {}};
+        throw CLI::ValidationError("-d/-p/-n", "depth + tokens is longer than the model's context of " +
+                                                   std::to_string(cfg.max_position_embeddings));
+      Runner run{model, {}, {}, {}, o.depth};
       std::uniform_int_distribution<int32_t> tok(3, cfg.vocab_size - 1);
-      run.prompt.resize(static_cast<size_t>(std::max(o.n_prompt, 1)));
+      run.prompt.resize(static_cast<size_t>(std::max(o.depth + o.n_prompt, 1)));
       run.gen.resize(static_cast<size_t>(std::max(o.n_gen, 4)));
       for (auto& t : run.prompt) t = tok(rng);
       for (auto& t : run.gen) t = tok(rng);
@@ -250,11 +273,34 @@ void run_bench(BenchOptions& o) {
       const double active = active_weights_per_token(*L.files);
       const size_t model_bytes = L.files->tensors->file_bytes();
 
-      for (int nt : threads) {
+      struct Config {
+        KvCacheTypes kv;
+        int threads;
+      };
+      std::vector<Config> configs;
+      for (const KvCacheTypes& kv : kv_types)
+        for (int nt : threads) configs.push_back({kv, nt});
+      for (const Config& c : configs) {
+        const KvCacheTypes kv = c.kv;
+        const int nt = c.threads;
+        model.set_cache_types(kv);
+        KvCache cache = model.make_cache(ctx);
+        std::string kv_name = dtype_name(kv.k) + std::string("/") + dtype_name(kv.v);
+        std::transform(kv_name.begin(), kv_name.end(), kv_name.begin(), ::tolower);
+        // KV cache rows decode reads per token, averaged over the n decoded tokens (positions
+        // depth .. depth+n-1 each read every earlier row of every layer and KV head).
+        const double kv_row_bytes = static_cast<double>(cache.k_row_bytes() + cache.v_row_bytes());
+        const double kv_bytes_per_token = cfg.num_hidden_layers * cfg.num_key_value_heads * kv_row_bytes *
+                                          (o.depth + (o.n_gen + 1) / 2.0);
         omp_set_num_threads(nt);
         const BandwidthResult bw = probe.measure(o.bw_passes);
         std::fprintf(stderr, "bench: %s %s t=%d: read bandwidth %.1f GB/s (median of %d, %.1f-%.1f)\n", L.name.c_str(),
                      L.type.c_str(), nt, bw.median_gbps, bw.passes, bw.min_gbps, bw.max_gbps);
+        if (o.depth > 0) {
+          std::fprintf(stderr, "bench: %s %s t=%d: filling the KV cache (%s) to depth %d...\n", L.name.c_str(),
+                       L.type.c_str(), nt, kv_name.c_str(), o.depth);
+          run.fill_depth(cache);
+        }
         if (o.warmup) {  // pages in every expert (a 64-token prompt picks them all) and starts the threads
           if (o.n_prompt > 0) run.prefill(cache, std::min(o.n_prompt, 64));
           if (o.n_gen > 0) run.decode(cache, 4);
@@ -270,8 +316,11 @@ void run_bench(BenchOptions& o) {
           r["model_bytes"] = model_bytes;
           r["load_mode"] = L.load_mode;
           r["threads"] = nt;
+          r["cache_type_k"] = kv_name.substr(0, kv_name.find('/'));
+          r["cache_type_v"] = kv_name.substr(kv_name.find('/') + 1);
           r["test"] = test;
           r["n_tokens"] = n;
+          r["n_depth"] = o.depth;
           r["busy_neighbour"] = busy;
           r["tokens_per_second"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"mean", s.mean},
                                     {"stddev", s.stddev}, {"samples", s.samples}};
@@ -279,10 +328,12 @@ void run_bench(BenchOptions& o) {
           r["gflops_per_second"] = 2.0 * active * s.median / 1e9;
           r["bandwidth_gbps"] = bw.median_gbps;
           r["bandwidth_gbps_max"] = bw.max_gbps;
-          if (decode) {
+          if (decode) {  // bytes streamed per token: the weights, plus the KV cache it attends over
+            const double streamed = static_cast<double>(bpt) + kv_bytes_per_token;
             r["weight_bytes_per_token"] = bpt;
-            r["achieved_gbps"] = static_cast<double>(bpt) * s.median / 1e9;
-            r["bandwidth_ratio"] = bw.median_gbps > 0 ? static_cast<double>(bpt) * s.median / 1e9 / bw.median_gbps : 0.0;
+            r["kv_bytes_per_token"] = kv_bytes_per_token;
+            r["achieved_gbps"] = streamed * s.median / 1e9;
+            r["bandwidth_ratio"] = bw.median_gbps > 0 ? streamed * s.median / 1e9 / bw.median_gbps : 0.0;
           }
           report["results"].push_back(r);
         };
@@ -290,17 +341,18 @@ void run_bench(BenchOptions& o) {
           std::vector<double> samples;
           for (int rep = 0; rep < o.reps; ++rep) {
             samples.push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
-            std::fprintf(stderr, "bench: %s %s t=%d %s rep %d/%d: %.2f tok/s\n", L.name.c_str(), L.type.c_str(), nt,
-                         test.c_str(), rep + 1, o.reps, samples.back());
+            std::fprintf(stderr, "bench: %s %s kv %s t=%d %s rep %d/%d: %.2f tok/s\n", L.name.c_str(), L.type.c_str(),
+                         kv_name.c_str(), nt, test.c_str(), rep + 1, o.reps, samples.back());
           }
           emit(test, decode, n, samples, busy);
         };
-        if (o.n_prompt > 0) repeat("pp" + std::to_string(o.n_prompt), false, o.n_prompt, false);
-        if (o.n_gen > 0) repeat("tg" + std::to_string(o.n_gen), true, o.n_gen, false);
+        const std::string at = o.depth > 0 ? " @ d" + std::to_string(o.depth) : "";
+        if (o.n_prompt > 0) repeat("pp" + std::to_string(o.n_prompt) + at, false, o.n_prompt, false);
+        if (o.n_gen > 0) repeat("tg" + std::to_string(o.n_gen) + at, true, o.n_gen, false);
         if (o.busy && o.n_gen > 0 && nt == max_threads) {
           BusyNeighbour neighbour;
           std::fprintf(stderr, "bench: busy neighbour process spinning on cpu %d\n", neighbour.cpu());
-          repeat("tg" + std::to_string(o.n_gen) + "-busy", true, o.n_gen, true);
+          repeat("tg" + std::to_string(o.n_gen) + at + "-busy", true, o.n_gen, true);
         }
       }
     }
@@ -314,17 +366,19 @@ void run_bench(BenchOptions& o) {
     std::cout << report.dump(2) << "\n";
     return;
   }
-  std::printf("| model | type | load | threads | test | t/s median | min-max | GFLOP/s | weights/token | GB/s | read BW GB/s | of BW |\n");
-  std::printf("| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+  std::printf("| model | type | kv | load | threads | test | t/s median | min-max | GFLOP/s | weights/token | KV/token | GB/s | read BW GB/s | of BW |\n");
+  std::printf("| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (const auto& r : report["results"]) {
     const auto& t = r["tokens_per_second"];
     const bool decode = r.contains("weight_bytes_per_token");
-    std::printf("| %s | %s | %s | %d | %s | %.2f | %.2f-%.2f | %s | %s | %s | %.1f | %s |\n",
+    std::printf("| %s | %s | %s | %s | %d | %s | %.2f | %.2f-%.2f | %s | %s | %s | %s | %.1f | %s |\n",
                 r["model"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
+                (r["cache_type_k"].get<std::string>() + "/" + r["cache_type_v"].get<std::string>()).c_str(),
                 r["load_mode"].get<std::string>().c_str(), r["threads"].get<int>(), r["test"].get<std::string>().c_str(),
                 t["median"].get<double>(), t["min"].get<double>(), t["max"].get<double>(),
                 decode ? "-" : fmt("%.1f", r["gflops_per_second"].get<double>()).c_str(),
                 decode ? bytes_text(r["weight_bytes_per_token"].get<double>()).c_str() : "-",
+                decode ? bytes_text(r["kv_bytes_per_token"].get<double>()).c_str() : "-",
                 decode ? fmt("%.1f", r["achieved_gbps"].get<double>()).c_str() : "-", r["bandwidth_gbps"].get<double>(),
                 decode ? fmt("%.0f%%", 100.0 * r["bandwidth_ratio"].get<double>()).c_str() : "-");
   }
@@ -348,6 +402,11 @@ void add_bench_command(CLI::App& app) {
                   "q4_0-pure, q4_k-pure; f32, bf16, f16 for --synth");
   sub->add_option("-p,--n-prompt", o->n_prompt, "Prompt tokens of the prefill test (0: skip)")->check(CLI::Range(0, 4096));
   sub->add_option("-n,--n-gen", o->n_gen, "Tokens of the decode test (0: skip)")->check(CLI::Range(0, 4096));
+  const std::string kv_help = " (comma-separated, paired in order with the other list: f32, f16, bf16, q8_0)";
+  sub->add_option("--cache-type-k", o->cache_types_k, "KV cache types for keys (also -ctk)" + kv_help)->capture_default_str();
+  sub->add_option("--cache-type-v", o->cache_types_v, "KV cache types for values (also -ctv)" + kv_help)->capture_default_str();
+  sub->add_option("-d,--n-depth", o->depth, "Tokens already in the KV cache when each test starts (filled once by a real prefill)")
+      ->check(CLI::Range(0, 65536));
   sub->add_option("-r,--repetitions", o->reps, "Timed repetitions of each test")->check(CLI::Range(1, 1000));
   sub->add_flag("--no-mmap", o->no_mmap, "Read checkpoint weights into RAM instead of mmapping them");
   sub->add_flag("--mlock", o->mlock, "mmap checkpoint weights and lock them in RAM");

@@ -78,6 +78,16 @@ void run_inspect(const InspectOptions& o) {
   j["params_active_per_token"] = n.active;
   j["file_bytes"] = m->tensors->file_bytes();
   j["bytes_per_decoded_token"] = bpt;
+  // The KV cache -ctk/-ctv would give: bytes per token of context, and at the context size.
+  const KvCacheTypes kv = o.model.cache_types();
+  check_kv_cache_type(kv.k, c.kv_channels, "--cache-type-k");
+  check_kv_cache_type(kv.v, c.kv_channels, "--cache-type-v");
+  const size_t kv_per_token = static_cast<size_t>(c.num_hidden_layers) * c.num_key_value_heads *
+                              (dtype_row_bytes(kv.k, c.kv_channels) + dtype_row_bytes(kv.v, c.kv_channels));
+  const int ctx = o.model.ctx_size > 0 ? o.model.ctx_size : c.max_position_embeddings;
+  j["kv_cache"] = {{"type_k", o.model.cache_type_k}, {"type_v", o.model.cache_type_v},
+                   {"bytes_per_token", kv_per_token}, {"context", ctx},
+                   {"bytes_at_context", kv_per_token * static_cast<size_t>(ctx)}};
   j["tokenizer"] = m->tokenizer ? m->tokenizer->path() : "";
   j["cpu"] = {{"isa", isa_name(active_isa())}, {"features", cpu_feature_summary()}};
   nlohmann::ordered_json tl = nlohmann::ordered_json::array();
@@ -102,6 +112,9 @@ void run_inspect(const InspectOptions& o) {
   std::printf("parameters   %lld total, %lld active per token\n", static_cast<long long>(n.total), static_cast<long long>(n.active));
   std::printf("file size    %s\n", human_bytes(static_cast<double>(m->tensors->file_bytes())).c_str());
   std::printf("decode reads %s of weights per token\n", human_bytes(static_cast<double>(bpt)).c_str());
+  std::printf("kv cache     %s/%s: %s per token, %s at %d tokens (-ctk/-ctv f16, bf16, q8_0 shrink it)\n",
+              o.model.cache_type_k.c_str(), o.model.cache_type_v.c_str(), human_bytes(static_cast<double>(kv_per_token)).c_str(),
+              human_bytes(static_cast<double>(kv_per_token) * ctx).c_str(), ctx);
   std::printf("tokenizer    %s\n", m->tokenizer ? m->tokenizer->path().c_str() : "(none: token ids only)");
   std::printf("cpu kernels  %s (CPU has: %s)\n", isa_name(active_isa()), cpu_feature_summary().c_str());
   if (!o.tensors) return;

@@ -16,6 +16,15 @@ void ModelOptions::add_to(CLI::App& app) {
   app.add_option("-t,--threads", threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber)->envname("JETMOE_THREADS");
   app.add_option("-c,--ctx-size", ctx_size, "Context size in tokens (default: the model's max_position_embeddings)")
       ->check(CLI::NonNegativeNumber);
+  const std::vector<std::string> kv_types = kv_cache_type_names();
+  // llama.cpp's -ctk / -ctv spellings are accepted too (cli/main.cpp maps them to these names).
+  app.add_option("--cache-type-k", cache_type_k,
+                 "KV cache type for keys (also -ctk): f32 (exact), f16, bf16 (half the bytes), q8_0 (int8 per 32 values, 3.8x smaller than f32; heads must be a multiple of 32)")
+      ->check(CLI::IsMember(kv_types))
+      ->capture_default_str();
+  app.add_option("--cache-type-v", cache_type_v, "KV cache type for values (also -ctv): f32, f16, bf16, q8_0")
+      ->check(CLI::IsMember(kv_types))
+      ->capture_default_str();
   app.add_flag("--no-mmap", no_mmap, "Read the weights into RAM instead of mmapping them (immune to page-cache eviction; int8/int4 GGUF weights are then also repacked for the AVX-512 kernels)");
   app.add_flag("--mlock", mlock, "mmap the weights and lock them in RAM");
   app.add_option("--device", device, "Compute device")->check(CLI::IsMember({"cpu", "cuda"}));
@@ -33,6 +42,10 @@ LoadOptions ModelOptions::load_options() const {
   return o;
 }
 
+KvCacheTypes ModelOptions::cache_types() const {
+  return {parse_kv_cache_type(cache_type_k, "--cache-type-k"), parse_kv_cache_type(cache_type_v, "--cache-type-v")};
+}
+
 int ModelOptions::effective_threads() const { return threads > 0 ? threads : omp_get_num_procs(); }
 
 void ModelOptions::apply_threads() const { omp_set_num_threads(effective_threads()); }
@@ -43,6 +56,7 @@ LoadedModel load_model(const ModelOptions& opts) {
   lm.files = load_model_files(opts.resolved_model(), opts.load_options());
   lm.backend = make_backend(opts.device);
   lm.model = std::make_unique<JetMoeModel>(lm.files->config, lm.files->weights, *lm.backend);
+  lm.model->set_cache_types(opts.cache_types());
   const int max_ctx = lm.files->config.max_position_embeddings;
   lm.ctx_size = opts.ctx_size > 0 ? opts.ctx_size : max_ctx;
   return lm;

@@ -22,10 +22,12 @@ struct ModelOptions {
   std::string device = "cpu";
   std::string quant;   // quantize at load time
   int ctx_size = 0;    // 0: the model's max_position_embeddings
+  std::string cache_type_k = "f32", cache_type_v = "f32";  // KV cache storage (runtime/kv_cache.h)
 
   void add_to(CLI::App& app);
   std::string resolved_model() const;
   LoadOptions load_options() const;
+  KvCacheTypes cache_types() const;
   // Applies -t to OpenMP (and so to OpenBLAS, which uses the OpenMP runtime).
   void apply_threads() const;
   int effective_threads() const;

@@ -5,9 +5,11 @@
 #include <cblas.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "cli/common_options.h"
 #include "ops/cpu/cpu_isa.h"
@@ -37,6 +39,16 @@ void set_library_defaults_and_reexec(char** argv) {
 
 }  // namespace
 
+// llama.cpp's multi-letter single-dash flags, which CLI11 cannot declare, mapped to our long names.
+std::vector<std::string> with_llama_aliases(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  for (auto& a : args) {
+    if (a == "-ctk") a = "--cache-type-k";
+    else if (a == "-ctv") a = "--cache-type-v";
+  }
+  return args;
+}
+
 int main(int argc, char** argv) {
   set_library_defaults_and_reexec(argv);
   CLI::App app{"jetmoe: fast CPU inference for JetMoE mixture-of-experts models", "jetmoe"};
@@ -53,7 +65,10 @@ int main(int argc, char** argv) {
   jetmoe::cli::add_serve_command(app);
   jetmoe::cli::add_bench_command(app);
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> args = with_llama_aliases(argc, argv);
+    std::reverse(args.begin() + 1, args.end());  // CLI11 parses a vector back to front
+    args.erase(args.begin());
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {

@@ -1,7 +1,8 @@
 // Owned, zeroed, writable memory for weights the runtime holds itself (quantized at load,
-// synthetic, edited in tests): 64-byte aligned, so rows whose size is a multiple of 64 bytes
-// start on cache lines; large buffers are 2 MiB aligned and marked MADV_HUGEPAGE, so streaming
-// gigabytes of weights per token does not take a TLB miss every 4 KiB.
+// synthetic, edited in tests) and for KV caches: 64-byte aligned, so rows whose size is a
+// multiple of 64 bytes start on cache lines; large buffers are 2 MiB aligned and marked
+// MADV_HUGEPAGE, so streaming gigabytes per token does not take a TLB miss every 4 KiB. Large
+// buffers are anonymous mappings: their pages become resident only when first written.
 #pragma once
 
 #include <cstddef>

@@ -49,7 +49,13 @@ JetMoeModel::JetMoeModel(const JetMoeConfig& cfg, const JetMoeWeights& weights, 
 }
 
 KvCache JetMoeModel::make_cache(int capacity) const {
-  return KvCache(cfg_.num_hidden_layers, cfg_.num_key_value_heads, cfg_.kv_channels, capacity);
+  return KvCache(cfg_.num_hidden_layers, cfg_.num_key_value_heads, cfg_.kv_channels, capacity, cache_types_);
+}
+
+void JetMoeModel::set_cache_types(KvCacheTypes types) {
+  check_kv_cache_type(types.k, cfg_.kv_channels, "--cache-type-k");
+  check_kv_cache_type(types.v, cfg_.kv_channels, "--cache-type-v");
+  cache_types_ = types;
 }
 
 void JetMoeModel::forward(std::span<const int32_t> tokens, KvCache& cache, std::vector<float>& logits,

@@ -34,7 +34,13 @@ class JetMoeModel {
   const JetMoeWeights& weights() const { return w_; }
   Backend& backend() { return be_; }
 
+  // A cache for `capacity` tokens, its keys and values stored as cache_types() (F32 unless
+  // set_cache_types chose otherwise).
   KvCache make_cache(int capacity) const;
+  KvCacheTypes cache_types() const { return cache_types_; }
+  // Throws std::invalid_argument if a type cannot hold this model's heads (Q8_0: kv_channels
+  // must be a multiple of 32), naming --cache-type-k / --cache-type-v.
+  void set_cache_types(KvCacheTypes types);
 
   // Runs `tokens` at positions cache.size() .. cache.size()+T-1, appends their keys/values to the
   // cache and advances it. logits receives [T, vocab] when all_logits, else [1, vocab] for the last
@@ -69,6 +75,7 @@ class JetMoeModel {
   JetMoeConfig cfg_;
   JetMoeWeights w_;
   Backend& be_;
+  KvCacheTypes cache_types_;
 
   // Small tensors widened to float32 once at load (norm gains, biases, routers: ~1 M values for
   // JetMoE-8B). Routers stay float32 in every quantization mix: expert choice is the MoE failure mode.

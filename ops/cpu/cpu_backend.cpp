@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "ops/cpu/float_dot.h"
+#include "ops/cpu/kv_rows.h"
 #include "quant/quantize.h"
 #include "runtime/kv_cache.h"
 
@@ -126,16 +127,36 @@ void CpuBackend::kv_store(KvCache& cache, int layer, const float* k, const float
     if (pos[t] < 0 || pos[t] >= cache.capacity())
       throw std::out_of_range("position " + std::to_string(pos[t]) + " is beyond the context of " +
                               std::to_string(cache.capacity()) + " tokens");
+    const size_t p = static_cast<size_t>(pos[t]);
     for (int h = 0; h < cache.kv_heads(); ++h) {
-      std::copy_n(k + t * ld + h * d, d, cache.k(layer, h) + static_cast<int64_t>(pos[t]) * d);
-      std::copy_n(v + t * ld + h * d, d, cache.v(layer, h) + static_cast<int64_t>(pos[t]) * d);
+      kv_store_row(cache.k_type(), k + t * ld + h * d, d, cache.k_rows(layer, h) + p * cache.k_row_bytes());
+      kv_store_row(cache.v_type(), v + t * ld + h * d, d, cache.v_rows(layer, h) + p * cache.v_row_bytes());
     }
   }
 }
 
+namespace {
+
+// softmax in place over p[0..n); returns the sum of the exponentials (the caller divides by it).
+float softmax_unnormalised(float* p, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, p[j]);
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) sum += (p[j] = std::exp(p[j] - mx));
+  return sum;
+}
+
+// Keys widened per chunk by decode attention over a compact (F16/BF16/Q8_0) cache: 128 keys of
+// 128 floats are 64 KiB, so the widened chunk is read back from L2, never from memory.
+constexpr int64_t kDecodeKeyChunk = 128;
+
+}  // namespace
+
 void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
                            const KvCache& cache, int layer, float* out) {
   if (T >= kCpuGemmMinTokens) return attention_prefill(q, T, slots, slot, first, cache, layer, out);
+  if (cache.k_type() != DType::F32 || cache.v_type() != DType::F32)
+    return attention_decode_compact(q, T, slots, slot, first, cache, layer, out);
   // Decode and short batches: one (token, slot, head) per work item, keys read in cache order.
   const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -153,21 +174,59 @@ void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32
       float* o = out + it * d;
       const int64_t j0 = first ? first[t] : 0;
       const int64_t n = slot[t] + 1 - j0;
-      const float* K = cache.k(layer, static_cast<int>(h)) + j0 * d;
-      const float* V = cache.v(layer, static_cast<int>(h)) + j0 * d;
+      const float* K = reinterpret_cast<const float*>(cache.k_rows(layer, static_cast<int>(h))) + j0 * d;
+      const float* V = reinterpret_cast<const float*>(cache.v_rows(layer, static_cast<int>(h))) + j0 * d;
       // scores = K q (OpenBLAS SGEMV: vectorised for every ISA), softmax, out = V^T p.
       cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(d), scale, K, static_cast<int>(d), qv, 1,
                   0.0f, p.data(), 1);
-      float mx = -INFINITY;
-      for (int64_t j = 0; j < n; ++j) mx = std::max(mx, p[static_cast<size_t>(j)]);
-      float sum = 0.0f;
-      for (int64_t j = 0; j < n; ++j) {
-        const float e = std::exp(p[static_cast<size_t>(j)] - mx);
-        p[static_cast<size_t>(j)] = e;
-        sum += e;
-      }
+      const float sum = softmax_unnormalised(p.data(), n);
       cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(n), static_cast<int>(d), 1.0f / sum, V, static_cast<int>(d),
                   p.data(), 1, 0.0f, o, 1);
+    }
+  }
+}
+
+// Decode over an F16/BF16/Q8_0 cache: one (token, KV head) per work item, so the query heads of
+// all slots that share the KV head use each widened chunk of keys and values. The cache is read
+// once, in its compact form; the widened chunk stays in cache for the two SGEMVs per slot.
+void CpuBackend::attention_decode_compact(const float* q, int64_t T, int64_t slots, const int32_t* slot,
+                                          const int32_t* first, const KvCache& cache, int layer, float* out) {
+  const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t items = T * nkv;
+  const int64_t work = items * slots * (slot[T - 1] + 1) * d;
+  const KvWidenFn widen = kv_widen_for(active_isa());
+#pragma omp parallel if (work >= kCpuParallelMinWork)
+  {
+    static thread_local std::vector<float> p, chunk, inv;  // kept between calls
+    if (inv.size() < static_cast<size_t>(slots)) inv.resize(static_cast<size_t>(slots));
+    const size_t need_p = static_cast<size_t>(slots * cache.capacity());
+    if (p.size() < need_p) p.resize(need_p);
+    if (chunk.size() < static_cast<size_t>(kDecodeKeyChunk * d)) chunk.resize(static_cast<size_t>(kDecodeKeyChunk * d));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < items; ++it) {
+      const int64_t t = it / nkv, h = it % nkv;
+      const int64_t j0 = first ? first[t] : 0;
+      const int64_t n = slot[t] + 1 - j0;
+      const uint8_t* K = cache.k_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.k_row_bytes();
+      const uint8_t* V = cache.v_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.v_row_bytes();
+      auto qv = [&](int64_t j) { return q + ((t * slots + j) * nkv + h) * d; };
+      auto ov = [&](int64_t j) { return out + ((t * slots + j) * nkv + h) * d; };
+      for (int64_t c0 = 0; c0 < n; c0 += kDecodeKeyChunk) {
+        const int64_t cn = std::min(kDecodeKeyChunk, n - c0);
+        widen(cache.k_type(), K + static_cast<size_t>(c0) * cache.k_row_bytes(), cn, d, chunk.data());
+        for (int64_t j = 0; j < slots; ++j)
+          cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(cn), static_cast<int>(d), scale, chunk.data(),
+                      static_cast<int>(d), qv(j), 1, 0.0f, p.data() + j * n + c0, 1);
+      }
+      for (int64_t j = 0; j < slots; ++j) inv[j] = 1.0f / softmax_unnormalised(p.data() + j * n, n);
+      for (int64_t c0 = 0; c0 < n; c0 += kDecodeKeyChunk) {
+        const int64_t cn = std::min(kDecodeKeyChunk, n - c0);
+        widen(cache.v_type(), V + static_cast<size_t>(c0) * cache.v_row_bytes(), cn, d, chunk.data());
+        for (int64_t j = 0; j < slots; ++j)
+          cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(cn), static_cast<int>(d), inv[j], chunk.data(),
+                      static_cast<int>(d), p.data() + j * n + c0, 1, c0 == 0 ? 0.0f : 1.0f, ov(j), 1);
+      }
     }
   }
 }
@@ -175,6 +234,7 @@ void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32
 // Prefill: for each run of tokens that share a sequence (same first visible slot) and each
 // (slot, head), scores = Q K^T and out = P V are two SGEMMs over blocks of query rows; the
 // causal mask only trims each row's softmax. Work items are (segment, query block, slot, head).
+// A compact (F16/BF16/Q8_0) cache is widened per item into a per-thread float buffer first.
 void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, const int32_t* slot,
                                    const int32_t* first, const KvCache& cache, int layer, float* out) {
   const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
@@ -195,9 +255,10 @@ void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, con
   }
   const int64_t n_items = static_cast<int64_t>(items.size());
   const int64_t work = T * slots * nkv * (slot[T - 1] + 1 - (first ? first[0] : 0)) * d;
+  const KvWidenFn widen = kv_widen_for(active_isa());
 #pragma omp parallel if (work >= kCpuParallelMinWork)
   {
-    static thread_local std::vector<float> S;  // kept between calls, grown as needed
+    static thread_local std::vector<float> S, Kf, Vf;  // kept between calls, grown as needed
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; ++it) {
       const Item& w = items[static_cast<size_t>(it)];
@@ -206,19 +267,27 @@ void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, con
       const int64_t nk = slot[w.t1 - 1] + 1 - k0;  // keys the last query row of the block sees
       if (S.size() < static_cast<size_t>(nq * nk)) S.resize(static_cast<size_t>(nq * nk));
       const float* Q = q + w.t0 * ld + (w.j * nkv + w.h) * d;
-      const float* K = cache.k(layer, static_cast<int>(w.h)) + k0 * d;
-      const float* V = cache.v(layer, static_cast<int>(w.h)) + k0 * d;
+      const uint8_t* Kc = cache.k_rows(layer, static_cast<int>(w.h)) + static_cast<size_t>(k0) * cache.k_row_bytes();
+      const uint8_t* Vc = cache.v_rows(layer, static_cast<int>(w.h)) + static_cast<size_t>(k0) * cache.v_row_bytes();
+      const float* K = reinterpret_cast<const float*>(Kc);
+      const float* V = reinterpret_cast<const float*>(Vc);
+      if (cache.k_type() != DType::F32) {
+        if (Kf.size() < static_cast<size_t>(nk * d)) Kf.resize(static_cast<size_t>(nk * d));
+        widen(cache.k_type(), Kc, nk, d, Kf.data());
+        K = Kf.data();
+      }
+      if (cache.v_type() != DType::F32) {
+        if (Vf.size() < static_cast<size_t>(nk * d)) Vf.resize(static_cast<size_t>(nk * d));
+        widen(cache.v_type(), Vc, nk, d, Vf.data());
+        V = Vf.data();
+      }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk),
                   static_cast<int>(d), scale, Q, static_cast<int>(ld), K, static_cast<int>(d), 0.0f, S.data(),
                   static_cast<int>(nk));
       for (int64_t r = 0; r < nq; ++r) {
         float* row = S.data() + r * nk;
         const int64_t n = slot[w.t0 + r] + 1 - k0;  // causal: keys up to this token's own slot
-        float mx = -INFINITY;
-        for (int64_t c = 0; c < n; ++c) mx = std::max(mx, row[c]);
-        float sum = 0.0f;
-        for (int64_t c = 0; c < n; ++c) sum += (row[c] = std::exp(row[c] - mx));
-        const float inv = 1.0f / sum;
+        const float inv = 1.0f / softmax_unnormalised(row, n);
         for (int64_t c = 0; c < n; ++c) row[c] *= inv;
         std::fill(row + n, row + nk, 0.0f);
       }

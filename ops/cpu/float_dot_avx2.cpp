@@ -1,31 +1,8 @@
 // AVX2 + FMA + F16C version of float_dot (compiled with those flags; called only when the CPU has them).
-#include <immintrin.h>
-
 #include "ops/cpu/float_dot_simd.h"
+#include "ops/cpu/simd_avx2.h"
 
 namespace jetmoe {
-namespace {
-
-struct Avx2 {
-  using vec = __m256;
-  static constexpr int64_t width = 8;
-  static vec zero() { return _mm256_setzero_ps(); }
-  static vec load(const float* p) { return _mm256_loadu_ps(p); }
-  static vec load_bf16(const uint16_t* p) {  // bf16 is the top half of an fp32
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
-  }
-  static vec load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-  static vec fma(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
-  static vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
-  static float hsum(vec v) {
-    __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    lo = _mm_hadd_ps(lo, lo);
-    lo = _mm_hadd_ps(lo, lo);
-    return _mm_cvtss_f32(lo);
-  }
-};
-
-}  // namespace
 
 void float_dot_avx2(DType wtype, const void* row, const float* x, int64_t ldx, int64_t T, int64_t n, float* out) {
   float_dot_simd<Avx2>(wtype, row, x, ldx, T, n, out);

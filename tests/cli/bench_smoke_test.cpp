@@ -76,6 +76,28 @@ TEST(BenchSmoke, LoadModeAndQuantAreReported) {
   EXPECT_LT(j["results"][3]["weight_bytes_per_token"].get<double>(), j["results"][1]["weight_bytes_per_token"].get<double>());
 }
 
+TEST(BenchSmoke, KvCacheTypesAndDepth) {
+  const auto j = run_bench("-m '" + kTiny.string() + "' -r 1 -p 4 -n 2 -t 1 --bw-gib 0.02 -ctk f32,f16 -ctv f32,bf16 -d 8");
+  const auto& rs = j["results"];
+  ASSERT_EQ(rs.size(), 4u) << rs.dump(1);
+  EXPECT_EQ(rs[0]["test"], "pp4 @ d8");
+  EXPECT_EQ(rs[1]["test"], "tg2 @ d8");
+  EXPECT_EQ(rs[1]["n_depth"], 8);
+  EXPECT_EQ(rs[1]["cache_type_k"], "f32");
+  EXPECT_EQ(rs[3]["cache_type_k"], "f16");
+  EXPECT_EQ(rs[3]["cache_type_v"], "bf16");
+  // Decode reads every earlier key and value row of every layer and KV head: on average
+  // depth + (n + 1) / 2 = 9.5 positions; f16/bf16 rows are half the bytes of f32 rows.
+  const auto cfg = jetmoe::test::read_json(kTiny / "config.json");
+  const double rows = cfg["num_hidden_layers"].get<double>() * cfg["num_key_value_heads"].get<double>() * 9.5;
+  const double d = cfg["kv_channels"].get<double>();
+  EXPECT_DOUBLE_EQ(rs[1]["kv_bytes_per_token"].get<double>(), rows * 2 * d * 4);
+  EXPECT_DOUBLE_EQ(rs[3]["kv_bytes_per_token"].get<double>(), rows * 2 * d * 2);
+  std::string out;
+  EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' -ctk f32,f16,bf16 -ctv f32,f16", &out, true), 0);
+  EXPECT_THAT(out, ::testing::HasSubstr("-ctk/-ctv"));
+}
+
 TEST(BenchSmoke, BadArgumentsFailCleanly) {
   std::string out;
   EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' --quant q9_9", &out, true), 0);

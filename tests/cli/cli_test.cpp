@@ -89,6 +89,27 @@ TEST(Cli, GenerateOnBundledModelStreamsText) {
   EXPECT_THAT(err, HasSubstr("tok/s"));
 }
 
+// llama.cpp's -ctk/-ctv spellings and the long names reach the cache: the log-likelihood of a
+// sentence moves, by no more than each type's bound (tests/runtime/kv_cache_quality_test.cpp).
+TEST(Cli, CompactKvCacheFlags) {
+  std::string score = bin();
+  score += " score --format json -p 'It is a truth universally acknowledged, that a single man in possession of a good "
+           "fortune, must be in want of a wife.'";
+  auto sum_logprob = [&](const std::string& flags) {
+    std::string out;
+    std::string cmd = score;
+    cmd += " " + flags + " 2>/dev/null";
+    EXPECT_EQ(run_command(cmd, &out), 0) << flags;
+    return nlohmann::json::parse(out)["sum_logprob"].get<double>();
+  };
+  const double f32 = sum_logprob("");
+  const double q8 = sum_logprob("-ctk q8_0 -ctv q8_0"), f16 = sum_logprob("--cache-type-k f16 --cache-type-v bf16");
+  EXPECT_NE(q8, f32);
+  EXPECT_NE(f16, f32);
+  EXPECT_LE(std::fabs(q8 / f32 - 1), 1.5e-3);
+  EXPECT_LE(std::fabs(f16 / f32 - 1), 2e-4);
+}
+
 TEST(Cli, SeededSamplingIsDeterministic) {
   std::string a, b;
   ASSERT_EQ(run_command(bin() + " generate -p 'Mr. Darcy' -n 20 --temp 0.9 -s 42 --format json", &a), 0);
@@ -104,6 +125,13 @@ TEST(Cli, InspectReportsCounts) {
   EXPECT_GT(j["params_total"].get<int64_t>(), j["params_active_per_token"].get<int64_t>());
   EXPECT_GT(j["bytes_per_decoded_token"].get<int64_t>(), 0);
   EXPECT_EQ(j["tensors"].size(), 4u * 11u + 2u);
+  // KV cache: 4 layers x 8 KV heads x (key + value) x 32 channels, as float32 (4 B) or Q8_0 (34 B / 32).
+  EXPECT_EQ(j["kv_cache"]["bytes_per_token"], 4 * 8 * 2 * 32 * 4);
+  EXPECT_EQ(j["kv_cache"]["bytes_at_context"], 4 * 8 * 2 * 32 * 4 * 1024);
+  ASSERT_EQ(run_command(bin() + " inspect --format json -ctk q8_0 -ctv q8_0 -c 100", &out), 0);
+  const auto q = nlohmann::json::parse(out);
+  EXPECT_EQ(q["kv_cache"]["bytes_per_token"], 4 * 8 * 2 * 34);
+  EXPECT_EQ(q["kv_cache"]["bytes_at_context"], 4 * 8 * 2 * 34 * 100);
 }
 
 struct BadCase {
@@ -132,6 +160,8 @@ TEST(Cli, BadInputGivesClearErrors) {
       {"generate --temp -3", "--temp"},
       {"generate --bogus-flag", "bogus"},
       {"tokenize -p \"$(printf '\\377\\376')\"", "UTF-8"},
+      {"generate -p 'Emma' -n 2 -ctk q4_1", "--cache-type-k"},
+      {"generate -m " + q(golden) + " --prompt-ids 1,2 -n 2 -ctv q8_0", "--cache-type-v: Q8_0 stores blocks of 32 values"},
   };
   for (const BadCase& c : cases) {
     std::string out;

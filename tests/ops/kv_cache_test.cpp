@@ -1,0 +1,171 @@
+// The KV cache's row types (F32, F16, BF16, Q8_0): every ISA's widening against the scalar
+// converter, the rounding bound of the stored rows, and attention over a compact cache (decode
+// chunks, prefill, packed sequences) against a float64 reference computed from the values the
+// cache actually holds.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/cpu_isa.h"
+#include "ops/cpu/kv_rows.h"
+#include "quant/quantize.h"
+#include "runtime/kv_cache.h"
+
+using namespace jetmoe;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+const DType kCacheTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0};
+
+std::vector<uint8_t> stored_rows(DType t, const std::vector<float>& x, int64_t d) {
+  const int64_t rows = static_cast<int64_t>(x.size()) / d;
+  const size_t rb = dtype_row_bytes(t, static_cast<size_t>(d));
+  std::vector<uint8_t> out(rb * static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) kv_store_row(t, x.data() + r * d, d, out.data() + r * rb);
+  return out;
+}
+
+TEST(KvRows, EveryIsaWidensExactlyLikeTheScalarConverter) {
+  for (CpuIsa isa : supported_isas())
+    for (DType t : kCacheTypes)
+      for (int64_t d : {24, 32, 64, 128}) {
+        if (d % static_cast<int64_t>(dtype_block_elems(t)) != 0) continue;
+        SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " d=" + std::to_string(d));
+        const int64_t rows = 7;
+        const auto x = randn(static_cast<size_t>(rows * d), 11, 3.0f);
+        const auto bytes = stored_rows(t, x, d);
+        std::vector<float> want(x.size()), got(x.size(), -1.0f);
+        kv_widen_scalar(t, bytes.data(), rows, d, want.data());
+        kv_widen_for(isa)(t, bytes.data(), rows, d, got.data());
+        EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
+      }
+}
+
+TEST(KvRows, StoredRowsRoundWithinTheirFormatsBound) {
+  const int64_t d = 128;
+  const auto x = randn(static_cast<size_t>(d), 12, 2.0f);
+  for (DType t : kCacheTypes) {
+    SCOPED_TRACE(dtype_name(t));
+    const auto bytes = stored_rows(t, x, d);
+    std::vector<float> y(static_cast<size_t>(d));
+    kv_widen_scalar(t, bytes.data(), 1, d, y.data());
+    for (int64_t b = 0; b < d; b += 32) {
+      float amax = 0;
+      for (int64_t i = b; i < b + 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+      for (int64_t i = b; i < b + 32; ++i) {
+        double bound = 0;  // F32 exact
+        if (t == DType::F16) bound = std::fabs(x[i]) * 0x1p-11;
+        if (t == DType::BF16) bound = std::fabs(x[i]) * 0x1p-8;
+        if (t == DType::Q8_0) bound = amax / 127.0 * 0.5 * 1.01 + amax * 0x1p-11;  // half a step (+ fp16 scale)
+        EXPECT_LE(std::fabs(y[i] - x[i]), bound) << i;
+      }
+    }
+  }
+}
+
+TEST(KvRows, UnknownTypesAndBadHeadSizesAreNamed) {
+  EXPECT_EQ(parse_kv_cache_type("q8_0", "--cache-type-k"), DType::Q8_0);
+  try {
+    parse_kv_cache_type("q4_1", "--cache-type-v");
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--cache-type-v: unknown KV cache type 'q4_1'"), std::string::npos) << e.what();
+  }
+  try {
+    KvCache cache(1, 2, 16, 8, {DType::Q8_0, DType::F32});
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("have 16 (kv_channels)"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(KvCache(1, 1, 32, 8, {DType::Q4_0, DType::F32}), std::invalid_argument);
+  EXPECT_NO_THROW(KvCache(1, 1, 16, 8, {DType::F16, DType::BF16}));
+}
+
+class CompactCacheAttention : public ::testing::TestWithParam<CpuIsa> {
+ protected:
+  void SetUp() override { set_active_isa(GetParam()); }
+  void TearDown() override { set_active_isa(detect_best_isa()); }
+
+  // Fills positions 0..n-1 of `layer` through kv_store, runs attention for the T tokens at
+  // positions slot[] (first[] visible from), and compares with float64 attention over the
+  // widened cache contents.
+  void check(KvCacheTypes types, int64_t n, int64_t T, std::vector<int32_t> first_v) {
+    const int kvh = 2, d = 64, slots = 2, layer = 1;
+    KvCache cache(2, kvh, d, static_cast<int>(n), types);
+    const auto k = randn(static_cast<size_t>(n * kvh * d), 21, 1.5f), v = randn(static_cast<size_t>(n * kvh * d), 22);
+    std::vector<int32_t> all(static_cast<size_t>(n));
+    for (int64_t p = 0; p < n; ++p) all[static_cast<size_t>(p)] = static_cast<int32_t>(p);
+    be.kv_store(cache, layer, k.data(), v.data(), kvh * d, n, all.data());
+    std::vector<int32_t> slot(all.end() - T, all.end());
+    const int32_t* first = first_v.empty() ? nullptr : first_v.data();
+    const auto q = randn(static_cast<size_t>(T * slots * kvh * d), 23);
+    std::vector<float> out(q.size());
+    be.attention(q.data(), T, slots, slot.data(), first, cache, layer, out.data());
+
+    std::vector<float> K(static_cast<size_t>(n * d)), V(K.size());
+    double worst = 0;
+    for (int64_t h = 0; h < kvh; ++h) {
+      kv_widen_scalar(types.k, cache.k_rows(layer, static_cast<int>(h)), n, d, K.data());
+      kv_widen_scalar(types.v, cache.v_rows(layer, static_cast<int>(h)), n, d, V.data());
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < slots; ++j) {
+          const float* qv = q.data() + ((t * slots + j) * kvh + h) * d;
+          const int64_t p0 = first ? first[t] : 0, p1 = slot[static_cast<size_t>(t)];
+          std::vector<double> s;
+          double mx = -1e300, sum = 0;
+          for (int64_t p = p0; p <= p1; ++p) {
+            double dot = 0;
+            for (int64_t i = 0; i < d; ++i) dot += double(qv[i]) * K[p * d + i];
+            s.push_back(dot / std::sqrt(double(d)));
+            mx = std::max(mx, s.back());
+          }
+          for (auto& e : s) sum += (e = std::exp(e - mx));
+          for (int64_t i = 0; i < d; ++i) {
+            double o = 0;
+            for (int64_t p = p0; p <= p1; ++p) o += s[static_cast<size_t>(p - p0)] / sum * V[p * d + i];
+            worst = std::max(worst, std::fabs(out[((t * slots + j) * kvh + h) * d + i] - o));
+          }
+        }
+    }
+    EXPECT_LE(worst, 2e-5) << dtype_name(types.k) << "/" << dtype_name(types.v) << " n=" << n << " T=" << T;
+  }
+  CpuBackend be;
+};
+
+TEST_P(CompactCacheAttention, DecodeOverSeveralChunks) {
+  for (DType t : {DType::F16, DType::BF16, DType::Q8_0}) {
+    check({t, t}, 300, 1, {});        // 300 keys: chunks of 128, 128, 44
+    check({t, DType::F32}, 130, 1, {});
+    check({DType::F32, t}, 129, 3, {});  // a short batch still takes the decode path
+  }
+}
+
+TEST_P(CompactCacheAttention, PackedSequencesSeeOnlyTheirOwnSlots) {
+  check({DType::Q8_0, DType::Q8_0}, 200, 2, {60, 150});  // decode path, two sequences
+  std::vector<int32_t> first(20, 150);
+  for (int i = 0; i < 6; ++i) first[static_cast<size_t>(i)] = 40;
+  check({DType::Q8_0, DType::F16}, 200, 20, first);  // prefill path, two sequences
+}
+
+TEST_P(CompactCacheAttention, PrefillWidensEachBlock) {
+  for (DType t : {DType::F16, DType::BF16, DType::Q8_0}) {
+    check({t, t}, 40, 40, {});  // causal prefill from position 0
+    check({t, DType::F32}, 300, 150, {});  // two query blocks of 128 + 22 after 150 cached positions
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryIsa, CompactCacheAttention, ::testing::ValuesIn(supported_isas()),
+                         [](const ::testing::TestParamInfo<CpuIsa>& i) { return std::string(isa_name(i.param)); });
+
+}  // namespace
