@@ -146,8 +146,8 @@ float softmax_unnormalised(float* p, int64_t n) {
   return sum;
 }
 
-// Keys widened per chunk by decode attention over a compact (F16/BF16/Q8_0) cache: 128 keys of
-// 128 floats are 64 KiB, so the widened chunk is read back from L2, never from memory.
+// Keys and values per chunk of decode attention: 128 rows of 128 floats are 64 KiB, so a chunk
+// (read or widened once) is read again for the second query head from L2, not from memory.
 constexpr int64_t kDecodeKeyChunk = 128;
 
 }  // namespace
@@ -155,42 +155,16 @@ constexpr int64_t kDecodeKeyChunk = 128;
 void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
                            const KvCache& cache, int layer, float* out) {
   if (T >= kCpuGemmMinTokens) return attention_prefill(q, T, slots, slot, first, cache, layer, out);
-  if (cache.k_type() != DType::F32 || cache.v_type() != DType::F32)
-    return attention_decode_compact(q, T, slots, slot, first, cache, layer, out);
-  // Decode and short batches: one (token, slot, head) per work item, keys read in cache order.
-  const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const int64_t items = T * slots * nkv;
-  const int64_t work = items * (slot[T - 1] + 1) * d;
-#pragma omp parallel if (work >= kCpuParallelMinWork)
-  {
-    // Per-thread score buffer, kept between calls: no allocation per decoded token.
-    static thread_local std::vector<float> p;
-    if (p.size() < static_cast<size_t>(cache.capacity())) p.resize(static_cast<size_t>(cache.capacity()));
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t it = 0; it < items; ++it) {
-      const int64_t t = it / (slots * nkv), h = it % nkv;
-      const float* qv = q + it * d;  // [T, slots, nkv, d] flattens to it * d
-      float* o = out + it * d;
-      const int64_t j0 = first ? first[t] : 0;
-      const int64_t n = slot[t] + 1 - j0;
-      const float* K = reinterpret_cast<const float*>(cache.k_rows(layer, static_cast<int>(h))) + j0 * d;
-      const float* V = reinterpret_cast<const float*>(cache.v_rows(layer, static_cast<int>(h))) + j0 * d;
-      // scores = K q (OpenBLAS SGEMV: vectorised for every ISA), softmax, out = V^T p.
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(d), scale, K, static_cast<int>(d), qv, 1,
-                  0.0f, p.data(), 1);
-      const float sum = softmax_unnormalised(p.data(), n);
-      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(n), static_cast<int>(d), 1.0f / sum, V, static_cast<int>(d),
-                  p.data(), 1, 0.0f, o, 1);
-    }
-  }
+  attention_decode(q, T, slots, slot, first, cache, layer, out);
 }
 
-// Decode over an F16/BF16/Q8_0 cache: one (token, KV head) per work item, so the query heads of
-// all slots that share the KV head use each widened chunk of keys and values. The cache is read
-// once, in its compact form; the widened chunk stays in cache for the two SGEMVs per slot.
-void CpuBackend::attention_decode_compact(const float* q, int64_t T, int64_t slots, const int32_t* slot,
-                                          const int32_t* first, const KvCache& cache, int layer, float* out) {
+// Decode and short batches: one (token, KV head) per work item, keys and values read in cache
+// order, 128 positions at a time, and each chunk serves every query head that shares the KV head
+// (the slots): the cache is read from memory once per token, the second slot finds the chunk in
+// L2. An F32 chunk is used in place; F16/BF16/Q8_0 rows are widened into a per-thread buffer.
+// scores = K q and out = V^T p are OpenBLAS SGEMVs (vectorised for every ISA).
+void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
+                                  const KvCache& cache, int layer, float* out) {
   const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t items = T * nkv;
@@ -198,11 +172,18 @@ void CpuBackend::attention_decode_compact(const float* q, int64_t T, int64_t slo
   const KvWidenFn widen = kv_widen_for(active_isa());
 #pragma omp parallel if (work >= kCpuParallelMinWork)
   {
-    static thread_local std::vector<float> p, chunk, inv;  // kept between calls
-    if (inv.size() < static_cast<size_t>(slots)) inv.resize(static_cast<size_t>(slots));
+    static thread_local std::vector<float> p, chunk, inv;  // kept between calls: no allocation per token
     const size_t need_p = static_cast<size_t>(slots * cache.capacity());
     if (p.size() < need_p) p.resize(need_p);
     if (chunk.size() < static_cast<size_t>(kDecodeKeyChunk * d)) chunk.resize(static_cast<size_t>(kDecodeKeyChunk * d));
+    if (inv.size() < static_cast<size_t>(slots)) inv.resize(static_cast<size_t>(slots));
+    // Rows c0 .. c0+cn of a K or V run as floats: in place for F32, else widened into `chunk`.
+    auto as_floats = [&](DType t, const uint8_t* rows, size_t row_bytes, int64_t c0, int64_t cn) -> const float* {
+      const uint8_t* r = rows + static_cast<size_t>(c0) * row_bytes;
+      if (t == DType::F32) return reinterpret_cast<const float*>(r);
+      widen(t, r, cn, d, chunk.data());
+      return chunk.data();
+    };
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t t = it / nkv, h = it % nkv;
@@ -210,21 +191,21 @@ void CpuBackend::attention_decode_compact(const float* q, int64_t T, int64_t slo
       const int64_t n = slot[t] + 1 - j0;
       const uint8_t* K = cache.k_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.k_row_bytes();
       const uint8_t* V = cache.v_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.v_row_bytes();
-      auto qv = [&](int64_t j) { return q + ((t * slots + j) * nkv + h) * d; };
+      auto qv = [&](int64_t j) { return q + ((t * slots + j) * nkv + h) * d; };  // q is [T, slots, nkv, d]
       auto ov = [&](int64_t j) { return out + ((t * slots + j) * nkv + h) * d; };
       for (int64_t c0 = 0; c0 < n; c0 += kDecodeKeyChunk) {
         const int64_t cn = std::min(kDecodeKeyChunk, n - c0);
-        widen(cache.k_type(), K + static_cast<size_t>(c0) * cache.k_row_bytes(), cn, d, chunk.data());
+        const float* Kc = as_floats(cache.k_type(), K, cache.k_row_bytes(), c0, cn);
         for (int64_t j = 0; j < slots; ++j)
-          cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(cn), static_cast<int>(d), scale, chunk.data(),
+          cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(cn), static_cast<int>(d), scale, Kc,
                       static_cast<int>(d), qv(j), 1, 0.0f, p.data() + j * n + c0, 1);
       }
-      for (int64_t j = 0; j < slots; ++j) inv[j] = 1.0f / softmax_unnormalised(p.data() + j * n, n);
+      for (int64_t j = 0; j < slots; ++j) inv[static_cast<size_t>(j)] = 1.0f / softmax_unnormalised(p.data() + j * n, n);
       for (int64_t c0 = 0; c0 < n; c0 += kDecodeKeyChunk) {
         const int64_t cn = std::min(kDecodeKeyChunk, n - c0);
-        widen(cache.v_type(), V + static_cast<size_t>(c0) * cache.v_row_bytes(), cn, d, chunk.data());
+        const float* Vc = as_floats(cache.v_type(), V, cache.v_row_bytes(), c0, cn);
         for (int64_t j = 0; j < slots; ++j)
-          cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(cn), static_cast<int>(d), inv[j], chunk.data(),
+          cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(cn), static_cast<int>(d), inv[static_cast<size_t>(j)], Vc,
                       static_cast<int>(d), p.data() + j * n + c0, 1, c0 == 0 ? 0.0f : 1.0f, ov(j), 1);
       }
     }

@@ -37,8 +37,8 @@ class CpuBackend : public Backend {
   // region for all of them. ops/cpu/cpu_matmul_rows.cpp.
   void matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs);
   void matmul_float_gemm(const MatmulJob& job);
-  void attention_decode_compact(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
-                                const KvCache& cache, int layer, float* out);
+  void attention_decode(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
+                        const KvCache& cache, int layer, float* out);
   void attention_prefill(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
                          const KvCache& cache, int layer, float* out);
 
