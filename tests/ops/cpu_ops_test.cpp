@@ -8,18 +8,13 @@
 #include "ops/cpu/cpu_isa.h"
 #include "ops/cpu/float_dot.h"
 #include "runtime/kv_cache.h"
+#include "support/random_data.h"
 
 using namespace jetmoe;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::randn;
 
 // Weights stored as `dt`, plus the exact float values they hold (the reference uses those).
 struct TypedWeights {

@@ -14,18 +14,13 @@
 #include "ops/cpu/kv_rows.h"
 #include "quant/quantize.h"
 #include "runtime/kv_cache.h"
+#include "support/random_data.h"
 
 using namespace jetmoe;
 
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::randn;
 
 const DType kCacheTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0};
 
