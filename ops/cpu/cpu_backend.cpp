@@ -146,9 +146,6 @@ float softmax_unnormalised(float* p, int64_t n) {
   return sum;
 }
 
-// Keys and values per chunk of decode attention: 128 rows of 128 floats are 64 KiB, so a chunk
-// (read or widened once) is read again for the second query head from L2, not from memory.
-constexpr int64_t kDecodeKeyChunk = 128;
 
 }  // namespace
 
@@ -158,32 +155,25 @@ void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32
   attention_decode(q, T, slots, slot, first, cache, layer, out);
 }
 
-// Decode and short batches: one (token, KV head) per work item, keys and values read in cache
-// order, 128 positions at a time, and each chunk serves every query head that shares the KV head
-// (the slots): the cache is read from memory once per token, the second slot finds the chunk in
-// L2. An F32 chunk is used in place; F16/BF16/Q8_0 rows are widened into a per-thread buffer.
-// scores = K q and out = V^T p are OpenBLAS SGEMVs (vectorised for every ISA).
+// Decode and short batches: one (token, KV head) per work item. The per-ISA kernels of
+// ops/cpu/kv_rows.h read each cache row once, in its stored type, for every query head that
+// shares the KV head (the slots): scores = K q for both, softmax, out = V^T p for both. No float
+// copy of the rows is made, so a compact cache streams fewer bytes and does no extra stores.
 void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
                                   const KvCache& cache, int layer, float* out) {
   const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t items = T * nkv;
   const int64_t work = items * slots * (slot[T - 1] + 1) * d;
-  const KvWidenFn widen = kv_widen_for(active_isa());
+  const KvScoresFn scores = kv_scores_for(active_isa());
+  const KvAccumulateFn accumulate = kv_accumulate_for(active_isa());
+  const int64_t ld = nkv * d;  // from one slot's query (and output) head to the next slot's
 #pragma omp parallel if (work >= kCpuParallelMinWork)
   {
-    static thread_local std::vector<float> p, chunk, inv;  // kept between calls: no allocation per token
+    static thread_local std::vector<float> p, inv;  // kept between calls: no allocation per token
     const size_t need_p = static_cast<size_t>(slots * cache.capacity());
     if (p.size() < need_p) p.resize(need_p);
-    if (chunk.size() < static_cast<size_t>(kDecodeKeyChunk * d)) chunk.resize(static_cast<size_t>(kDecodeKeyChunk * d));
     if (inv.size() < static_cast<size_t>(slots)) inv.resize(static_cast<size_t>(slots));
-    // Rows c0 .. c0+cn of a K or V run as floats: in place for F32, else widened into `chunk`.
-    auto as_floats = [&](DType t, const uint8_t* rows, size_t row_bytes, int64_t c0, int64_t cn) -> const float* {
-      const uint8_t* r = rows + static_cast<size_t>(c0) * row_bytes;
-      if (t == DType::F32) return reinterpret_cast<const float*>(r);
-      widen(t, r, cn, d, chunk.data());
-      return chunk.data();
-    };
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < items; ++it) {
       const int64_t t = it / nkv, h = it % nkv;
@@ -191,23 +181,10 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
       const int64_t n = slot[t] + 1 - j0;
       const uint8_t* K = cache.k_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.k_row_bytes();
       const uint8_t* V = cache.v_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.v_row_bytes();
-      auto qv = [&](int64_t j) { return q + ((t * slots + j) * nkv + h) * d; };  // q is [T, slots, nkv, d]
-      auto ov = [&](int64_t j) { return out + ((t * slots + j) * nkv + h) * d; };
-      for (int64_t c0 = 0; c0 < n; c0 += kDecodeKeyChunk) {
-        const int64_t cn = std::min(kDecodeKeyChunk, n - c0);
-        const float* Kc = as_floats(cache.k_type(), K, cache.k_row_bytes(), c0, cn);
-        for (int64_t j = 0; j < slots; ++j)
-          cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(cn), static_cast<int>(d), scale, Kc,
-                      static_cast<int>(d), qv(j), 1, 0.0f, p.data() + j * n + c0, 1);
-      }
+      const int64_t head0 = (t * slots * nkv + h) * d;  // q and out are [T, slots, nkv, d]
+      scores(cache.k_type(), K, n, d, q + head0, ld, slots, scale, p.data(), n);
       for (int64_t j = 0; j < slots; ++j) inv[static_cast<size_t>(j)] = 1.0f / softmax_unnormalised(p.data() + j * n, n);
-      for (int64_t c0 = 0; c0 < n; c0 += kDecodeKeyChunk) {
-        const int64_t cn = std::min(kDecodeKeyChunk, n - c0);
-        const float* Vc = as_floats(cache.v_type(), V, cache.v_row_bytes(), c0, cn);
-        for (int64_t j = 0; j < slots; ++j)
-          cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(cn), static_cast<int>(d), inv[static_cast<size_t>(j)], Vc,
-                      static_cast<int>(d), p.data() + j * n + c0, 1, c0 == 0 ? 0.0f : 1.0f, ov(j), 1);
-      }
+      accumulate(cache.v_type(), V, n, d, p.data(), n, slots, inv.data(), out + head0, ld);
     }
   }
 }

@@ -1,8 +1,10 @@
 #include "ops/cpu/kv_rows.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "ops/cpu/float_dot.h"
 #include "quant/quantize.h"
@@ -28,6 +30,53 @@ KvWidenFn kv_widen_for(CpuIsa isa) {
     case CpuIsa::Avx512: return kv_widen_avx512;
     case CpuIsa::Avx2: return kv_widen_avx2;
     default: return kv_widen_scalar;
+  }
+}
+
+// The scalar paths: each row widened once (exactly, by kv_widen_scalar), then plain float loops.
+void kv_scores_scalar(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, const float* q, int64_t ldq, int64_t nq,
+                      float scale, float* s, int64_t lds) {
+  const size_t rb = dtype_row_bytes(t, static_cast<size_t>(d));
+  static thread_local std::vector<float> w;  // one widened row, kept between calls
+  w.resize(static_cast<size_t>(d));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    kv_widen_scalar(t, rows + static_cast<size_t>(r) * rb, 1, d, w.data());
+    for (int64_t j = 0; j < nq; ++j) {
+      float acc = 0.0f;
+      for (int64_t i = 0; i < d; ++i) acc += w[static_cast<size_t>(i)] * q[j * ldq + i];
+      s[j * lds + r] = scale * acc;
+    }
+  }
+}
+
+void kv_accumulate_scalar(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, const float* p, int64_t ldp,
+                          int64_t nq, const float* alpha, float* out, int64_t ldo) {
+  const size_t rb = dtype_row_bytes(t, static_cast<size_t>(d));
+  static thread_local std::vector<float> w;
+  w.resize(static_cast<size_t>(d));
+  for (int64_t j = 0; j < nq; ++j) std::fill(out + j * ldo, out + j * ldo + d, 0.0f);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    kv_widen_scalar(t, rows + static_cast<size_t>(r) * rb, 1, d, w.data());
+    for (int64_t j = 0; j < nq; ++j)
+      for (int64_t i = 0; i < d; ++i) out[j * ldo + i] += p[j * ldp + r] * w[static_cast<size_t>(i)];
+  }
+  for (int64_t j = 0; j < nq; ++j)
+    for (int64_t i = 0; i < d; ++i) out[j * ldo + i] *= alpha[j];
+}
+
+KvScoresFn kv_scores_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Avx512: return kv_scores_avx512;
+    case CpuIsa::Avx2: return kv_scores_avx2;
+    default: return kv_scores_scalar;
+  }
+}
+
+KvAccumulateFn kv_accumulate_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Avx512: return kv_accumulate_avx512;
+    case CpuIsa::Avx2: return kv_accumulate_avx2;
+    default: return kv_accumulate_scalar;
   }
 }
 

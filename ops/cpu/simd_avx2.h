@@ -28,6 +28,7 @@ struct Avx2 {
     return _mm_cvtss_f32(lo);
   }
   static vec mul(vec a, vec b) { return _mm256_mul_ps(a, b); }
+  static float h2f(uint16_t h) { return _cvtsh_ss(h); }  // one fp16 scalar, exactly
   static vec set1(float f) { return _mm256_set1_ps(f); }
   static void store(float* p, vec v) { _mm256_storeu_ps(p, v); }
   static vec load_i8(const int8_t* p) {  // `width` signed bytes, widened to float

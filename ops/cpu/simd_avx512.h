@@ -23,6 +23,7 @@ struct Avx512 {
   static vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
   static float hsum(vec v) { return _mm512_reduce_add_ps(v); }
   static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+  static float h2f(uint16_t h) { return _cvtsh_ss(h); }  // one fp16 scalar, exactly
   static vec set1(float f) { return _mm512_set1_ps(f); }
   static void store(float* p, vec v) { _mm512_storeu_ps(p, v); }
   static vec load_i8(const int8_t* p) {  // `width` signed bytes, widened to float

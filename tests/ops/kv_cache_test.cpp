@@ -48,6 +48,51 @@ TEST(KvRows, EveryIsaWidensExactlyLikeTheScalarConverter) {
       }
 }
 
+// The fused decode kernels of every ISA against float64 sums over the widened rows, for 1-3
+// query heads (pairs and a single), head sizes that do and do not fit the vector width.
+TEST(KvRows, ScoresAndWeightedSumsOfEveryIsaMatchFloat64) {
+  for (CpuIsa isa : supported_isas())
+    for (DType t : kCacheTypes)
+      for (int64_t d : {24, 32, 64, 128, 256})
+        for (int64_t nq : {1, 2, 3}) {
+          if (d % static_cast<int64_t>(dtype_block_elems(t)) != 0) continue;
+          SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " d=" + std::to_string(d) +
+                       " nq=" + std::to_string(nq));
+          const int64_t n = 37, ldq = d + 5, ldo = d + 3;
+          const auto x = randn(static_cast<size_t>(n * d), 13, 2.0f);
+          const auto bytes = stored_rows(t, x, d);
+          std::vector<float> w(x.size());
+          kv_widen_scalar(t, bytes.data(), n, d, w.data());
+          const auto q = randn(static_cast<size_t>(nq * ldq), 14);
+          std::vector<float> s(static_cast<size_t>(nq * n));
+          kv_scores_for(isa)(t, bytes.data(), n, d, q.data(), ldq, nq, 0.25f, s.data(), n);
+          auto p = randn(static_cast<size_t>(nq * n), 15);
+          for (auto& v : p) v = std::fabs(v);
+          const float alpha[3] = {0.5f, 2.0f, 1.0f};
+          std::vector<float> out(static_cast<size_t>(nq * ldo), -7.0f);
+          kv_accumulate_for(isa)(t, bytes.data(), n, d, p.data(), n, nq, alpha, out.data(), ldo);
+          for (int64_t j = 0; j < nq; ++j) {
+            for (int64_t r = 0; r < n; ++r) {
+              double want = 0, mag = 0;
+              for (int64_t i = 0; i < d; ++i) {
+                want += double(w[r * d + i]) * q[j * ldq + i];
+                mag += std::fabs(double(w[r * d + i]) * q[j * ldq + i]);
+              }
+              EXPECT_NEAR(s[j * n + r], 0.25 * want, 0.25 * mag * 1e-6) << "score j=" << j << " r=" << r;
+            }
+            for (int64_t i = 0; i < d; ++i) {
+              double want = 0, mag = 0;
+              for (int64_t r = 0; r < n; ++r) {
+                want += double(p[j * n + r]) * w[r * d + i];
+                mag += std::fabs(double(p[j * n + r]) * w[r * d + i]);
+              }
+              EXPECT_NEAR(out[j * ldo + i], alpha[j] * want, alpha[j] * mag * 1e-6) << "sum j=" << j << " i=" << i;
+            }
+            for (int64_t i = d; i < ldo; ++i) EXPECT_EQ(out[j * ldo + i], -7.0f);  // the gap is not touched
+          }
+        }
+}
+
 TEST(KvRows, StoredRowsRoundWithinTheirFormatsBound) {
   const int64_t d = 128;
   const auto x = randn(static_cast<size_t>(d), 12, 2.0f);
