@@ -16,7 +16,7 @@ constexpr size_t kHugeMin = size_t{4} << 20;
 
 }  // namespace
 
-AlignedBuffer::AlignedBuffer(size_t nbytes, Pages pages) : size_(nbytes) {
+AlignedBuffer::AlignedBuffer(size_t nbytes) : size_(nbytes) {
   if (nbytes >= kHugeMin) {
     map_bytes_ = nbytes + kHuge;
     map_ = mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -26,9 +26,8 @@ AlignedBuffer::AlignedBuffer(size_t nbytes, Pages pages) : size_(nbytes) {
     }
     const auto base = reinterpret_cast<uintptr_t>(map_);
     data_ = reinterpret_cast<uint8_t*>((base + kHuge - 1) & ~(kHuge - 1));
-    // Advice only: fine if the kernel says no. Anonymous mappings are zero-filled.
-    madvise(data_, nbytes, pages == Pages::Huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
-    return;
+    madvise(data_, nbytes, MADV_HUGEPAGE);  // advice only: fine if the kernel says no
+    return;                                 // anonymous mappings are zero-filled
   }
   const size_t rounded = (nbytes + 63) / 64 * 64;
   data_ = static_cast<uint8_t*>(std::aligned_alloc(64, rounded ? rounded : 64));

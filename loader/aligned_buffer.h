@@ -12,13 +12,8 @@ namespace jetmoe {
 
 class AlignedBuffer {
  public:
-  // How a large buffer's pages are backed: Huge for memory streamed as a whole (weights); Lazy
-  // for memory filled over time (a KV cache), in 4 KiB pages, so only what is written becomes
-  // resident (a huge page would make 2 MiB resident at the first write into it).
-  enum class Pages { Huge, Lazy };
-
   AlignedBuffer() = default;
-  explicit AlignedBuffer(size_t nbytes, Pages pages = Pages::Huge);
+  explicit AlignedBuffer(size_t nbytes);
   ~AlignedBuffer();
   AlignedBuffer(AlignedBuffer&& o) noexcept;
   AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;

@@ -5,8 +5,9 @@
 // int8 blocks with an fp16 scale: 34 bytes per 32 values, 3.8x less than F32), chosen separately
 // for keys and values like llama.cpp's -ctk / -ctv. At long contexts the cache is read once per
 // decoded token for every layer, as many bytes as the int4 expert weights at 4096 tokens in F32,
-// so a smaller cache is faster as well as smaller. The memory is mapped lazily: pages count as
-// resident only once tokens reach them.
+// so a smaller cache is faster as well as smaller. The memory is in 2 MiB huge pages; the first
+// token touches every (layer, head) region, so the whole capacity is resident from then on
+// (choose -c and the type accordingly: `jetmoe inspect` prints the size).
 #pragma once
 
 #include <cstddef>

@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <random>
 
 #include "ops/cpu/cpu_backend.h"
@@ -131,28 +130,6 @@ TEST(KvRows, UnknownTypesAndBadHeadSizesAreNamed) {
   }
   EXPECT_THROW(KvCache(1, 1, 32, 8, {DType::Q4_0, DType::F32}), std::invalid_argument);
   EXPECT_NO_THROW(KvCache(1, 1, 16, 8, {DType::F16, DType::BF16}));
-}
-
-size_t resident_bytes() {
-  std::ifstream in("/proc/self/statm");
-  size_t pages_total = 0, pages_resident = 0;
-  in >> pages_total >> pages_resident;
-  return pages_resident * 4096;
-}
-
-// A JetMoE-8B-sized cache (24 layers x 16 heads x 4096 positions x 128, f32: 1.5 GiB) costs
-// resident memory only for the positions written, not for its capacity.
-TEST(KvCacheMemory, BecomesResidentOnlyAsTokensFillIt) {
-  const size_t before = resident_bytes();
-  KvCache cache(24, 16, 128, 4096);
-  CpuBackend be;
-  const auto k = randn(16 * 128, 31);
-  const int32_t pos[1] = {0};
-  for (int layer = 0; layer < 24; ++layer) be.kv_store(cache, layer, k.data(), k.data(), 16 * 128, 1, pos);
-  const size_t grown = resident_bytes() - std::min(before, resident_bytes());
-  EXPECT_EQ(cache.bytes(), size_t{24} * 16 * 4096 * 128 * 4 * 2);
-  // One token wrote 2 x 24 x 16 rows of 512 bytes, each in its own 4 KiB page: 3 MiB, plus slack.
-  EXPECT_LT(grown, size_t{16} << 20) << "resident growth " << grown << " bytes";
 }
 
 class CompactCacheAttention : public ::testing::TestWithParam<CpuIsa> {
