@@ -273,86 +273,80 @@ void run_bench(BenchOptions& o) {
       const double active = active_weights_per_token(*L.files);
       const size_t model_bytes = L.files->tensors->file_bytes();
 
-      struct Config {
-        KvCacheTypes kv;
-        int threads;
-      };
-      std::vector<Config> configs;
-      for (const KvCacheTypes& kv : kv_types)
-        for (int nt : threads) configs.push_back({kv, nt});
-      for (const Config& c : configs) {
-        const KvCacheTypes kv = c.kv;
-        const int nt = c.threads;
+      for (const KvCacheTypes& kv : kv_types) {
         model.set_cache_types(kv);
         KvCache cache = model.make_cache(ctx);
-        std::string kv_name = dtype_name(kv.k) + std::string("/") + dtype_name(kv.v);
-        std::transform(kv_name.begin(), kv_name.end(), kv_name.begin(), ::tolower);
-        // KV cache rows decode reads per token, averaged over the n decoded tokens (positions
-        // depth .. depth+n-1 each read every earlier row of every layer and KV head).
-        const double kv_row_bytes = static_cast<double>(cache.k_row_bytes() + cache.v_row_bytes());
-        const double kv_bytes_per_token = cfg.num_hidden_layers * cfg.num_key_value_heads * kv_row_bytes *
-                                          (o.depth + (o.n_gen + 1) / 2.0);
-        omp_set_num_threads(nt);
-        const BandwidthResult bw = probe.measure(o.bw_passes);
-        std::fprintf(stderr, "bench: %s %s t=%d: read bandwidth %.1f GB/s (median of %d, %.1f-%.1f)\n", L.name.c_str(),
-                     L.type.c_str(), nt, bw.median_gbps, bw.passes, bw.min_gbps, bw.max_gbps);
-        if (o.depth > 0) {
-          std::fprintf(stderr, "bench: %s %s t=%d: filling the KV cache (%s) to depth %d...\n", L.name.c_str(),
-                       L.type.c_str(), nt, kv_name.c_str(), o.depth);
+        const std::string kv_k = kv_cache_type_name(kv.k), kv_v = kv_cache_type_name(kv.v);
+        const std::string kv_name = kv_k + "/" + kv_v;
+        // KV cache bytes decode reads per token, averaged over the n decoded tokens (positions
+        // depth .. depth+n-1 each read every earlier position of every layer and KV head).
+        const double kv_bytes_per_token =
+            static_cast<double>(kv_cache_bytes_per_token(cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.kv_channels, kv)) *
+            (o.depth + (o.n_gen + 1) / 2.0);
+        if (o.depth > 0) {  // once per cache type, with every thread; each test rolls back to it
+          omp_set_num_threads(max_threads);
+          std::fprintf(stderr, "bench: %s %s: filling the KV cache (%s) to depth %d...\n", L.name.c_str(), L.type.c_str(),
+                       kv_name.c_str(), o.depth);
           run.fill_depth(cache);
         }
-        if (o.warmup) {  // pages in every expert (a 64-token prompt picks them all) and starts the threads
-          if (o.n_prompt > 0) run.prefill(cache, std::min(o.n_prompt, 64));
-          if (o.n_gen > 0) run.decode(cache, 4);
-        }
-        auto emit = [&](const std::string& test, bool decode, int n, const std::vector<double>& samples, bool busy) {
-          const Stats s = summarize(samples);
-          nlohmann::ordered_json r;
-          r["model"] = L.name;
-          r["model_path"] = model_path.empty() ? "(synthetic)" : model_path;
-          r["synthetic"] = model_path.empty();
-          r["layers"] = cfg.num_hidden_layers;
-          r["type"] = L.type;
-          r["model_bytes"] = model_bytes;
-          r["load_mode"] = L.load_mode;
-          r["threads"] = nt;
-          r["cache_type_k"] = kv_name.substr(0, kv_name.find('/'));
-          r["cache_type_v"] = kv_name.substr(kv_name.find('/') + 1);
-          r["test"] = test;
-          r["n_tokens"] = n;
-          r["n_depth"] = o.depth;
-          r["busy_neighbour"] = busy;
-          r["tokens_per_second"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"mean", s.mean},
-                                    {"stddev", s.stddev}, {"samples", s.samples}};
-          r["active_weights_per_token"] = active;
-          r["gflops_per_second"] = 2.0 * active * s.median / 1e9;
-          r["bandwidth_gbps"] = bw.median_gbps;
-          r["bandwidth_gbps_max"] = bw.max_gbps;
-          if (decode) {  // bytes streamed per token: the weights, plus the KV cache it attends over
-            const double streamed = static_cast<double>(bpt) + kv_bytes_per_token;
-            r["weight_bytes_per_token"] = bpt;
-            r["kv_bytes_per_token"] = kv_bytes_per_token;
-            r["achieved_gbps"] = streamed * s.median / 1e9;
-            r["bandwidth_ratio"] = bw.median_gbps > 0 ? streamed * s.median / 1e9 / bw.median_gbps : 0.0;
+        for (int nt : threads) {
+          omp_set_num_threads(nt);
+          const BandwidthResult bw = probe.measure(o.bw_passes);
+          std::fprintf(stderr, "bench: %s %s t=%d: read bandwidth %.1f GB/s (median of %d, %.1f-%.1f)\n", L.name.c_str(),
+                       L.type.c_str(), nt, bw.median_gbps, bw.passes, bw.min_gbps, bw.max_gbps);
+          if (o.warmup) {  // pages in every expert (a 64-token prompt picks them all) and starts the threads
+            if (o.n_prompt > 0) run.prefill(cache, std::min(o.n_prompt, 64));
+            if (o.n_gen > 0) run.decode(cache, 4);
           }
-          report["results"].push_back(r);
-        };
-        auto repeat = [&](const std::string& test, bool decode, int n, bool busy) {
-          std::vector<double> samples;
-          for (int rep = 0; rep < o.reps; ++rep) {
-            samples.push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
-            std::fprintf(stderr, "bench: %s %s kv %s t=%d %s rep %d/%d: %.2f tok/s\n", L.name.c_str(), L.type.c_str(),
-                         kv_name.c_str(), nt, test.c_str(), rep + 1, o.reps, samples.back());
+          auto emit = [&](const std::string& test, bool decode, int n, const std::vector<double>& samples, bool busy) {
+            const Stats s = summarize(samples);
+            nlohmann::ordered_json r;
+            r["model"] = L.name;
+            r["model_path"] = model_path.empty() ? "(synthetic)" : model_path;
+            r["synthetic"] = model_path.empty();
+            r["layers"] = cfg.num_hidden_layers;
+            r["type"] = L.type;
+            r["model_bytes"] = model_bytes;
+            r["load_mode"] = L.load_mode;
+            r["threads"] = nt;
+            r["cache_type_k"] = kv_k;
+            r["cache_type_v"] = kv_v;
+            r["test"] = test;
+            r["n_tokens"] = n;
+            r["n_depth"] = o.depth;
+            r["busy_neighbour"] = busy;
+            r["tokens_per_second"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"mean", s.mean},
+                                      {"stddev", s.stddev}, {"samples", s.samples}};
+            r["active_weights_per_token"] = active;
+            r["gflops_per_second"] = 2.0 * active * s.median / 1e9;
+            r["bandwidth_gbps"] = bw.median_gbps;
+            r["bandwidth_gbps_max"] = bw.max_gbps;
+            if (decode) {  // bytes streamed per token: the weights, plus the KV cache it attends over
+              const double streamed = static_cast<double>(bpt) + kv_bytes_per_token;
+              r["weight_bytes_per_token"] = bpt;
+              r["kv_bytes_per_token"] = kv_bytes_per_token;
+              r["achieved_gbps"] = streamed * s.median / 1e9;
+              r["bandwidth_ratio"] = bw.median_gbps > 0 ? streamed * s.median / 1e9 / bw.median_gbps : 0.0;
+            }
+            report["results"].push_back(r);
+          };
+          auto repeat = [&](const std::string& test, bool decode, int n, bool busy) {
+            std::vector<double> samples;
+            for (int rep = 0; rep < o.reps; ++rep) {
+              samples.push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
+              std::fprintf(stderr, "bench: %s %s kv %s t=%d %s rep %d/%d: %.2f tok/s\n", L.name.c_str(), L.type.c_str(),
+                           kv_name.c_str(), nt, test.c_str(), rep + 1, o.reps, samples.back());
+            }
+            emit(test, decode, n, samples, busy);
+          };
+          const std::string at = o.depth > 0 ? " @ d" + std::to_string(o.depth) : "";
+          if (o.n_prompt > 0) repeat("pp" + std::to_string(o.n_prompt) + at, false, o.n_prompt, false);
+          if (o.n_gen > 0) repeat("tg" + std::to_string(o.n_gen) + at, true, o.n_gen, false);
+          if (o.busy && o.n_gen > 0 && nt == max_threads) {
+            BusyNeighbour neighbour;
+            std::fprintf(stderr, "bench: busy neighbour process spinning on cpu %d\n", neighbour.cpu());
+            repeat("tg" + std::to_string(o.n_gen) + at + "-busy", true, o.n_gen, true);
           }
-          emit(test, decode, n, samples, busy);
-        };
-        const std::string at = o.depth > 0 ? " @ d" + std::to_string(o.depth) : "";
-        if (o.n_prompt > 0) repeat("pp" + std::to_string(o.n_prompt) + at, false, o.n_prompt, false);
-        if (o.n_gen > 0) repeat("tg" + std::to_string(o.n_gen) + at, true, o.n_gen, false);
-        if (o.busy && o.n_gen > 0 && nt == max_threads) {
-          BusyNeighbour neighbour;
-          std::fprintf(stderr, "bench: busy neighbour process spinning on cpu %d\n", neighbour.cpu());
-          repeat("tg" + std::to_string(o.n_gen) + at + "-busy", true, o.n_gen, true);
         }
       }
     }

@@ -80,10 +80,8 @@ void run_inspect(const InspectOptions& o) {
   j["bytes_per_decoded_token"] = bpt;
   // The KV cache -ctk/-ctv would give: bytes per token of context, and at the context size.
   const KvCacheTypes kv = o.model.cache_types();
-  check_kv_cache_type(kv.k, c.kv_channels, "--cache-type-k");
-  check_kv_cache_type(kv.v, c.kv_channels, "--cache-type-v");
-  const size_t kv_per_token = static_cast<size_t>(c.num_hidden_layers) * c.num_key_value_heads *
-                              (dtype_row_bytes(kv.k, c.kv_channels) + dtype_row_bytes(kv.v, c.kv_channels));
+  check_kv_cache_types(kv, c.kv_channels);
+  const size_t kv_per_token = kv_cache_bytes_per_token(c.num_hidden_layers, c.num_key_value_heads, c.kv_channels, kv);
   const int ctx = o.model.ctx_size > 0 ? o.model.ctx_size : c.max_position_embeddings;
   j["kv_cache"] = {{"type_k", o.model.cache_type_k}, {"type_v", o.model.cache_type_v},
                    {"bytes_per_token", kv_per_token}, {"context", ctx},

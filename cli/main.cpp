@@ -5,11 +5,10 @@
 #include <cblas.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <string>
-#include <vector>
 
 #include "cli/common_options.h"
 #include "ops/cpu/cpu_isa.h"
@@ -37,17 +36,17 @@ void set_library_defaults_and_reexec(char** argv) {
   if (changed) execv("/proc/self/exe", argv);  // returns only on failure: carry on with the defaults
 }
 
-}  // namespace
-
-// llama.cpp's multi-letter single-dash flags, which CLI11 cannot declare, mapped to our long names.
-std::vector<std::string> with_llama_aliases(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (auto& a : args) {
-    if (a == "-ctk") a = "--cache-type-k";
-    else if (a == "-ctv") a = "--cache-type-v";
+// llama.cpp's multi-letter single-dash flags, which CLI11 cannot declare, renamed in place to
+// our long names before parsing.
+void rename_llama_flags(int argc, char** argv) {
+  static char ctk[] = "--cache-type-k", ctv[] = "--cache-type-v";
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "-ctk") == 0) argv[i] = ctk;
+    else if (std::strcmp(argv[i], "-ctv") == 0) argv[i] = ctv;
   }
-  return args;
 }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   set_library_defaults_and_reexec(argv);
@@ -65,10 +64,8 @@ int main(int argc, char** argv) {
   jetmoe::cli::add_serve_command(app);
   jetmoe::cli::add_bench_command(app);
   try {
-    std::vector<std::string> args = with_llama_aliases(argc, argv);
-    std::reverse(args.begin() + 1, args.end());  // CLI11 parses a vector back to front
-    args.erase(args.begin());
-    app.parse(args);
+    rename_llama_flags(argc, argv);
+    app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {

@@ -53,8 +53,7 @@ KvCache JetMoeModel::make_cache(int capacity) const {
 }
 
 void JetMoeModel::set_cache_types(KvCacheTypes types) {
-  check_kv_cache_type(types.k, cfg_.kv_channels, "--cache-type-k");
-  check_kv_cache_type(types.v, cfg_.kv_channels, "--cache-type-v");
+  check_kv_cache_types(types, cfg_.kv_channels);
   cache_types_ = types;
 }
 

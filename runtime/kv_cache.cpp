@@ -36,6 +36,23 @@ void check_kv_cache_type(DType t, int head_dim, const std::string& what) {
                                 " (kv_channels); use f16 or bf16");
 }
 
+void check_kv_cache_types(KvCacheTypes types, int head_dim) {
+  check_kv_cache_type(types.k, head_dim, "--cache-type-k");
+  check_kv_cache_type(types.v, head_dim, "--cache-type-v");
+}
+
+std::string kv_cache_type_name(DType t) {
+  for (size_t i = 0; kTypeNames[i]; ++i)
+    if (kTypes[i] == t) return kTypeNames[i];
+  throw std::invalid_argument(std::string("not a KV cache type: ") + dtype_name(t));
+}
+
+size_t kv_cache_bytes_per_token(int layers, int kv_heads, int head_dim, KvCacheTypes types) {
+  const size_t d = static_cast<size_t>(head_dim);
+  return static_cast<size_t>(layers) * static_cast<size_t>(kv_heads) *
+         (dtype_row_bytes(types.k, d) + dtype_row_bytes(types.v, d));
+}
+
 KvCache::KvCache(int layers, int kv_heads, int head_dim, int capacity, KvCacheTypes types)
     : layers_(layers), kv_heads_(kv_heads), head_dim_(head_dim), capacity_(capacity), types_(types) {
   if (layers <= 0 || kv_heads <= 0 || head_dim <= 0 || capacity <= 0)

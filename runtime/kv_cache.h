@@ -34,6 +34,12 @@ std::vector<std::string> kv_cache_type_names();
 // Throws std::invalid_argument unless t can store rows of head_dim elements (Q8_0 needs a
 // multiple of 32), naming `what` (e.g. "--cache-type-k").
 void check_kv_cache_type(DType t, int head_dim, const std::string& what);
+// Both types as the user chose them, naming --cache-type-k / --cache-type-v in the error.
+void check_kv_cache_types(KvCacheTypes types, int head_dim);
+// The name parse_kv_cache_type accepts for t ("q8_0" for Q8_0).
+std::string kv_cache_type_name(DType t);
+// Bytes the cache holds per position: keys and values of every layer and KV head.
+size_t kv_cache_bytes_per_token(int layers, int kv_heads, int head_dim, KvCacheTypes types);
 
 class KvCache {
  public:

@@ -146,7 +146,6 @@ float softmax_unnormalised(float* p, int64_t n) {
   return sum;
 }
 
-
 }  // namespace
 
 void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
@@ -165,8 +164,7 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t items = T * nkv;
   const int64_t work = items * slots * (slot[T - 1] + 1) * d;
-  const KvScoresFn scores = kv_scores_for(active_isa());
-  const KvAccumulateFn accumulate = kv_accumulate_for(active_isa());
+  const KvRowKernels& kv = kv_row_kernels(active_isa());
   const int64_t ld = nkv * d;  // from one slot's query (and output) head to the next slot's
 #pragma omp parallel if (work >= kCpuParallelMinWork)
   {
@@ -182,17 +180,18 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
       const uint8_t* K = cache.k_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.k_row_bytes();
       const uint8_t* V = cache.v_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.v_row_bytes();
       const int64_t head0 = (t * slots * nkv + h) * d;  // q and out are [T, slots, nkv, d]
-      scores(cache.k_type(), K, n, d, q + head0, ld, slots, scale, p.data(), n);
+      kv.scores(cache.k_type(), K, n, d, q + head0, ld, slots, scale, p.data(), n);
       for (int64_t j = 0; j < slots; ++j) inv[static_cast<size_t>(j)] = 1.0f / softmax_unnormalised(p.data() + j * n, n);
-      accumulate(cache.v_type(), V, n, d, p.data(), n, slots, inv.data(), out + head0, ld);
+      kv.accumulate(cache.v_type(), V, n, d, p.data(), n, slots, inv.data(), out + head0, ld);
     }
   }
 }
 
-// Prefill: for each run of tokens that share a sequence (same first visible slot) and each
-// (slot, head), scores = Q K^T and out = P V are two SGEMMs over blocks of query rows; the
-// causal mask only trims each row's softmax. Work items are (segment, query block, slot, head).
-// A compact (F16/BF16/Q8_0) cache is widened per item into a per-thread float buffer first.
+// Prefill: for each run of tokens that share a sequence (same first visible slot) and each KV
+// head, the keys and values the block of query rows sees are made contiguous floats once (an F32
+// cache is used in place; F16/BF16/Q8_0 rows are widened into per-thread buffers), then for each
+// slot scores = Q K^T and out = P V are two SGEMMs; the causal mask only trims each row's
+// softmax. Work items are (segment, query block, KV head).
 void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, const int32_t* slot,
                                    const int32_t* first, const KvCache& cache, int layer, float* out) {
   const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
@@ -200,58 +199,54 @@ void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, con
   const int64_t ld = slots * nkv * d;  // row stride of one token in q and out
   constexpr int64_t kQueryBlock = 128;
   struct Item {
-    int64_t t0, t1, j, h;
+    int64_t t0, t1, h;
   };
   std::vector<Item> items;
   for (int64_t s0 = 0; s0 < T;) {
     int64_t s1 = s0 + 1;
     while (s1 < T && (first ? first[s1] == first[s0] : true) && slot[s1] == slot[s1 - 1] + 1) ++s1;
     for (int64_t b0 = s0; b0 < s1; b0 += kQueryBlock)
-      for (int64_t j = 0; j < slots; ++j)
-        for (int64_t h = 0; h < nkv; ++h) items.push_back({b0, std::min(s1, b0 + kQueryBlock), j, h});
+      for (int64_t h = 0; h < nkv; ++h) items.push_back({b0, std::min(s1, b0 + kQueryBlock), h});
     s0 = s1;
   }
   const int64_t n_items = static_cast<int64_t>(items.size());
   const int64_t work = T * slots * nkv * (slot[T - 1] + 1 - (first ? first[0] : 0)) * d;
-  const KvWidenFn widen = kv_widen_for(active_isa());
+  const KvWidenFn widen = kv_row_kernels(active_isa()).widen;
 #pragma omp parallel if (work >= kCpuParallelMinWork)
   {
     static thread_local std::vector<float> S, Kf, Vf;  // kept between calls, grown as needed
 #pragma omp for schedule(dynamic, 1)
     for (int64_t it = 0; it < n_items; ++it) {
       const Item& w = items[static_cast<size_t>(it)];
+      const int h = static_cast<int>(w.h);
       const int64_t nq = w.t1 - w.t0;
       const int64_t k0 = first ? first[w.t0] : 0;
       const int64_t nk = slot[w.t1 - 1] + 1 - k0;  // keys the last query row of the block sees
       if (S.size() < static_cast<size_t>(nq * nk)) S.resize(static_cast<size_t>(nq * nk));
-      const float* Q = q + w.t0 * ld + (w.j * nkv + w.h) * d;
-      const uint8_t* Kc = cache.k_rows(layer, static_cast<int>(w.h)) + static_cast<size_t>(k0) * cache.k_row_bytes();
-      const uint8_t* Vc = cache.v_rows(layer, static_cast<int>(w.h)) + static_cast<size_t>(k0) * cache.v_row_bytes();
-      const float* K = reinterpret_cast<const float*>(Kc);
-      const float* V = reinterpret_cast<const float*>(Vc);
-      if (cache.k_type() != DType::F32) {
-        if (Kf.size() < static_cast<size_t>(nk * d)) Kf.resize(static_cast<size_t>(nk * d));
-        widen(cache.k_type(), Kc, nk, d, Kf.data());
-        K = Kf.data();
+      auto as_floats = [&](DType type, const uint8_t* rows, std::vector<float>& buf) -> const float* {
+        if (type == DType::F32) return reinterpret_cast<const float*>(rows);
+        if (buf.size() < static_cast<size_t>(nk * d)) buf.resize(static_cast<size_t>(nk * d));
+        widen(type, rows, nk, d, buf.data());
+        return buf.data();
+      };
+      const float* K = as_floats(cache.k_type(), cache.k_rows(layer, h) + static_cast<size_t>(k0) * cache.k_row_bytes(), Kf);
+      const float* V = as_floats(cache.v_type(), cache.v_rows(layer, h) + static_cast<size_t>(k0) * cache.v_row_bytes(), Vf);
+      for (int64_t j = 0; j < slots; ++j) {
+        const int64_t head = (j * nkv + w.h) * d;  // this slot's query head within a token's row
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk),
+                    static_cast<int>(d), scale, q + w.t0 * ld + head, static_cast<int>(ld), K, static_cast<int>(d),
+                    0.0f, S.data(), static_cast<int>(nk));
+        for (int64_t r = 0; r < nq; ++r) {
+          float* row = S.data() + r * nk;
+          const int64_t n = slot[w.t0 + r] + 1 - k0;  // causal: keys up to this token's own slot
+          const float inv = 1.0f / softmax_unnormalised(row, n);
+          for (int64_t c = 0; c < n; ++c) row[c] *= inv;
+          std::fill(row + n, row + nk, 0.0f);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nq), static_cast<int>(d),
+                    static_cast<int>(nk), 1.0f, S.data(), static_cast<int>(nk), V, static_cast<int>(d), 0.0f,
+                    out + w.t0 * ld + head, static_cast<int>(ld));
       }
-      if (cache.v_type() != DType::F32) {
-        if (Vf.size() < static_cast<size_t>(nk * d)) Vf.resize(static_cast<size_t>(nk * d));
-        widen(cache.v_type(), Vc, nk, d, Vf.data());
-        V = Vf.data();
-      }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nk),
-                  static_cast<int>(d), scale, Q, static_cast<int>(ld), K, static_cast<int>(d), 0.0f, S.data(),
-                  static_cast<int>(nk));
-      for (int64_t r = 0; r < nq; ++r) {
-        float* row = S.data() + r * nk;
-        const int64_t n = slot[w.t0 + r] + 1 - k0;  // causal: keys up to this token's own slot
-        const float inv = 1.0f / softmax_unnormalised(row, n);
-        for (int64_t c = 0; c < n; ++c) row[c] *= inv;
-        std::fill(row + n, row + nk, 0.0f);
-      }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(nq), static_cast<int>(d),
-                  static_cast<int>(nk), 1.0f, S.data(), static_cast<int>(nk), V, static_cast<int>(d), 0.0f,
-                  out + w.t0 * ld + (w.j * nkv + w.h) * d, static_cast<int>(ld));
     }
   }
 }

@@ -25,14 +25,6 @@ void kv_widen_scalar(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, fl
   }
 }
 
-KvWidenFn kv_widen_for(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::Avx512: return kv_widen_avx512;
-    case CpuIsa::Avx2: return kv_widen_avx2;
-    default: return kv_widen_scalar;
-  }
-}
-
 // The scalar paths: each row widened once (exactly, by kv_widen_scalar), then plain float loops.
 void kv_scores_scalar(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, const float* q, int64_t ldq, int64_t nq,
                       float scale, float* s, int64_t lds) {
@@ -64,19 +56,13 @@ void kv_accumulate_scalar(DType t, const uint8_t* rows, int64_t n_rows, int64_t 
     for (int64_t i = 0; i < d; ++i) out[j * ldo + i] *= alpha[j];
 }
 
-KvScoresFn kv_scores_for(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::Avx512: return kv_scores_avx512;
-    case CpuIsa::Avx2: return kv_scores_avx2;
-    default: return kv_scores_scalar;
-  }
-}
 
-KvAccumulateFn kv_accumulate_for(CpuIsa isa) {
+const KvRowKernels& kv_row_kernels(CpuIsa isa) {
+  static const KvRowKernels scalar{kv_widen_scalar, kv_scores_scalar, kv_accumulate_scalar};
   switch (isa) {
-    case CpuIsa::Avx512: return kv_accumulate_avx512;
-    case CpuIsa::Avx2: return kv_accumulate_avx2;
-    default: return kv_accumulate_scalar;
+    case CpuIsa::Avx512: return kv_row_kernels_avx512();
+    case CpuIsa::Avx2: return kv_row_kernels_avx2();
+    default: return scalar;
   }
 }
 

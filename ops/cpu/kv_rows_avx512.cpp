@@ -1,21 +1,12 @@
-// AVX-512 versions of kv_widen, kv_scores and kv_accumulate (compiled with those flags; called only when the CPU has them).
+// The AVX-512 table of KV-row kernels (compiled with those flags; used only when the CPU has them).
 #include "ops/cpu/kv_rows_simd.h"
 #include "ops/cpu/simd_avx512.h"
 
 namespace jetmoe {
 
-void kv_widen_avx512(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, float* out) {
-  kv_widen_simd<Avx512>(t, rows, n_rows, d, out);
-}
-
-void kv_scores_avx512(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, const float* q, int64_t ldq, int64_t nq,
-                      float scale, float* s, int64_t lds) {
-  kv_scores_simd<Avx512>(t, rows, n_rows, d, q, ldq, nq, scale, s, lds);
-}
-
-void kv_accumulate_avx512(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, const float* p, int64_t ldp,
-                          int64_t nq, const float* alpha, float* out, int64_t ldo) {
-  kv_accumulate_simd<Avx512>(t, rows, n_rows, d, p, ldp, nq, alpha, out, ldo);
+const KvRowKernels& kv_row_kernels_avx512() {
+  static const KvRowKernels k{kv_widen_simd<Avx512>, kv_scores_simd<Avx512>, kv_accumulate_simd<Avx512>};
+  return k;
 }
 
 }  // namespace jetmoe

@@ -42,7 +42,7 @@ TEST(KvRows, EveryIsaWidensExactlyLikeTheScalarConverter) {
         const auto bytes = stored_rows(t, x, d);
         std::vector<float> want(x.size()), got(x.size(), -1.0f);
         kv_widen_scalar(t, bytes.data(), rows, d, want.data());
-        kv_widen_for(isa)(t, bytes.data(), rows, d, got.data());
+        kv_row_kernels(isa).widen(t, bytes.data(), rows, d, got.data());
         EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
       }
 }
@@ -64,12 +64,12 @@ TEST(KvRows, ScoresAndWeightedSumsOfEveryIsaMatchFloat64) {
           kv_widen_scalar(t, bytes.data(), n, d, w.data());
           const auto q = randn(static_cast<size_t>(nq * ldq), 14);
           std::vector<float> s(static_cast<size_t>(nq * n));
-          kv_scores_for(isa)(t, bytes.data(), n, d, q.data(), ldq, nq, 0.25f, s.data(), n);
+          kv_row_kernels(isa).scores(t, bytes.data(), n, d, q.data(), ldq, nq, 0.25f, s.data(), n);
           auto p = randn(static_cast<size_t>(nq * n), 15);
           for (auto& v : p) v = std::fabs(v);
           const float alpha[3] = {0.5f, 2.0f, 1.0f};
           std::vector<float> out(static_cast<size_t>(nq * ldo), -7.0f);
-          kv_accumulate_for(isa)(t, bytes.data(), n, d, p.data(), n, nq, alpha, out.data(), ldo);
+          kv_row_kernels(isa).accumulate(t, bytes.data(), n, d, p.data(), n, nq, alpha, out.data(), ldo);
           for (int64_t j = 0; j < nq; ++j) {
             for (int64_t r = 0; r < n; ++r) {
               double want = 0, mag = 0;
