@@ -23,6 +23,7 @@
 #include "ops/cpu/float_dot.h"
 #include "quant/qdot.h"
 #include "quant/quantize.h"
+#include "quant/repack.h"
 #include "runtime/kv_cache.h"
 
 namespace jetmoe {
@@ -57,9 +58,10 @@ std::vector<uint8_t> random_matrix(DType t, int64_t rows, int64_t n, uint32_t se
       case DType::F16:
         for (int64_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(d)[i] = f32_to_f16(row[static_cast<size_t>(i)]);
         break;
-      default: quantize_row_maxabs(t, row.data(), d, n);
+      default: quantize_row_maxabs(file_type(t), row.data(), d, n);  // interleaved types: below
     }
   }
+  if (dtype_is_repacked(t)) repack_rows(file_type(t), m.data(), rows, n);
   return m;
 }
 

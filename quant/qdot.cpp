@@ -1,6 +1,7 @@
 #include "quant/qdot.h"
 
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -8,6 +9,7 @@
 #include "quant/qdot_kernels.h"
 #include "quant/qtypes.h"
 #include "quant/quantize.h"
+#include "quant/repack.h"
 
 namespace jetmoe {
 namespace {
@@ -23,17 +25,23 @@ int type_index(DType t) {
   }
 }
 
+// Round to nearest, ties to even (what std::nearbyint does in the default rounding mode), by the
+// 1.5 * 2^23 trick: exact for |v| < 2^22, inlined on the baseline x86-64 ISA where nearbyint is a
+// library call, and vectorisable. Clamped to the symmetric int8 range.
 inline int8_t round_clamp_127(float v) {
-  int q = static_cast<int>(std::nearbyint(v));
-  q = q < -127 ? -127 : (q > 127 ? 127 : q);
-  return static_cast<int8_t>(q);
+  constexpr float kMagic = 12582912.0f;
+  v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+  return static_cast<int8_t>(static_cast<int>((v + kMagic) - kMagic));
 }
 
 void quantize_q8_0_blocks(const float* x, BlockQ8_0* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const float* xb = x + i * kQK8_0;
     float amax = 0;
-    for (int k = 0; k < kQK8_0; ++k) amax = std::fmax(amax, std::fabs(xb[k]));
+    for (int k = 0; k < kQK8_0; ++k) {  // (not std::fmax: a library call; NaN is skipped alike)
+      const float a = std::fabs(xb[k]);
+      amax = a > amax ? a : amax;
+    }
     b[i].d = f32_to_f16(amax / 127.0f);
     const float d = f16_to_f32(b[i].d);
     const float id = d > 0 ? 1.0f / d : 0.0f;
@@ -41,11 +49,28 @@ void quantize_q8_0_blocks(const float* x, BlockQ8_0* b, int64_t nb) {
   }
 }
 
+// Q8_0 blocks for the interleaved Q8_0R / Q4_0R kernels: the same values and scale as Q8_0, the
+// scale as a float and the weight format's zero-point term (quant/qtypes.h, BlockQ8_0Z).
+void quantize_q8_0z_blocks(const float* x, BlockQ8_0Z* b, int64_t nb, int32_t zero_point) {
+  BlockQ8_0 q;
+  for (int64_t i = 0; i < nb; ++i) {
+    quantize_q8_0_blocks(x + i * kQK8_0, &q, 1);
+    std::memcpy(b[i].qs, q.qs, kQK8_0);
+    b[i].d = f16_to_f32(q.d);
+    int32_t sum = 0;
+    for (int k = 0; k < kQK8_0; ++k) sum += q.qs[k];
+    b[i].zsum = -zero_point * sum;
+  }
+}
+
 void quantize_q8_k_blocks(const float* x, BlockQ8_K* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) {
     const float* xb = x + i * kQK_K;
     float amax = 0;
-    for (int k = 0; k < kQK_K; ++k) amax = std::fmax(amax, std::fabs(xb[k]));
+    for (int k = 0; k < kQK_K; ++k) {
+      const float a = std::fabs(xb[k]);
+      amax = a > amax ? a : amax;
+    }
     const float d = amax / 127.0f;
     const float id = d > 0 ? 1.0f / d : 0.0f;
     b[i].d = d;
@@ -75,6 +100,10 @@ qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, in
     throw std::invalid_argument(std::string(what) + ": bad row range [" +
                                 std::to_string(row_begin) + ", " + std::to_string(row_end) + ")");
   if (T < 0) throw std::invalid_argument(std::string(what) + ": negative token count");
+  if (dtype_is_repacked(wtype) && (row_begin % kInterleaveRows != 0 || row_end % kInterleaveRows != 0))
+    throw std::invalid_argument(std::string(what) + ": " + dtype_name(wtype) + " rows come in groups of " +
+                                std::to_string(kInterleaveRows) + "; the range [" + std::to_string(row_begin) + ", " +
+                                std::to_string(row_end) + ") splits one");
   qdot_detail::MatArgs a;
   a.W = static_cast<const uint8_t*>(W);
   a.w_stride = dtype_row_bytes(wtype, static_cast<size_t>(n));
@@ -94,6 +123,7 @@ qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, in
 size_t activation_row_bytes(DType wtype, int64_t n) {
   check_quant_row(wtype, n, "activation_row_bytes");
   if (wtype == DType::Q4_K) return static_cast<size_t>(n / kQK_K) * sizeof(BlockQ8_K);
+  if (dtype_is_repacked(wtype)) return static_cast<size_t>(n / kQK8_0) * sizeof(BlockQ8_0Z);
   return static_cast<size_t>(n / kQK8_0) * sizeof(BlockQ8_0);
 }
 
@@ -101,6 +131,8 @@ void quantize_activation_row(DType wtype, const float* x, void* dst, int64_t n) 
   check_quant_row(wtype, n, "quantize_activation_row");
   if (wtype == DType::Q4_K)
     quantize_q8_k_blocks(x, static_cast<BlockQ8_K*>(dst), n / kQK_K);
+  else if (dtype_is_repacked(wtype))
+    quantize_q8_0z_blocks(x, static_cast<BlockQ8_0Z*>(dst), n / kQK8_0, wtype == DType::Q8_0R ? 128 : 8);
   else
     quantize_q8_0_blocks(x, static_cast<BlockQ8_0*>(dst), n / kQK8_0);
 }

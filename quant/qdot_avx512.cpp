@@ -58,8 +58,8 @@ inline __m512i load_pair_nibbles(const uint8_t* p0, const uint8_t* p1, bool two)
   return _mm512_and_si512(p, _mm512_set1_epi8(0x0f));
 }
 
-// Where block b of a weight row keeps its quant bytes and fp16 scale: the GGUF block layout
-// (Q8_0, Q4_0) or the repacked one (Q8_0R, Q4_0R: all quant bytes, then all scales).
+// Where block b of a weight row keeps its quant bytes and fp16 scale (the GGUF block layout; the
+// interleaved Q8_0R / Q4_0R have their own kernels, qdot_interleaved_avx512.cpp).
 template <class Block, int QBytes>
 struct BlockLayout {
   static const uint8_t* qs(const uint8_t* row, int64_t, int64_t b) {
@@ -67,16 +67,6 @@ struct BlockLayout {
   }
   static uint16_t d(const uint8_t* row, int64_t, int64_t b) { return reinterpret_cast<const Block*>(row)[b].d; }
 };
-template <int QBytes>
-struct SplitLayout {
-  static const uint8_t* qs(const uint8_t* row, int64_t, int64_t b) { return row + QBytes * b; }
-  static uint16_t d(const uint8_t* row, int64_t nb, int64_t b) {
-    uint16_t v;
-    __builtin_memcpy(&v, row + QBytes * nb + 2 * b, 2);
-    return v;
-  }
-};
-
 // ---- Q8_0 x Q8_0 -------------------------------------------------------------------------
 template <class L>
 struct Q8_0K {
@@ -162,8 +152,6 @@ struct Q4_0K {
 
 using Q8_0Blocks = Q8_0K<BlockLayout<BlockQ8_0, 32>>;
 using Q4_0Blocks = Q4_0K<BlockLayout<BlockQ4_0, 16>>;
-using Q8_0Split = Q8_0K<SplitLayout<32>>;
-using Q4_0Split = Q4_0K<SplitLayout<16>>;
 
 // ---- Q4_K x Q8_K -------------------------------------------------------------------------
 struct Q4_KK {
@@ -242,12 +230,11 @@ void matvec(const MatArgs& a) {
 const KernelTable& avx512_kernels() {
   static const KernelTable t = {
       {matvec<avx512_matvec_q8_0, Q8_0Blocks, 4, kQK8_0>, matvec<avx512_matvec_q4_0, Q4_0Blocks, 4, kQK4_0>,
-       matvec<avx512_matvec_q4_k, Q4_KK, 4, kQK_K>, matvec<avx512_matvec_q8_0r, Q8_0Split, 1, kQK8_0>,
-       matvec<avx512_matvec_q4_0r, Q4_0Split, 1, kQK4_0>},
+       matvec<avx512_matvec_q4_k, Q4_KK, 4, kQK_K>, avx512_matvec_q8_0r, avx512_matvec_q4_0r},
       // Prefill: 4 rows x 4 tokens per register tile (measured on Zen 5 at T = 128, one thread:
       // 1.13-1.27x the 2 x 4 tile; 2 x 8, 3 x 4, 4 x 3 and 2 x 6 in between, 1 x 8 slower).
-      {drive<Q8_0Blocks, 4, 4>, drive<Q4_0Blocks, 4, 4>, drive<Q4_KK, 4, 4>, drive<Q8_0Split, 4, 4>,
-       drive<Q4_0Split, 4, 4>},
+      {drive<Q8_0Blocks, 4, 4>, drive<Q4_0Blocks, 4, 4>, drive<Q4_KK, 4, 4>, avx512_matmul_q8_0r,
+       avx512_matmul_q4_0r},
   };
   return t;
 }

@@ -31,8 +31,8 @@ struct MatArgs {
 
 using KernelFn = void (*)(const MatArgs&);
 
-// Index by weight type: 0 = Q8_0, 1 = Q4_0, 2 = Q4_K, 3 = Q8_0R, 4 = Q4_0R (the repacked
-// layouts; activations as for Q8_0 / Q4_0).
+// Index by weight type: 0 = Q8_0, 1 = Q4_0, 2 = Q4_K, 3 = Q8_0R, 4 = Q4_0R (the interleaved
+// layouts; their activations are BlockQ8_0Z rows).
 struct KernelTable {
   KernelFn matvec[5];
   KernelFn matmul[5];
@@ -49,10 +49,14 @@ const KernelTable& avx512_kernels();  // scalar table when built without AVX-512
 // flags); rows longer than avx512_matvec_max_elems() must use the tiled kernels.
 void avx512_matvec_q8_0(const MatArgs& a);
 void avx512_matvec_q4_0(const MatArgs& a);
-void avx512_matvec_q8_0r(const MatArgs& a);
 void avx512_matvec_q4_k(const MatArgs& a);
-void avx512_matvec_q4_0r(const MatArgs& a);
 int64_t avx512_matvec_max_elems();
+// The AVX-512 kernels of the interleaved Q8_0R / Q4_0R (qdot_interleaved_avx512.cpp): any row
+// length; row ranges in whole 16-row groups.
+void avx512_matvec_q8_0r(const MatArgs& a);
+void avx512_matvec_q4_0r(const MatArgs& a);
+void avx512_matmul_q8_0r(const MatArgs& a);
+void avx512_matmul_q4_0r(const MatArgs& a);
 
 // Drives K::tile<NR, NT>(args, r, t), which computes the NR x NT outputs for rows r.. and
 // tokens t.., over the whole job; leftovers use smaller tiles.

@@ -56,36 +56,44 @@ float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int64_t nb) {
   return acc;
 }
 
-// Repacked rows (runtime/dtype.h): nb blocks' quant bytes, then nb fp16 scales.
-float dot_q8_0r(const uint8_t* w, const BlockQ8_0* x, int64_t nb) {
-  const auto* q = reinterpret_cast<const int8_t*>(w);
-  const uint8_t* d = w + nb * kQK8_0;
+// Repacked rows (16 rows interleaved, quant/qtypes.h): row i of `group`, against the BlockQ8_0Z
+// activations of the repacked kernels. The integer sums are the GGUF blocks' own.
+float dot_q8_0r(const uint8_t* group, int i, const BlockQ8_0Z* x, int64_t nb) {
   float acc = 0;
   for (int64_t b = 0; b < nb; ++b) {
+    uint8_t q[kQK8_0];
+    const uint16_t dw = interleaved_row_block(group, kQK8_0, nb, b, i, q);
     int32_t s = 0;
-    for (int k = 0; k < kQK8_0; ++k) s += static_cast<int32_t>(q[b * kQK8_0 + k]) * x[b].qs[k];
-    uint16_t dw;
-    std::memcpy(&dw, d + 2 * b, 2);
-    acc += static_cast<float>(s) * (f16_to_f32(dw) * f16_to_f32(x[b].d));
+    for (int k = 0; k < kQK8_0; ++k) s += static_cast<int32_t>(static_cast<int8_t>(q[k])) * x[b].qs[k];
+    acc += static_cast<float>(s) * (f16_to_f32(dw) * x[b].d);
   }
   return acc;
 }
 
-float dot_q4_0r(const uint8_t* w, const BlockQ8_0* x, int64_t nb) {
-  const uint8_t* d = w + nb * (kQK4_0 / 2);
+float dot_q4_0r(const uint8_t* group, int i, const BlockQ8_0Z* x, int64_t nb) {
   float acc = 0;
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* q = w + b * (kQK4_0 / 2);
+    uint8_t q[kQK4_0 / 2];
+    const uint16_t dw = interleaved_row_block(group, kQK4_0 / 2, nb, b, i, q);
     int32_t s = 0;
     for (int j = 0; j < 16; ++j) {
       s += ((q[j] & 0x0f) - 8) * static_cast<int32_t>(x[b].qs[j]);
       s += ((q[j] >> 4) - 8) * static_cast<int32_t>(x[b].qs[j + 16]);
     }
-    uint16_t dw;
-    std::memcpy(&dw, d + 2 * b, 2);
-    acc += static_cast<float>(s) * (f16_to_f32(dw) * f16_to_f32(x[b].d));
+    acc += static_cast<float>(s) * (f16_to_f32(dw) * x[b].d);
   }
   return acc;
+}
+
+template <float (*Dot)(const uint8_t*, int, const BlockQ8_0Z*, int64_t)>
+void run_interleaved(const MatArgs& a) {
+  for (int64_t r = a.r0; r < a.r1; ++r) {
+    const uint8_t* group = a.W + static_cast<size_t>(r / kInterleaveRows) * kInterleaveRows * a.w_stride;
+    for (int64_t t = 0; t < a.T; ++t) {
+      const auto* x = reinterpret_cast<const BlockQ8_0Z*>(a.X + t * a.x_stride);
+      a.Y[t * a.ldy + r] = Dot(group, static_cast<int>(r % kInterleaveRows), x, a.nb);
+    }
+  }
 }
 
 template <class WB, class XB, float (*Dot)(const WB*, const XB*, int64_t)>
@@ -101,8 +109,8 @@ void run(const MatArgs& a) {
 
 }  // namespace
 
-void scalar_q8_0r(const MatArgs& a) { run<uint8_t, BlockQ8_0, dot_q8_0r>(a); }
-void scalar_q4_0r(const MatArgs& a) { run<uint8_t, BlockQ8_0, dot_q4_0r>(a); }
+void scalar_q8_0r(const MatArgs& a) { run_interleaved<dot_q8_0r>(a); }
+void scalar_q4_0r(const MatArgs& a) { run_interleaved<dot_q4_0r>(a); }
 
 const KernelTable& scalar_kernels() {
   static const KernelTable t = {

@@ -1,19 +1,19 @@
 // AVX-512 VNNI decode kernels (one token, T = 1): the hot loop of batch-1 decoding, which must
-// stream weights at memory speed. For Q8_0 and Q4_0 in the GGUF block layout, for the repacked
-// Q8_0R / Q4_0R rows (quant/repack.h), and for Q4_K.
+// stream weights at memory speed. For Q8_0 and Q4_0 in the GGUF block layout (mmapped files) and
+// for Q4_K; the interleaved in-memory layouts Q8_0R / Q4_0R have their own kernels in
+// qdot_interleaved_avx512.cpp.
 //
 // Why separate kernels from the register-tiled qmatmul: at T = 1 nothing is shared between
 // tokens, so all per-block work that depends only on the activation is done once per call
 // ("prep"), in a layout that lines up with the weight bytes, and the per-row loop is reduced to
 // loads, the integer dot products and one float multiply-add per group:
-//   Q4_0: a group is 4 blocks. Their 4 x 16 nibble bytes are one 64-byte load (Q4_0R) or two
-//         overlapping loads + vpermt2b (GGUF blocks, 72 bytes); low/high nibbles are dotted
+//   Q4_0: a group is 4 blocks. Their 4 x 16 nibble bytes are two overlapping loads + vpermt2b
+//         (72 bytes of GGUF blocks); low/high nibbles are dotted
 //         (dpbusd, u8 x s8) with the matching activation halves. The "- 8" of the format is the
 //         activation-side term -8 * sum(a), precomputed per int32 lane, so it costs nothing per row.
 //   Q8_0: a group is 2 blocks. The weights are made unsigned with w ^ 0x80 (= w + 128) and the
 //         +128 * sum(a) this adds is removed by the precomputed per-lane term.
-//   Scales: Q8_0R / Q4_0R convert 16 blocks' fp16 scales at once and each group picks its lanes
-//         with one vpermps; GGUF blocks gather them from the same loads with one vpermw.
+//   Scales: gathered from the same loads with one vpermw.
 //   Q4_K: one super-block per step (see q4_k_row).
 // Rows are processed one at a time: on Zen 5 a single row's stream ran faster than 2 or 4
 // interleaved rows, from L2 and from memory.
@@ -53,7 +53,7 @@ constexpr int64_t kMaxElems = 16384;
 
 // Software prefetch distance along each weight row, for the kernels where it measured faster on
 // Zen 5 (qmatvec stream benchmark, one thread): GGUF-layout Q8_0 10.8 GB/s without, 13-16 GB/s with
-// 256..4096 bytes; Q4_0R 25 vs 28-33 GB/s. The Q8_0R and Q4_K kernels measured as fast or faster
+// 256..4096 bytes. The Q4_K kernel measured as fast or faster
 // without it (the machine is shared and noisy: differences under ~15% are not resolved).
 constexpr int kPrefetchBytes = 2048;
 
@@ -110,9 +110,8 @@ void prep_q4_0(const BlockQ8_0* x, int64_t groups, Q4Group* g) {
 }
 
 // Row r of Q4_0 weights (row stride `stride` bytes, `groups` full groups, `tail` blocks after
-// them) against the prepped activation. (dxb: see the repacked rows; the GGUF rows take the
-// activation scales per lane from the groups instead.)
-inline void q4_0_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group* g, const float* /*dxb*/,
+// them) against the prepped activation.
+inline void q4_0_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group* g,
                      int64_t groups, const BlockQ8_0* x, int64_t tail, float* y) {
   const __m512i idx = gather_index<18, 16, 8>();
   const __m512i sidx = scale_index<18, 4>();
@@ -151,7 +150,7 @@ void prep_q8_0(const BlockQ8_0* x, int64_t groups, Q8Group* g) {
   }
 }
 
-inline void q8_0_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* g, const float* /*dxb*/,
+inline void q8_0_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* g,
                      int64_t groups, const BlockQ8_0* x, int64_t tail, float* y) {
   const __m512i idx = gather_index<34, 32, 4>();
   const __m512i sidx = scale_index<34, 8>();
@@ -170,84 +169,6 @@ inline void q8_0_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* 
   float sum = _mm512_reduce_add_ps(acc);
   const BlockQ8_0* wb = reinterpret_cast<const BlockQ8_0*>(p);
   for (int64_t b = 2 * groups; b < 2 * groups + tail; ++b) sum += tail_q8_0(wb[b].qs, wb[b].d, x[b]);
-  y[r] = sum;
-}
-
-// ---- Repacked rows (Q8_0R / Q4_0R: quant bytes, then the fp16 scales) ------------------------
-// The quant bytes are one plain stream: one full-width load per group, no byte gather. The 16
-// scales of 16 blocks are one 32-byte load and one conversion; each group picks its blocks'
-// scales from them with one vpermps.
-inline uint16_t scale_at(const uint8_t* d, int64_t b) {
-  uint16_t v;
-  __builtin_memcpy(&v, d + 2 * b, 2);
-  return v;
-}
-
-// fp16 scales of blocks [b, b + n), n <= 16, as floats (lanes past n are 0).
-inline __m512 load_scales16(const uint8_t* d, int64_t b, int64_t n) {
-  const __m256i h = n == 16 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + 2 * b))
-                            : _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1), d + 2 * b);
-  return _mm512_cvtph_ps(h);
-}
-
-// The 16 weight scales of a chunk are multiplied by the activation's (dxb) once; each group then
-// picks its lanes' products.
-inline void q8_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* g, const float* dxb,
-                      int64_t groups, const BlockQ8_0* x, int64_t tail, float* y) {
-  const int64_t nb = 2 * groups + tail;
-  const uint8_t* p = W + static_cast<size_t>(r) * stride;
-  const uint8_t* d = p + 32 * nb;
-  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i first = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-  const __m512i two = _mm512_set1_epi32(2);
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t c = 0; c < groups; c += 8) {
-    const int64_t ng = groups - c < 8 ? groups - c : 8;
-    const __m512 sc16 = _mm512_mul_ps(load_scales16(d, 2 * c, 2 * ng), _mm512_load_ps(dxb + 2 * c));
-    __m512i idx = first;  // lanes 0-7: block 2k of the 16, lanes 8-15: block 2k + 1
-    for (int64_t k = c; k < c + ng; ++k) {
-      const uint8_t* q = p + 64 * k;
-      const __m512i wu = _mm512_xor_si512(_mm512_loadu_si512(q), k80);
-      const __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(g[k].corr), wu, _mm512_load_si512(g[k].x));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, sc16), acc);
-      idx = _mm512_add_epi32(idx, two);
-    }
-  }
-  float sum = _mm512_reduce_add_ps(acc);
-  for (int64_t b = 2 * groups; b < nb; ++b)
-    sum += tail_q8_0(reinterpret_cast<const int8_t*>(p) + 32 * b, scale_at(d, b), x[b]);
-  y[r] = sum;
-}
-
-inline void q4_0r_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group* g, const float* dxb,
-                      int64_t groups, const BlockQ8_0* x, int64_t tail, float* y) {
-  const int64_t nb = 4 * groups + tail;
-  const uint8_t* p = W + static_cast<size_t>(r) * stride;
-  const uint8_t* d = p + 16 * nb;
-  const __m512i m4 = _mm512_set1_epi8(0x0f);
-  // lanes 4j..4j+3 of group k of a chunk: block 4k + j of its 16
-  const __m512i idx[4] = {_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-                          _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
-                          _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
-                          _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t c = 0; c < groups; c += 4) {
-    const int64_t ng = groups - c < 4 ? groups - c : 4;
-    const __m512 sc16 = _mm512_mul_ps(load_scales16(d, 4 * c, 4 * ng), _mm512_load_ps(dxb + 4 * c));
-    for (int64_t k = 0; k < ng; ++k) {
-      const uint8_t* q = p + 64 * (c + k);
-      const Q4Group& gk = g[c + k];
-      _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
-      const __m512i v = _mm512_loadu_si512(q);
-      const __m512i lo = _mm512_and_si512(v, m4);
-      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_load_si512(gk.corr), lo, _mm512_load_si512(gk.lo)),
-                                            hi, _mm512_load_si512(gk.hi));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx[k], sc16), acc);
-    }
-  }
-  float sum = _mm512_reduce_add_ps(acc);
-  for (int64_t b = 4 * groups; b < nb; ++b) sum += tail_q4_0(p + 16 * b, scale_at(d, b), x[b]);
   y[r] = sum;
 }
 
@@ -308,21 +229,15 @@ inline void q4_k_row(const uint8_t* W, size_t stride, int64_t r, const Q4KGroup*
 }
 
 // One row at a time (measured on Zen 5: a single row's stream ran 49 GB/s from L2 where
-// interleaving 2 or 4 rows ran 28-34 GB/s, and it is the better stream from memory too). dxb: the
-// activation's block scales as floats, zero-padded to a multiple of 16 blocks (the repacked rows
-// scale 16 blocks at a time).
+// interleaving 2 or 4 rows ran 28-34 GB/s, and it is the better stream from memory too).
 template <class Group, int BlocksPerGroup, void (*Prep)(const BlockQ8_0*, int64_t, Group*),
-          void (*Row)(const uint8_t*, size_t, int64_t, const Group*, const float*, int64_t, const BlockQ8_0*,
-                      int64_t, float*)>
+          void (*Row)(const uint8_t*, size_t, int64_t, const Group*, int64_t, const BlockQ8_0*, int64_t, float*)>
 void matvec(const MatArgs& a) {
   const int64_t groups = a.nb / BlocksPerGroup, tail = a.nb % BlocksPerGroup;
   Group g[kMaxElems / (32 * BlocksPerGroup)];
-  alignas(64) float dxb[kMaxElems / 32 + 16];
   const BlockQ8_0* x = reinterpret_cast<const BlockQ8_0*>(a.X);
   Prep(x, groups, g);
-  for (int64_t b = 0; b < a.nb; ++b) dxb[b] = h2f(x[b].d);
-  for (int64_t b = a.nb; b < (a.nb + 15) / 16 * 16; ++b) dxb[b] = 0.0f;
-  for (int64_t r = a.r0; r < a.r1; ++r) Row(a.W, a.w_stride, r, g, dxb, groups, x, tail, a.Y);
+  for (int64_t r = a.r0; r < a.r1; ++r) Row(a.W, a.w_stride, r, g, groups, x, tail, a.Y);
 }
 
 }  // namespace
@@ -336,10 +251,6 @@ void avx512_matvec_q4_k(const MatArgs& a) {
   prep_q4_k(reinterpret_cast<const BlockQ8_K*>(a.X), a.nb, g);
   for (int64_t r = a.r0; r < a.r1; ++r) q4_k_row(a.W, a.w_stride, r, g, a.nb, a.Y);
 }
-
-void avx512_matvec_q4_0r(const MatArgs& a) { matvec<Q4Group, 4, prep_q4_0, q4_0r_row>(a); }
-
-void avx512_matvec_q8_0r(const MatArgs& a) { matvec<Q8Group, 2, prep_q8_0, q8_0r_row>(a); }
 
 void avx512_matvec_q8_0(const MatArgs& a) { matvec<Q8Group, 2, prep_q8_0, q8_0_row>(a); }
 

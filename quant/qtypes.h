@@ -60,6 +60,57 @@ static_assert(offsetof(BlockQ4_K, dmin) == 2 && offsetof(BlockQ4_K, scales) == 4
               offsetof(BlockQ4_K, qs) == 16);
 static_assert(offsetof(BlockQ8_K, qs) == 4 && offsetof(BlockQ8_K, bsums) == 260);
 
+// ---- Interleaved 16-row layout of Q8_0R / Q4_0R (in memory only; runtime/dtype.h) -------------
+// A matrix whose row count is a multiple of 16 is held as groups of 16 rows; group g takes the
+// same 16 * row_bytes bytes that rows 16g .. 16g + 15 took in the GGUF layout. Inside a group the
+// blocks come in pairs (the last one alone when a row has an odd number of blocks); a pair of
+// blocks b, b + 1 is
+//   [quants of b][quants of b + 1][16 fp16 scales of b][16 fp16 scales of b + 1]
+// and the quants of one block are QB / 4 chunks of 64 bytes (QB = 32 quant bytes per block for
+// Q8_0, 16 for Q4_0): chunk k holds, at bytes 4i .. 4i + 3, bytes 4k .. 4k + 3 of row i's GGUF
+// quant bytes. So one 512-bit load is one int32 lane per row, and a block's dot products for 16
+// rows are QB / 4 (Q8_0) or QB / 2 (Q4_0: low and high nibbles) VNNI instructions against 4
+// broadcast activation bytes each, with no horizontal sums; a pair is 17 (Q8_0) or 9 (Q4_0)
+// whole 64-byte lines, so every load is aligned and a group is one sequential stream.
+inline constexpr int kInterleaveRows = 16;
+
+// Byte offsets, from the start of a row group, of block b's quants and of its 16 scales.
+struct InterleavedBlock {
+  size_t quants;
+  size_t scales;
+};
+
+static inline InterleavedBlock interleaved_block(size_t quant_bytes, int64_t nb, int64_t b) {
+  const size_t q16 = static_cast<size_t>(kInterleaveRows) * quant_bytes;  // one block's quants
+  const size_t pair = static_cast<size_t>(b / 2) * 2 * (q16 + 2 * kInterleaveRows);
+  const size_t in_pair = static_cast<size_t>(b % 2);
+  const size_t blocks_here = (b / 2) * 2 + 1 < nb ? 2 : 1;
+  return {pair + in_pair * q16, pair + blocks_here * q16 + in_pair * 2 * kInterleaveRows};
+}
+
+// Row i (< 16) of a group: block b's GGUF quant bytes gathered into qs[0 .. quant_bytes), and its
+// fp16 scale. The scalar kernels, dequantization and unpacking read rows through this.
+static inline uint16_t interleaved_row_block(const uint8_t* group, size_t quant_bytes, int64_t nb, int64_t b,
+                                             int i, uint8_t* qs) {
+  const InterleavedBlock o = interleaved_block(quant_bytes, nb, b);
+  for (size_t k = 0; k < quant_bytes / 4; ++k)
+    std::memcpy(qs + 4 * k, group + o.quants + 64 * k + 4 * static_cast<size_t>(i), 4);
+  uint16_t d;
+  std::memcpy(&d, group + o.scales + 2 * static_cast<size_t>(i), 2);
+  return d;
+}
+
+// Activations for the Q8_0R / Q4_0R kernels: the Q8_0 block (the same int8 values and the same
+// fp16-rounded scale, as a float) plus the weight format's zero-point term, so the integer dot
+// products can take the weights as unsigned bytes: zsum = -128 * sum(qs) for Q8_0R (weights are
+// fed as w ^ 0x80 = w + 128), -8 * sum(qs) for Q4_0R (nibbles q, value q - 8).
+struct BlockQ8_0Z {
+  int8_t qs[kQK8_0];
+  float d;
+  int32_t zsum;
+};
+static_assert(sizeof(BlockQ8_0Z) == 40, "BlockQ8_0Z must be 40 bytes");
+
 // ---- Q4_K 6-bit scale packing (GGUF) ------------------------------------------------------
 // bytes 0..3 : low 6 bits = sc[0..3], top 2 bits = bits 4..5 of sc[4..7]
 // bytes 4..7 : low 6 bits = m[0..3],  top 2 bits = bits 4..5 of m[4..7]

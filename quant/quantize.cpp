@@ -229,28 +229,7 @@ void quantize_block_q4_k(const float* x, BlockQ4_K& b, bool search) {
       b.qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
 }
 
-// Block i of a Q8_0 / Q4_0 row in the GGUF layout or the repacked one: its quant bytes and fp16
-// scale (read in place: decoding one embedding row per token allocates nothing).
-struct BlockRef {
-  const uint8_t* qs;
-  uint16_t d;
-};
-
-BlockRef block_ref(DType t, const uint8_t* row, int64_t nb, int64_t i) {
-  const int64_t qb = file_type(t) == DType::Q8_0 ? kQK8_0 : kQK4_0 / 2;
-  const bool split = dtype_is_repacked(t);
-  BlockRef b;
-  b.qs = split ? row + qb * i : row + (qb + 2) * i + 2;
-  std::memcpy(&b.d, split ? row + qb * nb + 2 * i : row + (qb + 2) * i, 2);
-  return b;
-}
-
 void quantize_row_impl(DType t, const float* x, void* dst, int64_t n, bool search) {
-  if (dtype_is_repacked(t)) {  // the file type's blocks, then rearranged in place
-    quantize_row_impl(file_type(t), x, dst, n, search);
-    repack_row(file_type(t), dst, n);
-    return;
-  }
   const int64_t nb = n / static_cast<int64_t>(dtype_block_elems(t));
   switch (t) {
     case DType::Q8_0: {
@@ -285,41 +264,61 @@ void check_quant_row(DType t, int64_t n, const char* what) {
                                 std::to_string(be));
 }
 
+namespace {
+
+// A repacked type interleaves 16 rows, so a single row of it cannot be written or read alone.
+void check_not_repacked(DType t, const char* what) {
+  if (dtype_is_repacked(t))
+    throw std::invalid_argument(std::string(what) + ": " + dtype_name(t) +
+                                " interleaves 16 rows; use quantize_tensor_rows / dequantize_matrix_row");
+}
+
+}  // namespace
+
 void quantize_row(DType t, const float* x, void* dst, int64_t n) {
   check_quant_row(t, n, "quantize_row");
+  check_not_repacked(t, "quantize_row");
   quantize_row_impl(t, x, dst, n, true);
 }
 
 void quantize_row_maxabs(DType t, const float* x, void* dst, int64_t n) {
   check_quant_row(t, n, "quantize_row_maxabs");
+  check_not_repacked(t, "quantize_row_maxabs");
   quantize_row_impl(t, x, dst, n, false);
 }
 
+namespace {
+
+// One Q8_0 / Q4_0 block's quant bytes (GGUF order) and scale, decoded into 32 floats.
+void decode_block(DType file, const uint8_t* qs, uint16_t dh, float* y) {
+  const float d = f16_to_f32(dh);
+  if (file == DType::Q8_0) {
+    for (int k = 0; k < kQK8_0; ++k) y[k] = d * static_cast<float>(static_cast<int8_t>(qs[k]));
+    return;
+  }
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * static_cast<float>((qs[j] & 0x0f) - 8);
+    y[j + 16] = d * static_cast<float>((qs[j] >> 4) - 8);
+  }
+}
+
+}  // namespace
+
 void dequantize_row(DType t, const void* src, float* y, int64_t n) {
   check_quant_row(t, n, "dequantize_row");
+  check_not_repacked(t, "dequantize_row");
   const int64_t nb = n / static_cast<int64_t>(dtype_block_elems(t));
-  const auto* row = static_cast<const uint8_t*>(src);
   switch (t) {
-    case DType::Q8_0:
-    case DType::Q8_0R:
-      for (int64_t i = 0; i < nb; ++i) {
-        const BlockRef b = block_ref(t, row, nb, i);
-        const float d = f16_to_f32(b.d);
-        for (int k = 0; k < kQK8_0; ++k) y[i * kQK8_0 + k] = d * static_cast<float>(static_cast<int8_t>(b.qs[k]));
-      }
+    case DType::Q8_0: {
+      const auto* b = static_cast<const BlockQ8_0*>(src);
+      for (int64_t i = 0; i < nb; ++i) decode_block(t, reinterpret_cast<const uint8_t*>(b[i].qs), b[i].d, y + i * kQK8_0);
       break;
-    case DType::Q4_0:
-    case DType::Q4_0R:
-      for (int64_t i = 0; i < nb; ++i) {
-        const BlockRef b = block_ref(t, row, nb, i);
-        const float d = f16_to_f32(b.d);
-        float* yb = y + i * kQK4_0;
-        for (int j = 0; j < 16; ++j) {
-          yb[j] = d * static_cast<float>((b.qs[j] & 0x0f) - 8);
-          yb[j + 16] = d * static_cast<float>((b.qs[j] >> 4) - 8);
-        }
-      }
+    }
+    case DType::Q4_0: {
+      const auto* b = static_cast<const BlockQ4_0*>(src);
+      for (int64_t i = 0; i < nb; ++i) decode_block(t, b[i].qs, b[i].d, y + i * kQK4_0);
       break;
+    }
     case DType::Q4_K: {
       const auto* b = static_cast<const BlockQ4_K*>(src);
       for (int64_t i = 0; i < nb; ++i) {
@@ -343,13 +342,32 @@ void dequantize_row(DType t, const void* src, float* y, int64_t n) {
   }
 }
 
+void dequantize_matrix_row(DType t, const void* matrix, int64_t r, float* y, int64_t n) {
+  check_quant_row(t, n, "dequantize_matrix_row");
+  if (r < 0) throw std::invalid_argument("dequantize_matrix_row: negative row " + std::to_string(r));
+  const size_t rb = dtype_row_bytes(t, static_cast<size_t>(n));
+  if (!dtype_is_repacked(t)) return dequantize_row(t, static_cast<const uint8_t*>(matrix) + static_cast<size_t>(r) * rb, y, n);
+  // Read in place: decoding one embedding row per token allocates nothing.
+  const DType file = file_type(t);
+  const size_t qb = file == DType::Q8_0 ? kQK8_0 : kQK4_0 / 2;
+  const int64_t nb = n / 32;
+  const auto* group = static_cast<const uint8_t*>(matrix) + static_cast<size_t>(r / kInterleaveRows) * kInterleaveRows * rb;
+  uint8_t qs[kQK8_0];
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint16_t d = interleaved_row_block(group, qb, nb, b, static_cast<int>(r % kInterleaveRows), qs);
+    decode_block(file, qs, d, y + b * 32);
+  }
+}
+
 void quantize_tensor_rows(DType t, const float* x, void* dst, int64_t rows, int64_t n) {
   check_quant_row(t, n, "quantize_tensor_rows");
   if (rows < 0) throw std::invalid_argument("quantize_tensor_rows: negative row count");
+  const DType file = file_type(t);  // a repacked type: its file type's rows, interleaved afterwards
   const size_t rb = dtype_row_bytes(t, static_cast<size_t>(n));
   auto* out = static_cast<uint8_t*>(dst);
 #pragma omp parallel for schedule(dynamic, 16)
-  for (int64_t r = 0; r < rows; ++r) quantize_row_impl(t, x + r * n, out + r * rb, n, true);
+  for (int64_t r = 0; r < rows; ++r) quantize_row_impl(file, x + r * n, out + r * rb, n, true);
+  if (file != t) repack_rows(file, dst, rows, n);
 }
 
 }  // namespace jetmoe

@@ -18,11 +18,15 @@ void quantize_row(DType t, const float* x, void* dst, int64_t n);
 // against; same error checks as quantize_row.
 void quantize_row_maxabs(DType t, const float* x, void* dst, int64_t n);
 
-// Decodes n elements of type t. Same error checks.
+// Decodes n elements of type t. Same error checks. The single-row functions refuse the repacked
+// types Q8_0R / Q4_0R, which interleave 16 rows (quant/repack.h).
 void dequantize_row(DType t, const void* src, float* y, int64_t n);
 
+// Decodes row r of a matrix of type t (rows of n elements, any type including the repacked ones).
+void dequantize_matrix_row(DType t, const void* matrix, int64_t r, float* y, int64_t n);
+
 // Quantizes `rows` rows of n floats (row-major, contiguous) into rows of dtype_row_bytes(t, n)
-// bytes, parallel over rows with OpenMP.
+// bytes, parallel over rows with OpenMP. For a repacked type rows must be a multiple of 16.
 void quantize_tensor_rows(DType t, const float* x, void* dst, int64_t rows, int64_t n);
 
 // Throws std::invalid_argument unless t is quantized and n is a non-negative multiple of its block

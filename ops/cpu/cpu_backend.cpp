@@ -29,11 +29,12 @@ void CpuBackend::embed(const int32_t* tokens, int64_t T, const WeightView& table
     if (tokens[t] < 0 || tokens[t] >= V)
       throw std::out_of_range("token id " + std::to_string(tokens[t]) + " is outside the vocabulary 0.." +
                               std::to_string(V - 1));
+    if (dtype_is_quantized(table.dtype)) {  // one row: the table itself stays quantized
+      dequantize_matrix_row(table.dtype, table.data, tokens[t], x + t * H, H);
+      continue;
+    }
     const uint8_t* row = static_cast<const uint8_t*>(table.data) + static_cast<size_t>(tokens[t]) * table.row_bytes();
-    if (dtype_is_quantized(table.dtype))
-      dequantize_row(table.dtype, row, x + t * H, H);  // one row: the table itself stays quantized
-    else
-      float_row_to_f32(table.dtype, row, H, x + t * H);
+    float_row_to_f32(table.dtype, row, H, x + t * H);
   }
 }
 

@@ -23,6 +23,9 @@ using qtest::gaussian;
 // The file formats and the CPU's repacked in-memory forms of Q8_0 / Q4_0 (quant/repack.h).
 constexpr DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q8_0R, DType::Q4_0R};
 
+// The row counts the tests ask for, rounded up to whole 16-row groups for the interleaved types.
+int64_t rows_for(DType t, int64_t rows) { return dtype_is_repacked(t) ? (rows + 15) / 16 * 16 : rows; }
+
 struct Problem {
   DType t;
   int64_t rows, n, T;
@@ -53,7 +56,7 @@ Problem make_problem(DType t, int64_t rows, int64_t n, int64_t T, uint32_t seed,
     quantize_tensor_rows(t, wf.data(), p.W.data(), rows, n);
   }
   p.Wf.resize(static_cast<size_t>(rows * n));
-  for (int64_t r = 0; r < rows; ++r) dequantize_row(t, p.W.data() + r * rb, p.Wf.data() + r * n, n);
+  for (int64_t r = 0; r < rows; ++r) dequantize_matrix_row(t, p.W.data(), r, p.Wf.data() + r * n, n);
 
   auto xf = gaussian(static_cast<size_t>(T * n), seed * 31 + 7, 1.0f);
   if (raw)  // saturate some activations to +-127 to stress int16 intermediate sums
@@ -85,6 +88,8 @@ TEST(QuantActivation, RowBytesAndDecode) {
   EXPECT_EQ(activation_row_bytes(DType::Q8_0, 2048), 64u * 34u);
   EXPECT_EQ(activation_row_bytes(DType::Q4_0, 2048), 64u * 34u);
   EXPECT_EQ(activation_row_bytes(DType::Q4_K, 2048), 8u * 292u);
+  EXPECT_EQ(activation_row_bytes(DType::Q8_0R, 2048), 64u * 40u);
+  EXPECT_EQ(activation_row_bytes(DType::Q4_0R, 2048), 64u * 40u);
   for (DType t : kQuantTypes) {
     const auto x = gaussian(1024, 5);
     std::vector<uint8_t> q(activation_row_bytes(t, 1024));
@@ -92,6 +97,20 @@ TEST(QuantActivation, RowBytesAndDecode) {
     const auto y = qtest::decode_activation(t, q.data(), 1024);
     // max-abs int8 rounding: |error| <= step / 2 = amax / 254 per block (plus fp16 scale rounding)
     EXPECT_LT(std::sqrt(qtest::sq_err(x.data(), y.data(), 1024) / 1024), 0.01) << dtype_name(t);
+    if (dtype_is_repacked(t)) {
+      // The same int8 values and scale as the Q8_0 activation, plus the zero-point term.
+      std::vector<uint8_t> q8(activation_row_bytes(DType::Q8_0, 1024));
+      quantize_activation_row(DType::Q8_0, x.data(), q8.data(), 1024);
+      const auto* z = reinterpret_cast<const BlockQ8_0Z*>(q.data());
+      const auto* b = reinterpret_cast<const BlockQ8_0*>(q8.data());
+      for (int blk = 0; blk < 32; ++blk) {
+        EXPECT_EQ(std::memcmp(z[blk].qs, b[blk].qs, 32), 0);
+        EXPECT_EQ(z[blk].d, f16_to_f32(b[blk].d));
+        int s = 0;
+        for (int k = 0; k < 32; ++k) s += b[blk].qs[k];
+        EXPECT_EQ(z[blk].zsum, -(t == DType::Q8_0R ? 128 : 8) * s);
+      }
+    }
     if (t == DType::Q4_K) {
       const auto* b = reinterpret_cast<const BlockQ8_K*>(q.data());
       for (int blk = 0; blk < 4; ++blk)
@@ -118,14 +137,15 @@ TEST(QuantActivation, BadInput) {
 TEST(QuantDot, ScalarMatchesFloat64OfDequantized) {
   for (DType t : kQuantTypes) {
     for (int64_t n : {256, 512, 2048}) {
-      const Problem p = make_problem(t, 7, n, 3, 11 + static_cast<uint32_t>(n));
-      std::vector<float> Y(3 * 7);
-      qmatmul_isa(CpuIsa::Scalar, t, p.W.data(), 0, 7, n, p.X.data(), 3, Y.data(), 7);
+      const int64_t R = rows_for(t, 7);
+      const Problem p = make_problem(t, R, n, 3, 11 + static_cast<uint32_t>(n));
+      std::vector<float> Y(static_cast<size_t>(3 * R));
+      qmatmul_isa(CpuIsa::Scalar, t, p.W.data(), 0, R, n, p.X.data(), 3, Y.data(), R);
       for (int64_t k = 0; k < 3; ++k)
-        for (int64_t r = 0; r < 7; ++r) {
+        for (int64_t r = 0; r < R; ++r) {
           double ref, mag;
           ref_dot(p, r, k, &ref, &mag);
-          EXPECT_NEAR(Y[k * 7 + r], ref, 1e-4 * mag) << dtype_name(t) << " n " << n;
+          EXPECT_NEAR(Y[k * R + r], ref, 1e-4 * mag) << dtype_name(t) << " n " << n;
         }
     }
   }
@@ -164,12 +184,14 @@ void check_against_scalar(const Problem& p, CpuIsa isa) {
       ASSERT_NEAR(y[r], Ys[k * ldy + r], 1e-5 * mag + 1e-30) << what << " matvec r " << r;
     }
     ASSERT_EQ(y[R], -777.0f);
-    if (R > 2) {
+    // A sub-range: one row in from each end, or one 16-row group for the interleaved types.
+    const int64_t cut = dtype_is_repacked(p.t) ? 16 : 1;
+    if (R > 2 * cut) {
       std::vector<float> z(R, -777.0f);
-      qmatvec_isa(isa, p.t, p.W.data(), 1, R - 1, n, p.X.data() + k * ab, z.data());
-      ASSERT_EQ(z[0], -777.0f) << what;
-      ASSERT_EQ(z[R - 1], -777.0f) << what;
-      for (int64_t r = 1; r < R - 1; ++r) ASSERT_EQ(z[r], y[r]) << what << " sub-range r " << r;
+      qmatvec_isa(isa, p.t, p.W.data(), cut, R - cut, n, p.X.data() + k * ab, z.data());
+      ASSERT_EQ(z[cut - 1], -777.0f) << what;
+      ASSERT_EQ(z[R - cut], -777.0f) << what;
+      for (int64_t r = cut; r < R - cut; ++r) ASSERT_EQ(z[r], y[r]) << what << " sub-range r " << r;
     }
   }
 }
@@ -181,7 +203,20 @@ TEST(QuantDot, EveryIsaMatchesScalarGaussian) {
       for (int64_t n : {256, 512, 2048})
         for (int64_t rows : {1, 7, 33})
           for (int64_t T : {1, 3, 5, 17})
-            check_against_scalar(make_problem(t, rows, n, T, static_cast<uint32_t>(rows * 1000 + T * 10 + n)), isa);
+            check_against_scalar(make_problem(t, rows_for(t, rows), n, T, static_cast<uint32_t>(rows * 1000 + T * 10 + n)), isa);
+  }
+}
+
+TEST(QuantDot, InterleavedTypesTakeWholeGroups) {
+  // 80 rows = 5 groups: the prefill kernels pair groups, so an odd group count takes the
+  // one-group tile; T = 7 takes the 4-, 2- and 1-token tiles.
+  for (CpuIsa isa : supported_isas())
+    for (DType t : {DType::Q8_0R, DType::Q4_0R}) check_against_scalar(make_problem(t, 80, 512, 7, 41), isa);
+  const Problem p = make_problem(DType::Q8_0R, 32, 256, 1, 3);
+  std::vector<float> y(32);
+  for (CpuIsa isa : supported_isas()) {
+    EXPECT_THROW(qmatvec_isa(isa, p.t, p.W.data(), 0, 8, 256, p.X.data(), y.data()), std::invalid_argument);
+    EXPECT_THROW(qmatmul_isa(isa, p.t, p.W.data(), 4, 16, 256, p.X.data(), 1, y.data(), 32), std::invalid_argument);
   }
 }
 
@@ -190,13 +225,39 @@ TEST(QuantDot, EveryIsaMatchesScalarOddBlockCounts) {
   for (CpuIsa isa : supported_isas())
     for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q8_0R, DType::Q4_0R})
       for (int64_t n : {32, 96, 352, 800})
-        for (int64_t T : {1, 2, 5}) check_against_scalar(make_problem(t, 9, n, T, 5 + static_cast<uint32_t>(n)), isa);
+        for (int64_t T : {1, 2, 5}) check_against_scalar(make_problem(t, rows_for(t, 9), n, T, 5 + static_cast<uint32_t>(n)), isa);
 }
 
 TEST(QuantDot, EveryIsaMatchesScalarRawBitPatterns) {
   for (CpuIsa isa : supported_isas())
     for (DType t : kQuantTypes)
-      for (int64_t T : {1, 4, 6}) check_against_scalar(make_problem(t, 13, 1024, T, 99 + static_cast<uint32_t>(T), true), isa);
+      for (int64_t T : {1, 4, 6}) check_against_scalar(make_problem(t, rows_for(t, 13), 1024, T, 99 + static_cast<uint32_t>(T), true), isa);
+}
+
+TEST(QuantDot, EveryIsaReadsWeightsAtAnyAlignment) {
+  // Mapped GGUF tensors start at the file's alignment (32 bytes by default), not at a cache line;
+  // owned buffers at 64. The kernels must give the same sums at every start offset.
+  for (CpuIsa isa : supported_isas())
+    for (DType t : kQuantTypes)
+      for (size_t offset : {size_t{0}, size_t{2}, size_t{32}}) {
+        Problem p = make_problem(t, rows_for(t, 33), 512, 6, 77);
+        std::vector<uint8_t> shifted(p.W.size() + 64 + offset);
+        const size_t base = (64 - reinterpret_cast<uintptr_t>(shifted.data()) % 64) % 64 + offset;
+        std::copy(p.W.begin(), p.W.end(), shifted.begin() + static_cast<std::ptrdiff_t>(base));
+        const int64_t R = p.rows;
+        std::vector<float> want(static_cast<size_t>(6 * R)), got(want.size()), one(static_cast<size_t>(R));
+        qmatmul_isa(CpuIsa::Scalar, t, p.W.data(), 0, R, 512, p.X.data(), 6, want.data(), R);
+        qmatmul_isa(isa, t, shifted.data() + base, 0, R, 512, p.X.data(), 6, got.data(), R);
+        qmatvec_isa(isa, t, shifted.data() + base, 0, R, 512, p.X.data(), one.data());
+        for (int64_t k = 0; k < 6; ++k)
+          for (int64_t r = 0; r < R; ++r) {
+            double ref, mag;
+            ref_dot(p, r, k, &ref, &mag);
+            ASSERT_NEAR(got[k * R + r], want[k * R + r], 1e-5 * mag + 1e-30)
+                << isa_name(isa) << " " << dtype_name(t) << " offset " << offset << " r " << r << " t " << k;
+            if (k == 0) ASSERT_NEAR(one[r], want[r], 1e-5 * mag + 1e-30) << isa_name(isa) << " matvec " << dtype_name(t);
+          }
+      }
 }
 
 TEST(QuantDot, DispatchUsesActiveIsa) {

@@ -1,5 +1,6 @@
-// The repacked in-memory forms Q8_0R / Q4_0R (quant/repack.h): exact byte layout, lossless both
-// ways, the same values through quantize/dequantize, and the type choice per ISA.
+// The repacked in-memory forms Q8_0R / Q4_0R (quant/repack.h: 16 rows interleaved, layout in
+// quant/qtypes.h): exact byte layout, lossless both ways, the same values through
+// quantize/dequantize, and the type choice per ISA and row count.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -38,64 +39,90 @@ TEST(Repack, TypeMapping) {
   const CpuIsa saved = active_isa();
   for (CpuIsa isa : supported_isas()) {
     set_active_isa(isa);
-    EXPECT_EQ(cpu_memory_type(DType::Q8_0), isa == CpuIsa::Avx512 ? DType::Q8_0R : DType::Q8_0);
-    EXPECT_EQ(cpu_memory_type(DType::Q4_K), DType::Q4_K);
+    EXPECT_EQ(cpu_memory_type(DType::Q8_0, 4096), isa == CpuIsa::Avx512 ? DType::Q8_0R : DType::Q8_0);
+    EXPECT_EQ(cpu_memory_type(DType::Q4_0, 32), isa == CpuIsa::Avx512 ? DType::Q4_0R : DType::Q4_0);
+    EXPECT_EQ(cpu_memory_type(DType::Q8_0, 300), DType::Q8_0);  // not whole 16-row groups
+    EXPECT_EQ(cpu_memory_type(DType::Q4_0, 24), DType::Q4_0);
+    EXPECT_EQ(cpu_memory_type(DType::Q4_K, 4096), DType::Q4_K);
   }
   set_active_isa(saved);
 }
 
-// Every quant byte and scale lands where runtime/dtype.h says: block b's quant bytes at qb*b,
-// its scale at qb*nb + 2b; and unpack_row restores the GGUF bytes exactly.
+// Every quant byte and scale lands where quant/qtypes.h says, written out here independently of
+// interleaved_block(): in group g, blocks come in pairs [quants b][quants b+1][scales b][scales
+// b+1] (an odd last block alone: [quants][scales]); chunk k of a block's quants holds bytes
+// 4k..4k+3 of each row i at 4i; scales are row i's fp16 at 2i. unpack_row restores the GGUF bytes.
 TEST(Repack, LayoutIsExactAndLossless) {
   for (DType t : {DType::Q8_0, DType::Q4_0}) {
     const size_t qb = t == DType::Q8_0 ? 32 : 16, bb = qb + 2;
     for (int64_t n : {32, 96, 2048}) {
-      const int64_t rows = 3, nb = n / 32;
+      const int64_t rows = 48, nb = n / 32;
       const size_t rb = dtype_row_bytes(t, static_cast<size_t>(n));
       const auto orig = random_bytes(rb * rows, static_cast<uint32_t>(n) + static_cast<uint32_t>(qb));
       auto packed = orig;
       repack_rows(t, packed.data(), rows, n);
       for (int64_t r = 0; r < rows; ++r) {
         const uint8_t* o = orig.data() + r * rb;
-        const uint8_t* p = packed.data() + r * rb;
+        const uint8_t* G = packed.data() + (r / 16) * 16 * rb;
+        const size_t i = static_cast<size_t>(r % 16);
         for (int64_t b = 0; b < nb; ++b) {
-          ASSERT_EQ(std::memcmp(p + qb * b, o + bb * b + 2, qb), 0) << dtype_name(t) << " block " << b;
-          ASSERT_EQ(std::memcmp(p + qb * nb + 2 * b, o + bb * b, 2), 0) << dtype_name(t) << " scale " << b;
+          const size_t pair_start = static_cast<size_t>(b / 2) * 2 * 16 * bb;
+          const size_t in_pair = static_cast<size_t>(b % 2);
+          const size_t blocks_in_pair = (b / 2) * 2 + 1 < nb ? 2 : 1;
+          const size_t quants = pair_start + in_pair * 16 * qb;
+          const size_t scales = pair_start + blocks_in_pair * 16 * qb + in_pair * 32;
+          for (size_t k = 0; k < qb / 4; ++k)
+            ASSERT_EQ(std::memcmp(G + quants + 64 * k + 4 * i, o + bb * b + 2 + 4 * k, 4), 0)
+                << dtype_name(t) << " n " << n << " row " << r << " block " << b << " chunk " << k;
+          ASSERT_EQ(std::memcmp(G + scales + 2 * i, o + bb * b, 2), 0) << dtype_name(t) << " scale " << b;
         }
         std::vector<uint8_t> back(rb);
-        unpack_row(repacked_type(t), p, back.data(), n);
-        ASSERT_EQ(std::memcmp(back.data(), o, rb), 0) << dtype_name(t) << " n " << n;
+        unpack_row(repacked_type(t), packed.data(), r, back.data(), n);
+        ASSERT_EQ(std::memcmp(back.data(), o, rb), 0) << dtype_name(t) << " n " << n << " row " << r;
       }
-      // The single-row form agrees with the many-row one.
-      auto one = orig;
-      repack_row(t, one.data() + rb, n);
-      EXPECT_EQ(std::memcmp(one.data() + rb, packed.data() + rb, rb), 0);
+      // Groups stay in place: repacking rows 16..47 alone gives the same bytes there.
+      auto tail = orig;
+      repack_rows(t, tail.data() + 16 * rb, 32, n);
+      EXPECT_EQ(std::memcmp(tail.data() + 16 * rb, packed.data() + 16 * rb, 32 * rb), 0);
+      EXPECT_EQ(std::memcmp(tail.data(), orig.data(), 16 * rb), 0);
     }
   }
 }
 
 TEST(Repack, QuantizeAndDequantizeSeeTheSameValues) {
-  const auto x = qtest::gaussian(1024, 17, 0.1f);
+  const int64_t rows = 32, n = 1024;
+  const auto x = qtest::gaussian(static_cast<size_t>(rows * n), 17, 0.1f);
   for (DType t : {DType::Q8_0, DType::Q4_0}) {
-    std::vector<uint8_t> a(dtype_row_bytes(t, 1024)), b(a.size());
-    quantize_row(t, x.data(), a.data(), 1024);
-    quantize_row(repacked_type(t), x.data(), b.data(), 1024);
+    const size_t rb = dtype_row_bytes(t, n);
+    std::vector<uint8_t> a(rb * rows), b(a.size());
+    quantize_tensor_rows(t, x.data(), a.data(), rows, n);
+    quantize_tensor_rows(repacked_type(t), x.data(), b.data(), rows, n);
     auto a_packed = a;
-    repack_row(t, a_packed.data(), 1024);
+    repack_rows(t, a_packed.data(), rows, n);
     EXPECT_EQ(a_packed, b) << dtype_name(t);
-    std::vector<float> ya(1024), yb(1024);
-    dequantize_row(t, a.data(), ya.data(), 1024);
-    dequantize_row(repacked_type(t), b.data(), yb.data(), 1024);
-    EXPECT_EQ(ya, yb) << dtype_name(t);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<float> ya(n), yb(n), yc(n);
+      dequantize_row(t, a.data() + r * rb, ya.data(), n);
+      dequantize_matrix_row(repacked_type(t), b.data(), r, yb.data(), n);
+      dequantize_matrix_row(t, a.data(), r, yc.data(), n);
+      ASSERT_EQ(ya, yb) << dtype_name(t) << " row " << r;
+      ASSERT_EQ(ya, yc) << dtype_name(t) << " row " << r;
+    }
   }
 }
 
 TEST(Repack, BadInput) {
-  std::vector<uint8_t> buf(4096);
-  EXPECT_THROW(repack_rows(DType::Q4_K, buf.data(), 1, 256), std::invalid_argument);
-  EXPECT_THROW(repack_rows(DType::Q8_0R, buf.data(), 1, 64), std::invalid_argument);
-  EXPECT_THROW(repack_rows(DType::Q8_0, buf.data(), 1, 40), std::invalid_argument);
-  EXPECT_THROW(unpack_row(DType::Q8_0, buf.data(), buf.data() + 100, 64), std::invalid_argument);
+  std::vector<uint8_t> buf(34 * 16 * 4);
+  std::vector<float> y(64);
+  EXPECT_THROW(repack_rows(DType::Q4_K, buf.data(), 16, 256), std::invalid_argument);
+  EXPECT_THROW(repack_rows(DType::Q8_0R, buf.data(), 16, 64), std::invalid_argument);
+  EXPECT_THROW(repack_rows(DType::Q8_0, buf.data(), 16, 40), std::invalid_argument);
+  EXPECT_THROW(repack_rows(DType::Q8_0, buf.data(), 8, 64), std::invalid_argument);  // half a group
+  EXPECT_THROW(unpack_row(DType::Q8_0, buf.data(), 0, buf.data() + 100, 64), std::invalid_argument);
+  // A single row of an interleaved type cannot be written or read alone.
+  EXPECT_THROW(quantize_row(DType::Q8_0R, y.data(), buf.data(), 64), std::invalid_argument);
+  EXPECT_THROW(dequantize_row(DType::Q4_0R, buf.data(), y.data(), 64), std::invalid_argument);
+  EXPECT_THROW(quantize_tensor_rows(DType::Q4_0R, y.data(), buf.data(), 1, 64), std::invalid_argument);
 }
 
 }  // namespace
