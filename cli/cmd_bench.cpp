@@ -8,7 +8,9 @@
 // each -r times after an untimed warm-up, reporting median, min-max and standard deviation.
 // Decode also reports the weight bytes read per token (ModelFiles::bytes_per_token: selected
 // experts + shared parts + head), the GB/s that implies, and its ratio to a streaming-read probe
-// run just before at the same thread count. --busy adds a decode row with another process
+// at the same thread count, measured right before and right after each repetition (the ratio is
+// the median over repetitions of achieved / the mean of its two probes: on a shared machine the
+// bandwidth moves from one minute to the next, so each repetition is held against its own). --busy adds a decode row with another process
 // spinning on one core. -ctk/-ctv list KV cache types to compare; -d runs both tests after that
 // many tokens already in the cache (llama-bench's depth: one real prefill fills it, each
 // repetition rolls back to it), and decode then also counts the KV cache bytes it reads.
@@ -298,7 +300,9 @@ void run_bench(BenchOptions& o) {
             if (o.n_prompt > 0) run.prefill(cache, std::min(o.n_prompt, 64));
             if (o.n_gen > 0) run.decode(cache, 4);
           }
-          auto emit = [&](const std::string& test, bool decode, int n, const std::vector<double>& samples, bool busy) {
+          // paired: the probe around each repetition (decode rows; empty for prefill)
+          auto emit = [&](const std::string& test, bool decode, int n, const std::vector<double>& samples,
+                          const std::vector<double>& paired, bool busy) {
             const Stats s = summarize(samples);
             nlohmann::ordered_json r;
             r["model"] = L.name;
@@ -326,18 +330,27 @@ void run_bench(BenchOptions& o) {
               r["weight_bytes_per_token"] = bpt;
               r["kv_bytes_per_token"] = kv_bytes_per_token;
               r["achieved_gbps"] = streamed * s.median / 1e9;
-              r["bandwidth_ratio"] = bw.median_gbps > 0 ? streamed * s.median / 1e9 / bw.median_gbps : 0.0;
+              std::vector<double> ratios;
+              for (size_t i = 0; i < samples.size() && i < paired.size(); ++i)
+                if (paired[i] > 0) ratios.push_back(streamed * samples[i] / 1e9 / paired[i]);
+              const Stats pb = summarize(paired), rs = summarize(ratios);
+              r["paired_bandwidth_gbps"] = {{"median", pb.median}, {"min", pb.min}, {"max", pb.max}, {"samples", pb.samples}};
+              r["bandwidth_ratio"] = rs.median;
+              r["bandwidth_ratio_samples"] = rs.samples;
             }
             report["results"].push_back(r);
           };
           auto repeat = [&](const std::string& test, bool decode, int n, bool busy) {
-            std::vector<double> samples;
+            std::vector<double> samples, paired;
             for (int rep = 0; rep < o.reps; ++rep) {
+              const double before = decode ? probe.measure(o.bw_passes).median_gbps : 0.0;
               samples.push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
-              std::fprintf(stderr, "bench: %s %s kv %s t=%d %s rep %d/%d: %.2f tok/s\n", L.name.c_str(), L.type.c_str(),
-                           kv_name.c_str(), nt, test.c_str(), rep + 1, o.reps, samples.back());
+              if (decode) paired.push_back(0.5 * (before + probe.measure(o.bw_passes).median_gbps));
+              std::fprintf(stderr, "bench: %s %s kv %s t=%d %s rep %d/%d: %.2f tok/s%s\n", L.name.c_str(), L.type.c_str(),
+                           kv_name.c_str(), nt, test.c_str(), rep + 1, o.reps, samples.back(),
+                           decode ? fmt(" (read probe around it %.1f GB/s)", paired.back()).c_str() : "");
             }
-            emit(test, decode, n, samples, busy);
+            emit(test, decode, n, samples, paired, busy);
           };
           const std::string at = o.depth > 0 ? " @ d" + std::to_string(o.depth) : "";
           if (o.n_prompt > 0) repeat("pp" + std::to_string(o.n_prompt) + at, false, o.n_prompt, false);
@@ -373,10 +386,12 @@ void run_bench(BenchOptions& o) {
                 decode ? "-" : fmt("%.1f", r["gflops_per_second"].get<double>()).c_str(),
                 decode ? bytes_text(r["weight_bytes_per_token"].get<double>()).c_str() : "-",
                 decode ? bytes_text(r["kv_bytes_per_token"].get<double>()).c_str() : "-",
-                decode ? fmt("%.1f", r["achieved_gbps"].get<double>()).c_str() : "-", r["bandwidth_gbps"].get<double>(),
+                decode ? fmt("%.1f", r["achieved_gbps"].get<double>()).c_str() : "-",
+                decode ? r["paired_bandwidth_gbps"]["median"].get<double>() : r["bandwidth_gbps"].get<double>(),
                 decode ? fmt("%.0f%%", 100.0 * r["bandwidth_ratio"].get<double>()).c_str() : "-");
   }
-  std::printf("\nisa %s, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB, median of %d passes\n",
+  std::printf("\nisa %s, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB, median of %d passes "
+              "(decode rows: the probes around each repetition, and of BW = median of the per-repetition ratios)\n",
               report["isa"].get<std::string>().c_str(), wait_policy ? wait_policy : "(unset)",
               report["openblas_core"].get<std::string>().c_str(), o.bw_gib, o.bw_passes);
 }

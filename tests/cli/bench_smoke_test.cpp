@@ -55,6 +55,14 @@ TEST(BenchSmoke, GoldenCheckpointJsonFields) {
       EXPECT_GT(r["weight_bytes_per_token"].get<double>(), 0.0);
       EXPECT_GT(r["achieved_gbps"].get<double>(), 0.0);
       EXPECT_GT(r["bandwidth_ratio"].get<double>(), 0.0);
+      // One read probe around each repetition, and the ratio is that repetition's against it.
+      ASSERT_EQ(r["paired_bandwidth_gbps"]["samples"].size(), 1u);
+      const double paired = r["paired_bandwidth_gbps"]["samples"][0].get<double>();
+      EXPECT_GT(paired, 0.0);
+      ASSERT_EQ(r["bandwidth_ratio_samples"].size(), 1u);
+      const double streamed = r["weight_bytes_per_token"].get<double>() + r["kv_bytes_per_token"].get<double>();
+      EXPECT_NEAR(r["bandwidth_ratio"].get<double>(), streamed * t["median"].get<double>() / 1e9 / paired,
+                  1e-9 * r["bandwidth_ratio"].get<double>());
       if (test == "tg4-busy") {
         ++busy;
         EXPECT_TRUE(r["busy_neighbour"].get<bool>());
