@@ -191,7 +191,7 @@ void bm_router(benchmark::State& st, int64_t T) {
 }
 
 void register_all() {
-  const DType qtypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q8_0R, DType::Q4_0R};
+  const DType qtypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q8_0R, DType::Q4_0R, DType::Q4_KR};
   const DType ftypes[] = {DType::F32, DType::BF16, DType::F16};
   for (CpuIsa isa : supported_isas()) {
     const std::string is = isa_name(isa);

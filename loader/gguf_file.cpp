@@ -110,6 +110,7 @@ uint32_t ggml_type_of(DType t) {
     case DType::BF16: return 30;
     case DType::Q8_0R:
     case DType::Q4_0R:
+    case DType::Q4_KR:
       throw std::logic_error(std::string("ggml_type_of: ") + dtype_name(t) +
                              " is an in-memory layout; files hold the block layout (quant/repack.h)");
   }

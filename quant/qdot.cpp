@@ -21,6 +21,7 @@ int type_index(DType t) {
     case DType::Q4_K: return 2;
     case DType::Q8_0R: return 3;
     case DType::Q4_0R: return 4;
+    case DType::Q4_KR: return 5;
     default: return -1;
   }
 }
@@ -83,6 +84,17 @@ void quantize_q8_k_blocks(const float* x, BlockQ8_K* b, int64_t nb) {
   }
 }
 
+// Q8_K blocks with the sums of each 32-element sub-block, for the interleaved Q4_KR kernels.
+void quantize_q8_ks_blocks(const float* x, BlockQ8_KS* b, int64_t nb) {
+  BlockQ8_K q;
+  for (int64_t i = 0; i < nb; ++i) {
+    quantize_q8_k_blocks(x + i * kQK_K, &q, 1);
+    b[i].d = q.d;
+    std::memcpy(b[i].qs, q.qs, kQK_K);
+    for (int j = 0; j < 8; ++j) b[i].ssum[j] = static_cast<int16_t>(q.bsums[2 * j] + q.bsums[2 * j + 1]);
+  }
+}
+
 const qdot_detail::KernelTable& table_for(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::Avx512: return qdot_detail::avx512_kernels();
@@ -123,6 +135,7 @@ qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, in
 size_t activation_row_bytes(DType wtype, int64_t n) {
   check_quant_row(wtype, n, "activation_row_bytes");
   if (wtype == DType::Q4_K) return static_cast<size_t>(n / kQK_K) * sizeof(BlockQ8_K);
+  if (wtype == DType::Q4_KR) return static_cast<size_t>(n / kQK_K) * sizeof(BlockQ8_KS);
   if (dtype_is_repacked(wtype)) return static_cast<size_t>(n / kQK8_0) * sizeof(BlockQ8_0Z);
   return static_cast<size_t>(n / kQK8_0) * sizeof(BlockQ8_0);
 }
@@ -131,6 +144,8 @@ void quantize_activation_row(DType wtype, const float* x, void* dst, int64_t n) 
   check_quant_row(wtype, n, "quantize_activation_row");
   if (wtype == DType::Q4_K)
     quantize_q8_k_blocks(x, static_cast<BlockQ8_K*>(dst), n / kQK_K);
+  else if (wtype == DType::Q4_KR)
+    quantize_q8_ks_blocks(x, static_cast<BlockQ8_KS*>(dst), n / kQK_K);
   else if (dtype_is_repacked(wtype))
     quantize_q8_0z_blocks(x, static_cast<BlockQ8_0Z*>(dst), n / kQK8_0, wtype == DType::Q8_0R ? 128 : 8);
   else

@@ -172,10 +172,10 @@ struct Q4_KK {
 
 const KernelTable& avx2_kernels() {
   static const KernelTable t = {
-      // The repacked types (3, 4) are only made when the AVX-512 kernels run; here (a forced ISA)
-      // the scalar kernels read them.
-      {drive<Q8_0K, 4, 1>, drive<Q4_0K, 4, 1>, drive<Q4_KK, 2, 1>, scalar_q8_0r, scalar_q4_0r},
-      {drive<Q8_0K, 2, 4>, drive<Q4_0K, 2, 4>, drive<Q4_KK, 1, 4>, scalar_q8_0r, scalar_q4_0r},
+      // The repacked types (3, 4, 5) are only made when the AVX-512 kernels run; here (a forced
+      // ISA) the scalar kernels read them.
+      {drive<Q8_0K, 4, 1>, drive<Q4_0K, 4, 1>, drive<Q4_KK, 2, 1>, scalar_q8_0r, scalar_q4_0r, scalar_q4_kr},
+      {drive<Q8_0K, 2, 4>, drive<Q4_0K, 2, 4>, drive<Q4_KK, 1, 4>, scalar_q8_0r, scalar_q4_0r, scalar_q4_kr},
   };
   return t;
 }

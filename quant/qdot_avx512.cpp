@@ -59,7 +59,8 @@ inline __m512i load_pair_nibbles(const uint8_t* p0, const uint8_t* p1, bool two)
 }
 
 // Where block b of a weight row keeps its quant bytes and fp16 scale (the GGUF block layout; the
-// interleaved Q8_0R / Q4_0R have their own kernels, qdot_interleaved_avx512.cpp).
+// interleaved Q8_0R / Q4_0R / Q4_KR have their own kernels, qdot_interleaved_avx512.cpp and
+// qdot_q4kr_avx512.cpp).
 template <class Block, int QBytes>
 struct BlockLayout {
   static const uint8_t* qs(const uint8_t* row, int64_t, int64_t b) {
@@ -230,11 +231,11 @@ void matvec(const MatArgs& a) {
 const KernelTable& avx512_kernels() {
   static const KernelTable t = {
       {matvec<avx512_matvec_q8_0, Q8_0Blocks, 4, kQK8_0>, matvec<avx512_matvec_q4_0, Q4_0Blocks, 4, kQK4_0>,
-       matvec<avx512_matvec_q4_k, Q4_KK, 4, kQK_K>, avx512_matvec_q8_0r, avx512_matvec_q4_0r},
+       matvec<avx512_matvec_q4_k, Q4_KK, 4, kQK_K>, avx512_matvec_q8_0r, avx512_matvec_q4_0r, avx512_matvec_q4_kr},
       // Prefill: 4 rows x 4 tokens per register tile (measured on Zen 5 at T = 128, one thread:
       // 1.13-1.27x the 2 x 4 tile; 2 x 8, 3 x 4, 4 x 3 and 2 x 6 in between, 1 x 8 slower).
       {drive<Q8_0Blocks, 4, 4>, drive<Q4_0Blocks, 4, 4>, drive<Q4_KK, 4, 4>, avx512_matmul_q8_0r,
-       avx512_matmul_q4_0r},
+       avx512_matmul_q4_0r, avx512_matmul_q4_kr},
   };
   return t;
 }

@@ -31,17 +31,18 @@ struct MatArgs {
 
 using KernelFn = void (*)(const MatArgs&);
 
-// Index by weight type: 0 = Q8_0, 1 = Q4_0, 2 = Q4_K, 3 = Q8_0R, 4 = Q4_0R (the interleaved
-// layouts; their activations are BlockQ8_0Z rows).
+// Index by weight type: 0 = Q8_0, 1 = Q4_0, 2 = Q4_K, 3 = Q8_0R, 4 = Q4_0R, 5 = Q4_KR (the
+// interleaved layouts; their activations are BlockQ8_0Z / BlockQ8_KS rows).
 struct KernelTable {
-  KernelFn matvec[5];
-  KernelFn matmul[5];
+  KernelFn matvec[6];
+  KernelFn matmul[6];
 };
 
 const KernelTable& scalar_kernels();
 // The scalar kernels of the repacked types (matvec and matmul alike), for the other tables.
 void scalar_q8_0r(const MatArgs& a);
 void scalar_q4_0r(const MatArgs& a);
+void scalar_q4_kr(const MatArgs& a);
 const KernelTable& avx2_kernels();    // scalar table when built without AVX2
 const KernelTable& avx512_kernels();  // scalar table when built without AVX-512
 
@@ -57,6 +58,9 @@ void avx512_matvec_q8_0r(const MatArgs& a);
 void avx512_matvec_q4_0r(const MatArgs& a);
 void avx512_matmul_q8_0r(const MatArgs& a);
 void avx512_matmul_q4_0r(const MatArgs& a);
+// ... and of Q4_KR (qdot_q4kr_avx512.cpp).
+void avx512_matvec_q4_kr(const MatArgs& a);
+void avx512_matmul_q4_kr(const MatArgs& a);
 
 // Drives K::tile<NR, NT>(args, r, t), which computes the NR x NT outputs for rows r.. and
 // tokens t.., over the whole job; leftovers use smaller tiles.

@@ -85,12 +85,40 @@ float dot_q4_0r(const uint8_t* group, int i, const BlockQ8_0Z* x, int64_t nb) {
   return acc;
 }
 
-template <float (*Dot)(const uint8_t*, int, const BlockQ8_0Z*, int64_t)>
+// Q4_KR: the GGUF super-block gathered back from the group, then the Q4_K sum; the activations'
+// 32-element sums stand in for the pairs of 16-element ones.
+float dot_q4_kr(const uint8_t* group, int i, const BlockQ8_KS* x, int64_t nb) {
+  float acc = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    BlockQ4_K w;
+    q4kr_row_block(group, b, i, &w);
+    uint8_t sm[16];
+    q4k_unpack_scales(w.scales, sm);
+    int32_t sumi = 0, summ = 0;
+    for (int c = 0; c < 4; ++c) {
+      const uint8_t* q = w.qs + 32 * c;
+      const int8_t* a = x[b].qs + 64 * c;
+      int32_t s_lo = 0, s_hi = 0;
+      for (int l = 0; l < 32; ++l) {
+        s_lo += (q[l] & 0x0f) * static_cast<int32_t>(a[l]);
+        s_hi += (q[l] >> 4) * static_cast<int32_t>(a[32 + l]);
+      }
+      sumi += sm[2 * c] * s_lo + sm[2 * c + 1] * s_hi;
+    }
+    for (int j = 0; j < 8; ++j) summ += sm[8 + j] * x[b].ssum[j];
+    const float d = f16_to_f32(w.d) * x[b].d;
+    const float dmin = f16_to_f32(w.dmin) * x[b].d;
+    acc += d * static_cast<float>(sumi) - dmin * static_cast<float>(summ);
+  }
+  return acc;
+}
+
+template <class XB, float (*Dot)(const uint8_t*, int, const XB*, int64_t)>
 void run_interleaved(const MatArgs& a) {
   for (int64_t r = a.r0; r < a.r1; ++r) {
     const uint8_t* group = a.W + static_cast<size_t>(r / kInterleaveRows) * kInterleaveRows * a.w_stride;
     for (int64_t t = 0; t < a.T; ++t) {
-      const auto* x = reinterpret_cast<const BlockQ8_0Z*>(a.X + t * a.x_stride);
+      const auto* x = reinterpret_cast<const XB*>(a.X + t * a.x_stride);
       a.Y[t * a.ldy + r] = Dot(group, static_cast<int>(r % kInterleaveRows), x, a.nb);
     }
   }
@@ -109,15 +137,16 @@ void run(const MatArgs& a) {
 
 }  // namespace
 
-void scalar_q8_0r(const MatArgs& a) { run_interleaved<dot_q8_0r>(a); }
-void scalar_q4_0r(const MatArgs& a) { run_interleaved<dot_q4_0r>(a); }
+void scalar_q8_0r(const MatArgs& a) { run_interleaved<BlockQ8_0Z, dot_q8_0r>(a); }
+void scalar_q4_0r(const MatArgs& a) { run_interleaved<BlockQ8_0Z, dot_q4_0r>(a); }
+void scalar_q4_kr(const MatArgs& a) { run_interleaved<BlockQ8_KS, dot_q4_kr>(a); }
 
 const KernelTable& scalar_kernels() {
   static const KernelTable t = {
       {run<BlockQ8_0, BlockQ8_0, dot_q8_0>, run<BlockQ4_0, BlockQ8_0, dot_q4_0>,
-       run<BlockQ4_K, BlockQ8_K, dot_q4_k>, scalar_q8_0r, scalar_q4_0r},
+       run<BlockQ4_K, BlockQ8_K, dot_q4_k>, scalar_q8_0r, scalar_q4_0r, scalar_q4_kr},
       {run<BlockQ8_0, BlockQ8_0, dot_q8_0>, run<BlockQ4_0, BlockQ8_0, dot_q4_0>,
-       run<BlockQ4_K, BlockQ8_K, dot_q4_k>, scalar_q8_0r, scalar_q4_0r},
+       run<BlockQ4_K, BlockQ8_K, dot_q4_k>, scalar_q8_0r, scalar_q4_0r, scalar_q4_kr},
   };
   return t;
 }

@@ -1,7 +1,7 @@
 // AVX-512 VNNI decode kernels (one token, T = 1): the hot loop of batch-1 decoding, which must
 // stream weights at memory speed. For Q8_0 and Q4_0 in the GGUF block layout (mmapped files) and
-// for Q4_K; the interleaved in-memory layouts Q8_0R / Q4_0R have their own kernels in
-// qdot_interleaved_avx512.cpp.
+// for Q4_K; the interleaved in-memory layouts Q8_0R / Q4_0R / Q4_KR have their own kernels in
+// qdot_interleaved_avx512.cpp and qdot_q4kr_avx512.cpp.
 //
 // Why separate kernels from the register-tiled qmatmul: at T = 1 nothing is shared between
 // tokens, so all per-block work that depends only on the activation is done once per call

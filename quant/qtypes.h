@@ -60,7 +60,7 @@ static_assert(offsetof(BlockQ4_K, dmin) == 2 && offsetof(BlockQ4_K, scales) == 4
               offsetof(BlockQ4_K, qs) == 16);
 static_assert(offsetof(BlockQ8_K, qs) == 4 && offsetof(BlockQ8_K, bsums) == 260);
 
-// ---- Interleaved 16-row layout of Q8_0R / Q4_0R (in memory only; runtime/dtype.h) -------------
+// ---- Interleaved 16-row layout of Q8_0R / Q4_0R (in memory only; runtime/dtype.h; Q4_KR below) --
 // A matrix whose row count is a multiple of 16 is held as groups of 16 rows; group g takes the
 // same 16 * row_bytes bytes that rows 16g .. 16g + 15 took in the GGUF layout. Inside a group the
 // blocks come in pairs (the last one alone when a row has an odd number of blocks); a pair of
@@ -110,6 +110,36 @@ struct BlockQ8_0Z {
   int32_t zsum;
 };
 static_assert(sizeof(BlockQ8_0Z) == 40, "BlockQ8_0Z must be 40 bytes");
+
+// Q4_KR: the same 16-row groups for Q4_K. Super-block b of a group is 2304 bytes (16 x 144, so
+// 36 whole 64-byte lines) at 2304 * b:
+//   [quants: 4 chunks x 8 x 64 bytes][scales: 3 x 64 bytes][16 fp16 d][16 fp16 dmin]
+// Quant chunk c, register k holds, at bytes 4i .. 4i + 3, bytes 32c + 4k .. 32c + 4k + 3 of row
+// i's GGUF quants (low nibbles: sub-block 2c, high nibbles: sub-block 2c + 1, elements 4k..4k+3
+// of each); scale register s holds bytes 4s .. 4s + 3 of row i's 12 packed scale bytes, so the
+// 6-bit scales and mins of 16 rows unpack with a few whole-register operations.
+inline constexpr size_t kQ4KRBlockBytes = 16 * 144;
+inline constexpr size_t kQ4KRScales = 2048, kQ4KRd = 2240, kQ4KRdmin = 2272;
+
+// Row i (< 16) of a Q4_KR group: super-block b back in its GGUF form.
+static inline void q4kr_row_block(const uint8_t* group, int64_t b, int i, BlockQ4_K* out) {
+  const uint8_t* blk = group + kQ4KRBlockBytes * static_cast<size_t>(b);
+  const size_t lane = 4 * static_cast<size_t>(i);
+  for (size_t c = 0; c < 4; ++c)
+    for (size_t k = 0; k < 8; ++k) std::memcpy(out->qs + 32 * c + 4 * k, blk + 512 * c + 64 * k + lane, 4);
+  for (size_t r = 0; r < 3; ++r) std::memcpy(out->scales + 4 * r, blk + kQ4KRScales + 64 * r + lane, 4);
+  std::memcpy(&out->d, blk + kQ4KRd + 2 * static_cast<size_t>(i), 2);
+  std::memcpy(&out->dmin, blk + kQ4KRdmin + 2 * static_cast<size_t>(i), 2);
+}
+
+// Activations for the Q4_KR kernels: a Q8_K block with the sums of its 8 sub-blocks of 32 (the
+// mins' multipliers) instead of the 16 sums of 16.
+struct BlockQ8_KS {
+  float d;
+  int8_t qs[kQK_K];
+  int16_t ssum[8];
+};
+static_assert(sizeof(BlockQ8_KS) == 276, "BlockQ8_KS must be 276 bytes");
 
 // ---- Q4_K 6-bit scale packing (GGUF) ------------------------------------------------------
 // bytes 0..3 : low 6 bits = sc[0..3], top 2 bits = bits 4..5 of sc[4..7]

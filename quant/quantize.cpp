@@ -302,6 +302,21 @@ void decode_block(DType file, const uint8_t* qs, uint16_t dh, float* y) {
   }
 }
 
+void decode_block_q4_k(const BlockQ4_K& b, float* y) {
+  const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+  uint8_t sm[16];
+  q4k_unpack_scales(b.scales, sm);
+  for (int c = 0; c < 4; ++c) {
+    const float d1 = d * sm[2 * c], m1 = dmin * sm[8 + 2 * c];
+    const float d2 = d * sm[2 * c + 1], m2 = dmin * sm[8 + 2 * c + 1];
+    const uint8_t* q = b.qs + 32 * c;
+    for (int l = 0; l < 32; ++l) {
+      y[64 * c + l] = d1 * static_cast<float>(q[l] & 0x0f) - m1;
+      y[64 * c + 32 + l] = d2 * static_cast<float>(q[l] >> 4) - m2;
+    }
+  }
+}
+
 }  // namespace
 
 void dequantize_row(DType t, const void* src, float* y, int64_t n) {
@@ -321,21 +336,7 @@ void dequantize_row(DType t, const void* src, float* y, int64_t n) {
     }
     case DType::Q4_K: {
       const auto* b = static_cast<const BlockQ4_K*>(src);
-      for (int64_t i = 0; i < nb; ++i) {
-        const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
-        uint8_t sm[16];
-        q4k_unpack_scales(b[i].scales, sm);
-        float* yb = y + i * kQK_K;
-        for (int c = 0; c < 4; ++c) {
-          const float d1 = d * sm[2 * c], m1 = dmin * sm[8 + 2 * c];
-          const float d2 = d * sm[2 * c + 1], m2 = dmin * sm[8 + 2 * c + 1];
-          const uint8_t* q = b[i].qs + 32 * c;
-          for (int l = 0; l < 32; ++l) {
-            yb[64 * c + l] = d1 * static_cast<float>(q[l] & 0x0f) - m1;
-            yb[64 * c + 32 + l] = d2 * static_cast<float>(q[l] >> 4) - m2;
-          }
-        }
-      }
+      for (int64_t i = 0; i < nb; ++i) decode_block_q4_k(b[i], y + i * kQK_K);
       break;
     }
     default: break;
@@ -349,9 +350,17 @@ void dequantize_matrix_row(DType t, const void* matrix, int64_t r, float* y, int
   if (!dtype_is_repacked(t)) return dequantize_row(t, static_cast<const uint8_t*>(matrix) + static_cast<size_t>(r) * rb, y, n);
   // Read in place: decoding one embedding row per token allocates nothing.
   const DType file = file_type(t);
+  const auto* group = static_cast<const uint8_t*>(matrix) + static_cast<size_t>(r / kInterleaveRows) * kInterleaveRows * rb;
+  if (file == DType::Q4_K) {
+    BlockQ4_K b;
+    for (int64_t i = 0; i < n / kQK_K; ++i) {
+      q4kr_row_block(group, i, static_cast<int>(r % kInterleaveRows), &b);
+      decode_block_q4_k(b, y + i * kQK_K);
+    }
+    return;
+  }
   const size_t qb = file == DType::Q8_0 ? kQK8_0 : kQK4_0 / 2;
   const int64_t nb = n / 32;
-  const auto* group = static_cast<const uint8_t*>(matrix) + static_cast<size_t>(r / kInterleaveRows) * kInterleaveRows * rb;
   uint8_t qs[kQK8_0];
   for (int64_t b = 0; b < nb; ++b) {
     const uint16_t d = interleaved_row_block(group, qb, nb, b, static_cast<int>(r % kInterleaveRows), qs);

@@ -19,7 +19,7 @@ void quantize_row(DType t, const float* x, void* dst, int64_t n);
 void quantize_row_maxabs(DType t, const float* x, void* dst, int64_t n);
 
 // Decodes n elements of type t. Same error checks. The single-row functions refuse the repacked
-// types Q8_0R / Q4_0R, which interleave 16 rows (quant/repack.h).
+// types Q8_0R / Q4_0R / Q4_KR, which interleave 16 rows (quant/repack.h).
 void dequantize_row(DType t, const void* src, float* y, int64_t n);
 
 // Decodes row r of a matrix of type t (rows of n elements, any type including the repacked ones).

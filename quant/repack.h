@@ -1,5 +1,5 @@
-// The CPU's repacked in-memory forms of Q8_0 / Q4_0 weights (DType::Q8_0R / Q4_0R: 16 rows
-// interleaved, layout in quant/qtypes.h): conversion both ways, and which form the running CPU
+// The CPU's repacked in-memory forms of Q8_0 / Q4_0 / Q4_K weights (DType::Q8_0R / Q4_0R / Q4_KR:
+// 16 rows interleaved, layouts in quant/qtypes.h): conversion both ways, and which form the running CPU
 // prefers.
 //
 // Files always hold the standard GGUF blocks; weights the runtime owns in memory (quantized at
@@ -14,9 +14,9 @@
 
 namespace jetmoe {
 
-// Q8_0 -> Q8_0R, Q4_0 -> Q4_0R; any other type is returned unchanged.
+// Q8_0 -> Q8_0R, Q4_0 -> Q4_0R, Q4_K -> Q4_KR; any other type is returned unchanged.
 DType repacked_type(DType t);
-// The inverse: Q8_0R -> Q8_0, Q4_0R -> Q4_0; others unchanged.
+// The inverse: Q8_0R -> Q8_0, Q4_0R -> Q4_0, Q4_KR -> Q4_K; others unchanged.
 DType file_type(DType t);
 bool dtype_is_repacked(DType t);
 
@@ -25,7 +25,7 @@ bool dtype_is_repacked(DType t);
 // AVX-512 and rows is a multiple of 16, t otherwise.
 DType cpu_memory_type(DType t, int64_t rows);
 
-// Rearranges `rows` rows of n elements of type `from` (Q8_0 or Q4_0) into repacked_type(from),
+// Rearranges `rows` rows of n elements of type `from` (Q8_0, Q4_0, Q4_K) into repacked_type(from),
 // in place; rows must be a multiple of 16. The 16-row groups keep their place, so any range of
 // whole groups (a matrix, an expert) stays where it was.
 void repack_rows(DType from, void* data, int64_t rows, int64_t n);

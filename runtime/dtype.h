@@ -17,7 +17,7 @@ enum class DType : uint8_t {
   Q8_0,  // 32 int8 weights + one fp16 scale (GGUF Q8_0 layout, 34 bytes)
   Q4_0,  // 32 int4 weights + one fp16 scale (GGUF Q4_0 layout, 18 bytes)
   Q4_K,  // 256-weight super-block, 6-bit sub-block scales and mins (GGUF Q4_K layout, 144 bytes)
-  // Q8_0 / Q4_0 repacked for the CPU's AVX-512 kernels, in memory only (never in a file): the
+  // Q8_0 / Q4_0 / Q4_K repacked for the CPU's AVX-512 kernels, in memory only (never in a file): the
   // same blocks, interleaved 16 rows at a time (layout in quant/qtypes.h, "Interleaved 16-row
   // layout"), for matrices whose row count is a multiple of 16. A group of 16 rows takes the bytes
   // those rows took, so row_bytes, expert offsets and 16-aligned row ranges are unchanged; one
@@ -25,6 +25,7 @@ enum class DType : uint8_t {
   // horizontal sums (quant/repack.h).
   Q8_0R,
   Q4_0R,
+  Q4_KR,  // Q4_K interleaved the same way (layout in quant/qtypes.h)
 };
 
 inline const char* dtype_name(DType t) {
@@ -37,6 +38,7 @@ inline const char* dtype_name(DType t) {
     case DType::Q4_K: return "Q4_K";
     case DType::Q8_0R: return "Q8_0R";
     case DType::Q4_0R: return "Q4_0R";
+    case DType::Q4_KR: return "Q4_KR";
   }
   return "?";
 }
@@ -47,7 +49,8 @@ inline size_t dtype_block_elems(DType t) {
     case DType::Q4_0:
     case DType::Q8_0R:
     case DType::Q4_0R: return 32;
-    case DType::Q4_K: return 256;
+    case DType::Q4_K:
+    case DType::Q4_KR: return 256;
     default: return 1;
   }
 }
@@ -61,7 +64,8 @@ inline size_t dtype_block_bytes(DType t) {
     case DType::Q8_0R: return 34;
     case DType::Q4_0:
     case DType::Q4_0R: return 18;
-    case DType::Q4_K: return 144;
+    case DType::Q4_K:
+    case DType::Q4_KR: return 144;
   }
   return 0;
 }

@@ -21,7 +21,7 @@ namespace {
 using qtest::gaussian;
 
 // The file formats and the CPU's repacked in-memory forms of Q8_0 / Q4_0 (quant/repack.h).
-constexpr DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q8_0R, DType::Q4_0R};
+constexpr DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q8_0R, DType::Q4_0R, DType::Q4_KR};
 
 // The row counts the tests ask for, rounded up to whole 16-row groups for the interleaved types.
 int64_t rows_for(DType t, int64_t rows) { return dtype_is_repacked(t) ? (rows + 15) / 16 * 16 : rows; }
@@ -48,7 +48,7 @@ Problem make_problem(DType t, int64_t rows, int64_t n, int64_t T, uint32_t seed,
     for (size_t off = 0; off < p.W.size(); off += bb) {
       const uint16_t d = f32_to_f16(ud(rng)), dmin = f32_to_f16(ud(rng));
       std::memcpy(&p.W[off], &d, 2);
-      if (t == DType::Q4_K) std::memcpy(&p.W[off + 2], &dmin, 2);
+      if (file_type(t) == DType::Q4_K) std::memcpy(&p.W[off + 2], &dmin, 2);
     }
     if (dtype_is_repacked(t)) repack_rows(file_type(t), p.W.data(), rows, n);
   } else {
@@ -90,6 +90,7 @@ TEST(QuantActivation, RowBytesAndDecode) {
   EXPECT_EQ(activation_row_bytes(DType::Q4_K, 2048), 8u * 292u);
   EXPECT_EQ(activation_row_bytes(DType::Q8_0R, 2048), 64u * 40u);
   EXPECT_EQ(activation_row_bytes(DType::Q4_0R, 2048), 64u * 40u);
+  EXPECT_EQ(activation_row_bytes(DType::Q4_KR, 2048), 8u * 276u);
   for (DType t : kQuantTypes) {
     const auto x = gaussian(1024, 5);
     std::vector<uint8_t> q(activation_row_bytes(t, 1024));
@@ -97,7 +98,7 @@ TEST(QuantActivation, RowBytesAndDecode) {
     const auto y = qtest::decode_activation(t, q.data(), 1024);
     // max-abs int8 rounding: |error| <= step / 2 = amax / 254 per block (plus fp16 scale rounding)
     EXPECT_LT(std::sqrt(qtest::sq_err(x.data(), y.data(), 1024) / 1024), 0.01) << dtype_name(t);
-    if (dtype_is_repacked(t)) {
+    if (t == DType::Q8_0R || t == DType::Q4_0R) {
       // The same int8 values and scale as the Q8_0 activation, plus the zero-point term.
       std::vector<uint8_t> q8(activation_row_bytes(DType::Q8_0, 1024));
       quantize_activation_row(DType::Q8_0, x.data(), q8.data(), 1024);
@@ -109,6 +110,22 @@ TEST(QuantActivation, RowBytesAndDecode) {
         int s = 0;
         for (int k = 0; k < 32; ++k) s += b[blk].qs[k];
         EXPECT_EQ(z[blk].zsum, -(t == DType::Q8_0R ? 128 : 8) * s);
+      }
+    }
+    if (t == DType::Q4_KR) {
+      // The Q8_K values and scale, with the sums of each 32-element sub-block.
+      std::vector<uint8_t> q8(activation_row_bytes(DType::Q4_K, 1024));
+      quantize_activation_row(DType::Q4_K, x.data(), q8.data(), 1024);
+      const auto* k = reinterpret_cast<const BlockQ8_KS*>(q.data());
+      const auto* b = reinterpret_cast<const BlockQ8_K*>(q8.data());
+      for (int blk = 0; blk < 4; ++blk) {
+        EXPECT_EQ(std::memcmp(k[blk].qs, b[blk].qs, 256), 0);
+        EXPECT_EQ(k[blk].d, b[blk].d);
+        for (int j = 0; j < 8; ++j) {
+          int s = 0;
+          for (int e = 0; e < 32; ++e) s += b[blk].qs[32 * j + e];
+          EXPECT_EQ(k[blk].ssum[j], s);
+        }
       }
     }
     if (t == DType::Q4_K) {
@@ -211,7 +228,7 @@ TEST(QuantDot, InterleavedTypesTakeWholeGroups) {
   // 80 rows = 5 groups: the prefill kernels pair groups, so an odd group count takes the
   // one-group tile; T = 7 takes the 4-, 2- and 1-token tiles.
   for (CpuIsa isa : supported_isas())
-    for (DType t : {DType::Q8_0R, DType::Q4_0R}) check_against_scalar(make_problem(t, 80, 512, 7, 41), isa);
+    for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) check_against_scalar(make_problem(t, 80, 512, 7, 41), isa);
   const Problem p = make_problem(DType::Q8_0R, 32, 256, 1, 3);
   std::vector<float> y(32);
   for (CpuIsa isa : supported_isas()) {
@@ -255,7 +272,9 @@ TEST(QuantDot, EveryIsaReadsWeightsAtAnyAlignment) {
             ref_dot(p, r, k, &ref, &mag);
             ASSERT_NEAR(got[k * R + r], want[k * R + r], 1e-5 * mag + 1e-30)
                 << isa_name(isa) << " " << dtype_name(t) << " offset " << offset << " r " << r << " t " << k;
-            if (k == 0) ASSERT_NEAR(one[r], want[r], 1e-5 * mag + 1e-30) << isa_name(isa) << " matvec " << dtype_name(t);
+            if (k == 0) {
+              ASSERT_NEAR(one[r], want[r], 1e-5 * mag + 1e-30) << isa_name(isa) << " matvec " << dtype_name(t);
+            }
           }
       }
 }

@@ -35,11 +35,14 @@ inline double sq_err(const float* a, const float* b, size_t n) {
 }
 
 // Decodes a quantized activation row (Q8_0 blocks, Q8_K blocks for Q4_K weights, BlockQ8_0Z for
-// the interleaved Q8_0R / Q4_0R) to floats.
+// the interleaved Q8_0R / Q4_0R, BlockQ8_KS for Q4_KR) to floats.
 inline std::vector<float> decode_activation(DType wtype, const void* xq, int64_t n) {
   std::vector<float> y(static_cast<size_t>(n));
   if (wtype == DType::Q4_K) {
     const auto* b = static_cast<const BlockQ8_K*>(xq);
+    for (int64_t i = 0; i < n; ++i) y[i] = b[i / kQK_K].d * static_cast<float>(b[i / kQK_K].qs[i % kQK_K]);
+  } else if (wtype == DType::Q4_KR) {
+    const auto* b = static_cast<const BlockQ8_KS*>(xq);
     for (int64_t i = 0; i < n; ++i) y[i] = b[i / kQK_K].d * static_cast<float>(b[i / kQK_K].qs[i % kQK_K]);
   } else if (wtype == DType::Q8_0R || wtype == DType::Q4_0R) {
     const auto* b = static_cast<const BlockQ8_0Z*>(xq);

@@ -27,12 +27,13 @@ std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
 TEST(Repack, TypeMapping) {
   EXPECT_EQ(repacked_type(DType::Q8_0), DType::Q8_0R);
   EXPECT_EQ(repacked_type(DType::Q4_0), DType::Q4_0R);
-  EXPECT_EQ(repacked_type(DType::Q4_K), DType::Q4_K);
+  EXPECT_EQ(repacked_type(DType::Q4_K), DType::Q4_KR);
   EXPECT_EQ(repacked_type(DType::BF16), DType::BF16);
   EXPECT_EQ(file_type(DType::Q8_0R), DType::Q8_0);
   EXPECT_EQ(file_type(DType::Q4_0R), DType::Q4_0);
+  EXPECT_EQ(file_type(DType::Q4_KR), DType::Q4_K);
   EXPECT_EQ(file_type(DType::Q4_K), DType::Q4_K);
-  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
     EXPECT_EQ(dtype_row_bytes(repacked_type(t), 2048), dtype_row_bytes(t, 2048));
     EXPECT_TRUE(dtype_is_quantized(repacked_type(t)));
   }
@@ -43,7 +44,9 @@ TEST(Repack, TypeMapping) {
     EXPECT_EQ(cpu_memory_type(DType::Q4_0, 32), isa == CpuIsa::Avx512 ? DType::Q4_0R : DType::Q4_0);
     EXPECT_EQ(cpu_memory_type(DType::Q8_0, 300), DType::Q8_0);  // not whole 16-row groups
     EXPECT_EQ(cpu_memory_type(DType::Q4_0, 24), DType::Q4_0);
-    EXPECT_EQ(cpu_memory_type(DType::Q4_K, 4096), DType::Q4_K);
+    EXPECT_EQ(cpu_memory_type(DType::Q4_K, 4096), isa == CpuIsa::Avx512 ? DType::Q4_KR : DType::Q4_K);
+    EXPECT_EQ(cpu_memory_type(DType::Q4_K, 40), DType::Q4_K);
+    EXPECT_EQ(cpu_memory_type(DType::BF16, 4096), DType::BF16);
   }
   set_active_isa(saved);
 }
@@ -89,10 +92,41 @@ TEST(Repack, LayoutIsExactAndLossless) {
   }
 }
 
+// Q4_KR, written out independently of quant/qtypes.h's helpers: super-block b of group g at
+// 2304 b; quant chunk c register k holds bytes 32c + 4k .. + 3 of row i at 512c + 64k + 4i; scale
+// register r holds scale bytes 4r .. 4r + 3 at 2048 + 64r + 4i; d and dmin at 2240 / 2272 + 2i.
+TEST(Repack, Q4KLayoutIsExactAndLossless) {
+  for (int64_t n : {256, 768}) {
+    const int64_t rows = 32, nb = n / 256;
+    const size_t rb = dtype_row_bytes(DType::Q4_K, static_cast<size_t>(n));
+    const auto orig = random_bytes(rb * rows, 7 + static_cast<uint32_t>(n));
+    auto packed = orig;
+    repack_rows(DType::Q4_K, packed.data(), rows, n);
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint8_t* o = orig.data() + r * rb;
+      const uint8_t* G = packed.data() + (r / 16) * 16 * rb;
+      const size_t i = static_cast<size_t>(r % 16);
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* ob = o + 144 * b;  // d, dmin, 12 scale bytes, 128 quant bytes
+        const uint8_t* pb = G + 2304 * b;
+        for (size_t c = 0; c < 4; ++c)
+          for (size_t k = 0; k < 8; ++k)
+            ASSERT_EQ(std::memcmp(pb + 512 * c + 64 * k + 4 * i, ob + 16 + 32 * c + 4 * k, 4), 0) << "row " << r << " c " << c;
+        for (size_t s = 0; s < 3; ++s) ASSERT_EQ(std::memcmp(pb + 2048 + 64 * s + 4 * i, ob + 4 + 4 * s, 4), 0);
+        ASSERT_EQ(std::memcmp(pb + 2240 + 2 * i, ob, 2), 0);
+        ASSERT_EQ(std::memcmp(pb + 2272 + 2 * i, ob + 2, 2), 0);
+      }
+      std::vector<uint8_t> back(rb);
+      unpack_row(DType::Q4_KR, packed.data(), r, back.data(), n);
+      ASSERT_EQ(std::memcmp(back.data(), o, rb), 0) << "row " << r;
+    }
+  }
+}
+
 TEST(Repack, QuantizeAndDequantizeSeeTheSameValues) {
   const int64_t rows = 32, n = 1024;
   const auto x = qtest::gaussian(static_cast<size_t>(rows * n), 17, 0.1f);
-  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
     const size_t rb = dtype_row_bytes(t, n);
     std::vector<uint8_t> a(rb * rows), b(a.size());
     quantize_tensor_rows(t, x.data(), a.data(), rows, n);
@@ -114,7 +148,8 @@ TEST(Repack, QuantizeAndDequantizeSeeTheSameValues) {
 TEST(Repack, BadInput) {
   std::vector<uint8_t> buf(34 * 16 * 4);
   std::vector<float> y(64);
-  EXPECT_THROW(repack_rows(DType::Q4_K, buf.data(), 16, 256), std::invalid_argument);
+  EXPECT_THROW(repack_rows(DType::BF16, buf.data(), 16, 256), std::invalid_argument);
+  EXPECT_THROW(repack_rows(DType::Q4_K, buf.data(), 16, 128), std::invalid_argument);
   EXPECT_THROW(repack_rows(DType::Q8_0R, buf.data(), 16, 64), std::invalid_argument);
   EXPECT_THROW(repack_rows(DType::Q8_0, buf.data(), 16, 40), std::invalid_argument);
   EXPECT_THROW(repack_rows(DType::Q8_0, buf.data(), 8, 64), std::invalid_argument);  // half a group

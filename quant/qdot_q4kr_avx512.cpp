@@ -1,0 +1,142 @@
+// AVX-512 VNNI kernels for Q4_KR, Q4_K interleaved 16 rows at a time (layout in quant/qtypes.h),
+// decode and prefill alike.
+//
+// As for Q8_0R / Q4_0R (qdot_interleaved_avx512.cpp), int32 lane i of every register is row i of
+// the group. Per super-block of 256 weights and 16 rows:
+//   - the 12 packed scale bytes of 16 rows are three registers; the 6-bit scales and mins come
+//     out of them with a few whole-register masks and shifts, and one byte shuffle puts scale j
+//     (or a pair of mins) into the low bytes of every lane;
+//   - quant chunk c is 8 registers; their low nibbles are sub-block 2c and the high nibbles
+//     sub-block 2c + 1, each dotted with 4 broadcast activation bytes per register (vpdpbusd),
+//     so a sub-block's sums for 16 rows are 8 instructions;
+//   - sub-block sums are weighted by their 6-bit scales in int32 (vpmulld), exactly as the
+//     scalar kernel does, and the mins meet the activation's 32-element sums with 4 vpdpwssd;
+//   - one multiply-add each applies d * dx and dmin * dx.
+// Prefill tiles are one group x NT tokens: each sub-block's 8 weight registers are unpacked once
+// per tile and used for NT tokens.
+//
+// Loads are unaligned instructions (aligned in practice for owned weights). Compiled with
+// AVX-512 flags: everything in an anonymous namespace (see qdot_avx2.cpp).
+#include "quant/qdot_kernels.h"
+#include "quant/qtypes.h"
+
+#if JETMOE_QDOT_AVX512
+#include <immintrin.h>
+
+#include <cstring>
+
+namespace jetmoe::qdot_detail {
+namespace {
+
+inline __m512i bcast4(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// vpshufb index that moves byte j of every int32 lane to its low byte (the rest zero).
+inline __m512i byte_to_lane(int j) {
+  const int z = static_cast<int>(0x80808000u) | j;  // bytes: j, 0x80, 0x80, 0x80 (0x80: zero)
+  alignas(64) int32_t v[16];
+  for (int l = 0; l < 16; ++l) v[l] = z + 4 * (l % 4);  // vpshufb indexes within 128-bit lanes
+  return _mm512_load_si512(v);
+}
+
+// vpshufb index that makes int16 pair (byte j, byte j + 1) of every int32 lane.
+inline __m512i bytes_to_pair(int j) {
+  alignas(64) int32_t v[16];
+  for (int l = 0; l < 16; ++l) {
+    const int base = 4 * (l % 4);
+    v[l] = static_cast<int>((base + j) | 0x8000u | ((base + j + 1) << 16) | 0x80000000u);
+  }
+  return _mm512_load_si512(v);
+}
+
+struct Scales {
+  __m512i sc_lo, sc_hi, m_lo, m_hi;  // bytes j of each lane: scale j / j + 4, min j / j + 4
+};
+
+inline Scales unpack_scales(const uint8_t* blk) {
+  const __m512i a = _mm512_loadu_si512(blk + kQ4KRScales);
+  const __m512i b = _mm512_loadu_si512(blk + kQ4KRScales + 64);
+  const __m512i c = _mm512_loadu_si512(blk + kQ4KRScales + 128);
+  const __m512i m6 = _mm512_set1_epi32(0x3f3f3f3f), m4 = _mm512_set1_epi32(0x0f0f0f0f),
+                top = _mm512_set1_epi32(0x30303030);
+  Scales s;
+  s.sc_lo = _mm512_and_si512(a, m6);
+  s.sc_hi = _mm512_or_si512(_mm512_and_si512(c, m4), _mm512_and_si512(_mm512_srli_epi32(a, 2), top));
+  s.m_lo = _mm512_and_si512(b, m6);
+  s.m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(c, 4), m4), _mm512_and_si512(_mm512_srli_epi32(b, 2), top));
+  return s;
+}
+
+// Scale of sub-block j of every row, as int32 lanes.
+inline __m512i sub_scale(const Scales& s, int j) {
+  return _mm512_shuffle_epi8(j < 4 ? s.sc_lo : s.sc_hi, byte_to_lane(j % 4));
+}
+
+template <int NT>
+inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
+  const uint8_t* G = a.W + static_cast<size_t>(g) * kInterleaveRows * a.w_stride;
+  const BlockQ8_KS* x[NT];
+  for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_KS*>(a.X + (t0 + j) * a.x_stride);
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  __m512 acc[NT];
+  for (int j = 0; j < NT; ++j) acc[j] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < a.nb; ++b) {
+    const uint8_t* blk = G + kQ4KRBlockBytes * static_cast<size_t>(b);
+    const Scales sc = unpack_scales(blk);
+    __m512i isum[NT];
+    for (int j = 0; j < NT; ++j) isum[j] = _mm512_setzero_si512();
+    for (int sub = 0; sub < 8; ++sub) {  // sub-block: chunk sub / 2, low (even) or high (odd) nibbles
+      const uint8_t* q = blk + 512 * static_cast<size_t>(sub / 2);
+      __m512i w[8];
+      for (int k = 0; k < 8; ++k) {
+        const __m512i v = _mm512_loadu_si512(q + 64 * k);
+        w[k] = _mm512_and_si512(sub % 2 ? _mm512_srli_epi16(v, 4) : v, m4);
+      }
+      const __m512i s_scale = sub_scale(sc, sub);
+      const size_t xoff = 64 * static_cast<size_t>(sub / 2) + 32 * static_cast<size_t>(sub % 2);
+      for (int j = 0; j < NT; ++j) {
+        __m512i s = _mm512_setzero_si512();
+        for (int k = 0; k < 8; ++k) s = _mm512_dpbusd_epi32(s, w[k], bcast4(x[j][b].qs + xoff + 4 * k));
+        isum[j] = _mm512_add_epi32(isum[j], _mm512_mullo_epi32(s, s_scale));
+      }
+    }
+    // Mins: sum_j m_j * ssum_j with int16 pairs (m_2p, m_2p+1) x (ssum_2p, ssum_2p+1).
+    const __m512i mp[4] = {_mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(2)),
+                           _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(2))};
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQ4KRd)));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQ4KRdmin)));
+    for (int j = 0; j < NT; ++j) {
+      __m512i msum = _mm512_setzero_si512();
+      for (int p = 0; p < 4; ++p) msum = _mm512_dpwssd_epi32(msum, mp[p], bcast4(x[j][b].ssum + 2 * p));
+      const __m512 dx = _mm512_set1_ps(x[j][b].d);
+      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(d, dx), acc[j]);
+      acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, dx), acc[j]);
+    }
+  }
+  for (int j = 0; j < NT; ++j) _mm512_storeu_ps(a.Y + (t0 + j) * a.ldy + g * kInterleaveRows, acc[j]);
+}
+
+}  // namespace
+
+void avx512_matvec_q4_kr(const MatArgs& a) {
+  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) tile<1>(a, g, 0);
+}
+
+void avx512_matmul_q4_kr(const MatArgs& a) {
+  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) {
+    int64_t t = 0;
+    for (; t + 4 <= a.T; t += 4) tile<4>(a, g, t);
+    if (t + 2 <= a.T) {
+      tile<2>(a, g, t);
+      t += 2;
+    }
+    if (t < a.T) tile<1>(a, g, t);
+  }
+}
+
+}  // namespace jetmoe::qdot_detail
+
+#endif
