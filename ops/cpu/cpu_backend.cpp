@@ -9,6 +9,7 @@
 
 #include "ops/cpu/float_dot.h"
 #include "ops/cpu/kv_rows.h"
+#include "ops/cpu/worker_team.h"
 #include "quant/quantize.h"
 #include "runtime/kv_cache.h"
 
@@ -159,6 +160,7 @@ void CpuBackend::attention(const float* q, int64_t T, int64_t slots, const int32
 // ops/cpu/kv_rows.h read each cache row once, in its stored type, for every query head that
 // shares the KV head (the slots): scores = K q for both, softmax, out = V^T p for both. No float
 // copy of the rows is made, so a compact cache streams fewer bytes and does no extra stores.
+// The items run on the worker team (ops/cpu/worker_team.h), like the decode matmuls around them.
 void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
                                   const KvCache& cache, int layer, float* out) {
   const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
@@ -167,14 +169,12 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
   const int64_t work = items * slots * (slot[T - 1] + 1) * d;
   const KvRowKernels& kv = kv_row_kernels(active_isa());
   const int64_t ld = nkv * d;  // from one slot's query (and output) head to the next slot's
-#pragma omp parallel if (work >= kCpuParallelMinWork)
-  {
+  const auto item = [&](int64_t it) {
     static thread_local std::vector<float> p, inv;  // kept between calls: no allocation per token
     const size_t need_p = static_cast<size_t>(slots * cache.capacity());
     if (p.size() < need_p) p.resize(need_p);
     if (inv.size() < static_cast<size_t>(slots)) inv.resize(static_cast<size_t>(slots));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t it = 0; it < items; ++it) {
+    {
       const int64_t t = it / nkv, h = it % nkv;
       const int64_t j0 = first ? first[t] : 0;
       const int64_t n = slot[t] + 1 - j0;
@@ -185,6 +185,11 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
       for (int64_t j = 0; j < slots; ++j) inv[static_cast<size_t>(j)] = 1.0f / softmax_unnormalised(p.data() + j * n, n);
       kv.accumulate(cache.v_type(), V, n, d, p.data(), n, slots, inv.data(), out + head0, ld);
     }
+  };
+  if (work >= kCpuParallelMinWork) {
+    WorkerTeam::shared().run(items, item);
+  } else {
+    for (int64_t it = 0; it < items; ++it) item(it);
   }
 }
 

@@ -1,0 +1,113 @@
+// WorkerTeam (ops/cpu/worker_team.h): every item of every loop runs exactly once, on more than
+// one thread when asked, through many back-to-back loops (sleeping and spinning workers), thread
+// count changes and body exceptions.
+#include "ops/cpu/worker_team.h"
+
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace jetmoe {
+namespace {
+
+// Restores OpenMP's thread count after a test changes it.
+struct ThreadCount {
+  int saved = omp_get_max_threads();
+  explicit ThreadCount(int n) { omp_set_num_threads(n); }
+  ~ThreadCount() { omp_set_num_threads(saved); }
+};
+
+TEST(WorkerTeam, EveryItemRunsOnceInManyLoops) {
+  ThreadCount tc(3);
+  WorkerTeam team;
+  std::vector<std::atomic<int>> hits(257);
+  for (int loop = 0; loop < 3000; ++loop) {
+    const int64_t n = 1 + loop % 257;
+    team.run(n, [&](int64_t i) { hits[static_cast<size_t>(i)].fetch_add(1); });
+    for (int64_t i = 0; i < 257; ++i) {
+      ASSERT_EQ(hits[static_cast<size_t>(i)].load(), i < n ? 1 : 0) << "loop " << loop << " item " << i;
+      hits[static_cast<size_t>(i)].store(0);
+    }
+    // Now and then wait past the spin time, so the next loop must wake sleeping workers.
+    if (loop % 500 == 0) std::this_thread::sleep_for(std::chrono::microseconds(3 * WorkerTeam::kSpinMicros));
+  }
+  EXPECT_EQ(team.threads(), 3);
+}
+
+TEST(WorkerTeam, UsesMoreThanOneThread) {
+  ThreadCount tc(2);
+  WorkerTeam team;
+  std::mutex m;
+  std::set<std::thread::id> ids;
+  // Items that take a while, so the worker surely claims some.
+  team.run(64, [&](int64_t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::lock_guard<std::mutex> lock(m);
+    ids.insert(std::this_thread::get_id());
+  });
+  EXPECT_EQ(ids.size(), 2u);
+}
+
+TEST(WorkerTeam, FollowsTheThreadCount) {
+  WorkerTeam team;
+  for (int nt : {2, 4, 1, 3}) {
+    ThreadCount tc(nt);
+    std::atomic<int64_t> sum{0};
+    team.run(1000, [&](int64_t i) { sum.fetch_add(i); });
+    EXPECT_EQ(sum.load(), 999 * 1000 / 2) << nt << " threads";
+    if (nt > 1) EXPECT_EQ(team.threads(), nt);
+  }
+}
+
+TEST(WorkerTeam, OneThreadRunsInline) {
+  ThreadCount tc(1);
+  WorkerTeam team;
+  const auto me = std::this_thread::get_id();
+  int64_t count = 0;  // not atomic: everything runs on this thread
+  team.run(100, [&](int64_t) {
+    EXPECT_EQ(std::this_thread::get_id(), me);
+    ++count;
+  });
+  EXPECT_EQ(count, 100);
+  team.run(0, [&](int64_t) { ++count; });
+  EXPECT_EQ(count, 100);
+}
+
+TEST(WorkerTeam, RethrowsABodyExceptionAfterTheLoop) {
+  ThreadCount tc(2);
+  WorkerTeam team;
+  std::atomic<int> ran{0};
+  EXPECT_THROW(team.run(200,
+                        [&](int64_t i) {
+                          ran.fetch_add(1);
+                          if (i == 17) throw std::runtime_error("item 17");
+                        }),
+               std::runtime_error);
+  EXPECT_EQ(ran.load(), 200);  // the other items still ran
+  // and the team still works
+  std::atomic<int> again{0};
+  team.run(50, [&](int64_t) { again.fetch_add(1); });
+  EXPECT_EQ(again.load(), 50);
+}
+
+TEST(WorkerTeam, CallersOnTwoThreadsTakeTurns) {
+  WorkerTeam team;
+  std::atomic<int64_t> total{0};
+  auto caller = [&] {
+    omp_set_num_threads(2);  // per-thread setting
+    for (int k = 0; k < 300; ++k) team.run(37, [&](int64_t i) { total.fetch_add(i + 1); });
+  };
+  std::thread a(caller), b(caller);
+  a.join();
+  b.join();
+  EXPECT_EQ(total.load(), 2 * 300 * (37 * 38 / 2));
+}
+
+}  // namespace
+}  // namespace jetmoe
