@@ -52,6 +52,12 @@ class CpuBackend : public Backend {
   std::vector<uint8_t> act_q_;     // activations quantized for int8/int4 dot products, all jobs
   std::vector<size_t> act_off_;    // offset of each job's quantized activations in act_q_
   std::vector<RowChunk> chunks_;   // kept between calls: no allocation per decoded token
+  struct QuantPiece {              // a piece of one job's activations to quantize
+    int32_t job;
+    int64_t t0, t1;                // tokens
+    int64_t c0, c1;                // columns (whole activation blocks)
+  };
+  std::vector<QuantPiece> quant_pieces_;
   std::vector<MatmulJob> gemm_jobs_, row_jobs_;
 };
 

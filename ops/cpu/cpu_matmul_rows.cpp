@@ -23,38 +23,64 @@ namespace {
 constexpr int64_t kChunksPerThread = 4;
 // Chunk sizes are multiples of this many rows (a multiple of every kernel's row tile).
 constexpr int64_t kRowQuantum = 16;
+// Activation quantization: pieces of about this many elements (a multiple of every activation
+// block: 32 or 256), on the team from this many elements in all. Decode's activations are a few
+// thousand values, microseconds of work, but serial work on the caller's thread is time the other
+// threads wait; with the team's workers spinning between loops a loop costs well under that.
+constexpr int64_t kQuantPieceElems = 1024;
+constexpr int64_t kQuantParallelElems = 4096;
 
 }  // namespace
 
 void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
-  // Quantize every job's activations first (T x cols elements, small next to the rows).
+  // Quantize every job's activations first (T x cols elements, small next to the rows). Jobs
+  // that read the same activations in the same format (the selected experts of a decode step,
+  // all fed the same normalised hidden state) share one quantized copy.
   act_off_.assign(n_jobs, 0);
   size_t act_bytes = 0;
   int64_t total_rows = 0, work = 0;
+  quant_pieces_.clear();
+  int64_t quant_elems = 0;
   for (size_t i = 0; i < n_jobs; ++i) {
     const MatmulJob& j = jobs[i];
-    act_off_[i] = act_bytes;
-    if (dtype_is_quantized(j.dtype)) act_bytes += activation_row_bytes(j.dtype, j.cols) * static_cast<size_t>(j.T);
     total_rows += j.rows;
     work += j.rows * j.cols * j.T;
+    if (!dtype_is_quantized(j.dtype)) continue;
+    size_t same = i;
+    for (size_t k = 0; k < i && same == i; ++k)
+      if (jobs[k].x == j.x && jobs[k].T == j.T && jobs[k].cols == j.cols && jobs[k].dtype == j.dtype) same = k;
+    if (same != i) {
+      act_off_[i] = act_off_[same];
+      continue;
+    }
+    act_off_[i] = act_bytes;
+    act_bytes += activation_row_bytes(j.dtype, j.cols) * static_cast<size_t>(j.T);
+    // Pieces of about kQuantPieceElems: 16-token blocks, or for few tokens column ranges.
+    const int64_t tok_step = std::max<int64_t>(1, std::min<int64_t>(16, kQuantPieceElems / j.cols));
+    const int64_t col_step = j.T < 16 && j.cols > kQuantPieceElems ? kQuantPieceElems : j.cols;
+    for (int64_t t0 = 0; t0 < j.T; t0 += tok_step)
+      for (int64_t c0 = 0; c0 < j.cols; c0 += col_step)
+        quant_pieces_.push_back({static_cast<int32_t>(i), t0, std::min(j.T, t0 + tok_step), c0, std::min(j.cols, c0 + col_step)});
+    quant_elems += j.T * j.cols;
   }
   act_q_.resize(act_bytes);
   WorkerTeam& team = WorkerTeam::shared();
-  for (size_t i = 0; i < n_jobs; ++i) {
-    const MatmulJob& j = jobs[i];
-    if (!dtype_is_quantized(j.dtype)) continue;
+  const auto quantize = [&](int64_t p) {
+    const QuantPiece& q = quant_pieces_[static_cast<size_t>(p)];
+    const MatmulJob& j = jobs[q.job];
     const size_t arb = activation_row_bytes(j.dtype, j.cols);
-    uint8_t* dst = act_q_.data() + act_off_[i];
-    // Prefill: many rows, worth the team (in blocks of 16 rows); decode: one row, not.
-    const auto quantize = [&](int64_t b) {
-      for (int64_t t = 16 * b; t < std::min(j.T, 16 * b + 16); ++t)
-        quantize_activation_row(j.dtype, j.x + t * j.cols, dst + static_cast<size_t>(t) * arb, j.cols);
-    };
-    const int64_t blocks = (j.T + 15) / 16;
-    if (j.T * j.cols >= 16 * kCpuParallelMinWork)
-      team.run(blocks, quantize);
-    else
-      for (int64_t b = 0; b < blocks; ++b) quantize(b);
+    // Activation blocks are independent, so a column range is its own shorter row.
+    const size_t col_off = q.c0 ? activation_row_bytes(j.dtype, q.c0) : 0;
+    for (int64_t t = q.t0; t < q.t1; ++t)
+      quantize_activation_row(j.dtype, j.x + t * j.cols + q.c0,
+                              act_q_.data() + act_off_[static_cast<size_t>(q.job)] + static_cast<size_t>(t) * arb + col_off,
+                              q.c1 - q.c0);
+  };
+  const int64_t n_pieces = static_cast<int64_t>(quant_pieces_.size());
+  if (quant_elems >= kQuantParallelElems) {
+    team.run(n_pieces, quantize);
+  } else {
+    for (int64_t p = 0; p < n_pieces; ++p) quantize(p);
   }
 
   const bool parallel = work >= kCpuParallelMinWork;

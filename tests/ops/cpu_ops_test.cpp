@@ -7,6 +7,9 @@
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cpu/cpu_isa.h"
 #include "ops/cpu/float_dot.h"
+#include "quant/qdot.h"
+#include "quant/quantize.h"
+#include "quant/repack.h"
 #include "runtime/kv_cache.h"
 #include "support/random_data.h"
 
@@ -145,15 +148,70 @@ TEST_P(CpuOps, CausalAttentionWithTiledHeads) {
 }
 
 TEST_P(CpuOps, SiluMulGateHalfFirst) {
-  const int64_t T = 3, F = 10;
-  const auto z = randn(static_cast<size_t>(T * 2 * F), 8, 2.0f);
-  std::vector<float> h(static_cast<size_t>(T * F));
-  be.silu_mul(z.data(), T, F, h.data());
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < F; ++i) {
-      const double g = z[t * 2 * F + i], u = z[t * 2 * F + F + i];
-      EXPECT_NEAR(h[t * F + i], g / (1 + std::exp(-g)) * u, 1e-6 * (1 + std::fabs(g * u)));
+  // Small (serial) and large (pieces on the worker team, F not a multiple of the piece).
+  for (auto [T, F] : {std::pair<int64_t, int64_t>{3, 10}, {1, 5632}, {3, 4100}}) {
+    const auto z = randn(static_cast<size_t>(T * 2 * F), 8, 2.0f);
+    std::vector<float> h(static_cast<size_t>(T * F) + 1, -7.0f);
+    be.silu_mul(z.data(), T, F, h.data());
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < F; ++i) {
+        const double g = z[t * 2 * F + i], u = z[t * 2 * F + F + i];
+        ASSERT_NEAR(h[t * F + i], g / (1 + std::exp(-g)) * u, 1e-6 * (1 + std::fabs(g * u))) << T << "x" << F << " t " << t << " i " << i;
+      }
+    EXPECT_EQ(h.back(), -7.0f);
+  }
+}
+
+// A group of quantized jobs (what a decode or prefill step hands the backend): the activations
+// are quantized in pieces on the worker team and shared between jobs with the same input and
+// format, and every job's rows must come out exactly as one kernel call over the whole matrix
+// with the whole activation rows quantized at once.
+TEST_P(CpuOps, QuantizedMatmulGroupEqualsWholeKernelCalls) {
+  struct Spec {
+    DType t;
+    int64_t rows, cols;
+    int input;  // which activation the job reads
+  };
+  const std::vector<Spec> specs = {{DType::Q4_0, 48, 2560, 0}, {DType::Q4_0, 48, 2560, 0},
+                                   {DType::Q8_0, 32, 2560, 0}, {DType::Q4_K, 32, 1280, 1}};
+  for (int64_t T : {1, 3, 20}) {
+    SCOPED_TRACE("T=" + std::to_string(T));
+    std::vector<std::vector<float>> xs = {randn(static_cast<size_t>(T * 2560), 3), randn(static_cast<size_t>(T * 1280), 4)};
+    std::vector<std::vector<uint8_t>> W;
+    std::vector<std::vector<float>> Y;
+    std::vector<MatmulJob> jobs;
+    for (size_t k = 0; k < specs.size(); ++k) {
+      const Spec& s = specs[k];
+      const auto f = randn(static_cast<size_t>(s.rows * s.cols), 20 + k, 0.1f);
+      const DType mt = cpu_memory_type(s.t, s.rows);  // repacked where the active ISA wants it
+      W.emplace_back(dtype_row_bytes(s.t, s.cols) * static_cast<size_t>(s.rows));
+      quantize_tensor_rows(mt, f.data(), W.back().data(), s.rows, s.cols);
+      Y.emplace_back(static_cast<size_t>(T * s.rows), -1.0f);
+      MatmulJob j;
+      j.x = xs[static_cast<size_t>(s.input)].data();
+      j.T = T;
+      j.w = W.back().data();
+      j.dtype = mt;
+      j.rows = s.rows;
+      j.cols = s.cols;
+      j.y = Y.back().data();
+      j.ldy = s.rows;
+      jobs.push_back(j);
     }
+    be.matmul_group(jobs.data(), jobs.size());
+    for (size_t k = 0; k < jobs.size(); ++k) {
+      const MatmulJob& j = jobs[k];
+      const size_t arb = activation_row_bytes(j.dtype, j.cols);
+      std::vector<uint8_t> xq(arb * static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) quantize_activation_row(j.dtype, j.x + t * j.cols, xq.data() + t * arb, j.cols);
+      std::vector<float> want(static_cast<size_t>(T * j.rows));
+      if (T == 1)
+        qmatvec(j.dtype, j.w, 0, j.rows, j.cols, xq.data(), want.data());
+      else
+        qmatmul(j.dtype, j.w, 0, j.rows, j.cols, xq.data(), T, want.data(), j.rows);
+      for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(Y[k][i], want[i]) << "job " << k << " index " << i;
+    }
+  }
 }
 
 TEST_P(CpuOps, EmbedGathersRowsAndRejectsBadIds) {
