@@ -390,7 +390,7 @@ void run_bench(BenchOptions& o) {
                 decode ? r["paired_bandwidth_gbps"]["median"].get<double>() : r["bandwidth_gbps"].get<double>(),
                 decode ? fmt("%.0f%%", 100.0 * r["bandwidth_ratio"].get<double>()).c_str() : "-");
   }
-  std::printf("\nisa %s, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB, median of %d passes "
+  std::printf("\nisa %s, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages; fastest read loop of each pass), median of %d passes "
               "(decode rows: the probes around each repetition, and of BW = median of the per-repetition ratios)\n",
               report["isa"].get<std::string>().c_str(), wait_policy ? wait_policy : "(unset)",
               report["openblas_core"].get<std::string>().c_str(), o.bw_gib, o.bw_passes);

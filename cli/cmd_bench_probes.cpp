@@ -6,11 +6,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace jetmoe::cli {
 
@@ -23,9 +28,7 @@ void thread_share(size_t n, int t, int nt, size_t* begin, size_t* end) {
   *end = lines * static_cast<size_t>(t + 1) / static_cast<size_t>(nt) * 8;
 }
 
-// Eight independent accumulators: the adds never limit the loop, the loads do. Compiled with the
-// portable baseline flags (SSE2), which is enough: two 16-byte loads per cycle per core are far
-// above what DRAM delivers.
+// Eight independent accumulators: the adds never limit the loop, the loads do. Baseline flags.
 uint64_t sum_range(const uint64_t* p, size_t begin, size_t end) {
   uint64_t a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (size_t i = begin; i < end; i += 8)
@@ -35,13 +38,40 @@ uint64_t sum_range(const uint64_t* p, size_t begin, size_t end) {
   return s;
 }
 
+#if defined(__x86_64__)
+// The same sum with 32-byte loads. On the Zen 5 test VM one thread read up to 1.6x faster this
+// way than with the baseline loop (28-30 vs 18-19 GB/s from huge pages); the decode kernels use
+// wide loads too, so a probe limited to the baseline loop would understate the limit.
+__attribute__((target("avx2"))) uint64_t sum_range_avx2(const uint64_t* p, size_t begin, size_t end) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+  for (size_t i = begin; i < end; i += 8) {
+    a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+  }
+  alignas(32) uint64_t t[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_add_epi64(a0, a1));
+  return t[0] + t[1] + t[2] + t[3];
+}
+#endif
+
+using SumFn = uint64_t (*)(const uint64_t*, size_t, size_t);
+
+// The read loops the probe tries on this CPU; each pass counts the fastest.
+std::vector<SumFn> sum_loops() {
+  std::vector<SumFn> f = {sum_range};
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2")) f.push_back(sum_range_avx2);
+#endif
+  return f;
+}
+
 }  // namespace
 
 ReadBandwidthProbe::ReadBandwidthProbe(size_t bytes) {
   n_ = bytes / 64 * 8;
   if (n_ == 0) throw std::invalid_argument("the bandwidth probe needs a buffer of at least 64 bytes");
-  buf_ = std::make_unique_for_overwrite<uint64_t[]>(n_);
-  uint64_t* p = buf_.get();
+  buf_ = AlignedBuffer(n_ * sizeof(uint64_t));  // huge pages where large, like owned weights
+  uint64_t* p = reinterpret_cast<uint64_t*>(buf_.data());
   const size_t n = n_;
 #pragma omp parallel
   {
@@ -57,21 +87,26 @@ BandwidthResult ReadBandwidthProbe::measure(int passes) {
   r.buffer_bytes = bytes();
   r.passes = passes;
   std::vector<double> gbps;
-  const uint64_t* p = buf_.get();
+  const uint64_t* p = reinterpret_cast<const uint64_t*>(buf_.data());
   const size_t n = n_;
+  const std::vector<SumFn> loops = sum_loops();
   volatile uint64_t sink = 0;  // keeps the sums (and so the reads) alive
   for (int pass = -1; pass < passes; ++pass) {
-    const auto t0 = std::chrono::steady_clock::now();
-    uint64_t total = 0;
+    double best = 0;
+    for (SumFn sum : loops) {
+      const auto t0 = std::chrono::steady_clock::now();
+      uint64_t total = 0;
 #pragma omp parallel reduction(+ : total)
-    {
-      size_t b, e;
-      thread_share(n, omp_get_thread_num(), omp_get_num_threads(), &b, &e);
-      total += sum_range(p, b, e);
+      {
+        size_t b, e;
+        thread_share(n, omp_get_thread_num(), omp_get_num_threads(), &b, &e);
+        total += sum(p, b, e);
+      }
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      sink = sink + total;
+      best = std::max(best, static_cast<double>(bytes()) / s / 1e9);
     }
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    sink = sink + total;
-    if (pass >= 0) gbps.push_back(static_cast<double>(bytes()) / s / 1e9);
+    if (pass >= 0) gbps.push_back(best);
   }
   std::sort(gbps.begin(), gbps.end());
   if (!gbps.empty()) {

@@ -10,6 +10,8 @@
 #include <memory>
 #include <vector>
 
+#include "loader/aligned_buffer.h"
+
 namespace jetmoe::cli {
 
 struct BandwidthResult {
@@ -20,7 +22,9 @@ struct BandwidthResult {
 };
 
 // A streaming-read probe: sums a buffer far larger than the caches with the current OpenMP thread
-// count, each thread reading one contiguous share (as the matvec kernels split weight rows).
+// count, each thread reading one contiguous share (as the matvec kernels split weight rows). The
+// buffer is owned memory like the weights (huge pages when large), and each pass counts the
+// fastest of the read loops this CPU has (baseline and 32-byte loads).
 class ReadBandwidthProbe {
  public:
   // Allocates and first-touches `bytes` (rounded down to 64-byte lines) in parallel, so every page
@@ -31,7 +35,7 @@ class ReadBandwidthProbe {
   BandwidthResult measure(int passes);
 
  private:
-  std::unique_ptr<uint64_t[]> buf_;
+  AlignedBuffer buf_;
   size_t n_ = 0;
 };
 
