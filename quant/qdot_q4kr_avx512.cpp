@@ -88,9 +88,6 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
     const Scales sc = unpack_scales(blk);
     __m512i isum[NT];
     for (int j = 0; j < NT; ++j) isum[j] = _mm512_setzero_si512();
-    // Unrolled: each sub-block's sums are a chain of dependent vpdpbusd; eight independent
-    // chains keep the VNNI units busy where one at a time waited on their latency.
-#pragma GCC unroll 8
     for (int sub = 0; sub < 8; ++sub) {  // sub-block: chunk sub / 2, low (even) or high (odd) nibbles
       const uint8_t* q = blk + 512 * static_cast<size_t>(sub / 2);
       __m512i w[8];
