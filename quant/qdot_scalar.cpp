@@ -32,26 +32,34 @@ float dot_q4_0(const BlockQ4_0* w, const BlockQ8_0* x, int64_t nb) {
   return acc;
 }
 
+// One Q4_K super-block against 256 int8 activations with scale dx: the scaled sub-block sums
+// minus the mins times asum[j], the activations' sum over sub-block j (32 values).
+float q4_k_block_dot(const BlockQ4_K& w, const int8_t* a, const int32_t (&asum)[8], float dx) {
+  uint8_t sm[16];
+  q4k_unpack_scales(w.scales, sm);
+  int32_t sumi = 0, summ = 0;
+  for (int c = 0; c < 4; ++c) {
+    const uint8_t* q = w.qs + 32 * c;
+    const int8_t* ac = a + 64 * c;
+    int32_t s_lo = 0, s_hi = 0;
+    for (int l = 0; l < 32; ++l) {
+      s_lo += (q[l] & 0x0f) * static_cast<int32_t>(ac[l]);
+      s_hi += (q[l] >> 4) * static_cast<int32_t>(ac[32 + l]);
+    }
+    sumi += sm[2 * c] * s_lo + sm[2 * c + 1] * s_hi;
+  }
+  for (int j = 0; j < 8; ++j) summ += sm[8 + j] * asum[j];
+  const float d = f16_to_f32(w.d) * dx;
+  const float dmin = f16_to_f32(w.dmin) * dx;
+  return d * static_cast<float>(sumi) - dmin * static_cast<float>(summ);
+}
+
 float dot_q4_k(const BlockQ4_K* w, const BlockQ8_K* x, int64_t nb) {
   float acc = 0;
   for (int64_t b = 0; b < nb; ++b) {
-    uint8_t sm[16];
-    q4k_unpack_scales(w[b].scales, sm);
-    int32_t sumi = 0, summ = 0;
-    for (int c = 0; c < 4; ++c) {
-      const uint8_t* q = w[b].qs + 32 * c;
-      const int8_t* a = x[b].qs + 64 * c;
-      int32_t s_lo = 0, s_hi = 0;
-      for (int l = 0; l < 32; ++l) {
-        s_lo += (q[l] & 0x0f) * static_cast<int32_t>(a[l]);
-        s_hi += (q[l] >> 4) * static_cast<int32_t>(a[32 + l]);
-      }
-      sumi += sm[2 * c] * s_lo + sm[2 * c + 1] * s_hi;
-    }
-    for (int j = 0; j < 8; ++j) summ += sm[8 + j] * (x[b].bsums[2 * j] + x[b].bsums[2 * j + 1]);
-    const float d = f16_to_f32(w[b].d) * x[b].d;
-    const float dmin = f16_to_f32(w[b].dmin) * x[b].d;
-    acc += d * static_cast<float>(sumi) - dmin * static_cast<float>(summ);
+    int32_t asum[8];
+    for (int j = 0; j < 8; ++j) asum[j] = x[b].bsums[2 * j] + x[b].bsums[2 * j + 1];
+    acc += q4_k_block_dot(w[b], x[b].qs, asum, x[b].d);
   }
   return acc;
 }
@@ -92,23 +100,9 @@ float dot_q4_kr(const uint8_t* group, int i, const BlockQ8_KS* x, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b) {
     BlockQ4_K w;
     q4kr_row_block(group, b, i, &w);
-    uint8_t sm[16];
-    q4k_unpack_scales(w.scales, sm);
-    int32_t sumi = 0, summ = 0;
-    for (int c = 0; c < 4; ++c) {
-      const uint8_t* q = w.qs + 32 * c;
-      const int8_t* a = x[b].qs + 64 * c;
-      int32_t s_lo = 0, s_hi = 0;
-      for (int l = 0; l < 32; ++l) {
-        s_lo += (q[l] & 0x0f) * static_cast<int32_t>(a[l]);
-        s_hi += (q[l] >> 4) * static_cast<int32_t>(a[32 + l]);
-      }
-      sumi += sm[2 * c] * s_lo + sm[2 * c + 1] * s_hi;
-    }
-    for (int j = 0; j < 8; ++j) summ += sm[8 + j] * x[b].ssum[j];
-    const float d = f16_to_f32(w.d) * x[b].d;
-    const float dmin = f16_to_f32(w.dmin) * x[b].d;
-    acc += d * static_cast<float>(sumi) - dmin * static_cast<float>(summ);
+    int32_t asum[8];
+    for (int j = 0; j < 8; ++j) asum[j] = x[b].ssum[j];
+    acc += q4_k_block_dot(w, x[b].qs, asum, x[b].d);
   }
   return acc;
 }
