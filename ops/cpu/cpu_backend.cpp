@@ -174,23 +174,17 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
     const size_t need_p = static_cast<size_t>(slots * cache.capacity());
     if (p.size() < need_p) p.resize(need_p);
     if (inv.size() < static_cast<size_t>(slots)) inv.resize(static_cast<size_t>(slots));
-    {
-      const int64_t t = it / nkv, h = it % nkv;
-      const int64_t j0 = first ? first[t] : 0;
-      const int64_t n = slot[t] + 1 - j0;
-      const uint8_t* K = cache.k_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.k_row_bytes();
-      const uint8_t* V = cache.v_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.v_row_bytes();
-      const int64_t head0 = (t * slots * nkv + h) * d;  // q and out are [T, slots, nkv, d]
-      kv.scores(cache.k_type(), K, n, d, q + head0, ld, slots, scale, p.data(), n);
-      for (int64_t j = 0; j < slots; ++j) inv[static_cast<size_t>(j)] = 1.0f / softmax_unnormalised(p.data() + j * n, n);
-      kv.accumulate(cache.v_type(), V, n, d, p.data(), n, slots, inv.data(), out + head0, ld);
-    }
+    const int64_t t = it / nkv, h = it % nkv;
+    const int64_t j0 = first ? first[t] : 0;
+    const int64_t n = slot[t] + 1 - j0;
+    const uint8_t* K = cache.k_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.k_row_bytes();
+    const uint8_t* V = cache.v_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.v_row_bytes();
+    const int64_t head0 = (t * slots * nkv + h) * d;  // q and out are [T, slots, nkv, d]
+    kv.scores(cache.k_type(), K, n, d, q + head0, ld, slots, scale, p.data(), n);
+    for (int64_t j = 0; j < slots; ++j) inv[static_cast<size_t>(j)] = 1.0f / softmax_unnormalised(p.data() + j * n, n);
+    kv.accumulate(cache.v_type(), V, n, d, p.data(), n, slots, inv.data(), out + head0, ld);
   };
-  if (work >= kCpuParallelMinWork) {
-    WorkerTeam::shared().run(items, item);
-  } else {
-    for (int64_t it = 0; it < items; ++it) item(it);
-  }
+  WorkerTeam::shared().run(items, item, work >= kCpuParallelMinWork);
 }
 
 // Prefill: for each run of tokens that share a sequence (same first visible slot) and each KV
@@ -270,11 +264,7 @@ void CpuBackend::silu_mul(const float* z, int64_t T, int64_t F, float* h) {
     for (int64_t i = i0; i < i1; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
   };
   const int64_t pieces = T * per_token;
-  if (T * F >= 2 * kSiluPiece) {
-    WorkerTeam::shared().run(pieces, piece);
-  } else {
-    for (int64_t p = 0; p < pieces; ++p) piece(p);
-  }
+  WorkerTeam::shared().run(pieces, piece, T * F >= 2 * kSiluPiece);
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& device) {

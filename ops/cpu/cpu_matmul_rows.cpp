@@ -76,12 +76,7 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
                               act_q_.data() + act_off_[static_cast<size_t>(q.job)] + static_cast<size_t>(t) * arb + col_off,
                               q.c1 - q.c0);
   };
-  const int64_t n_pieces = static_cast<int64_t>(quant_pieces_.size());
-  if (quant_elems >= kQuantParallelElems) {
-    team.run(n_pieces, quantize);
-  } else {
-    for (int64_t p = 0; p < n_pieces; ++p) quantize(p);
-  }
+  team.run(static_cast<int64_t>(quant_pieces_.size()), quantize, quant_elems >= kQuantParallelElems);
 
   const bool parallel = work >= kCpuParallelMinWork;
   const int64_t threads = parallel ? omp_get_max_threads() : 1;
@@ -114,11 +109,7 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
       for (int64_t t = 0; t < j.T; ++t) j.y[t * j.ldy + r] = out[t];
     }
   };
-  if (parallel) {
-    team.run(n_chunks, run_chunk);
-  } else {
-    for (int64_t c = 0; c < n_chunks; ++c) run_chunk(c);
-  }
+  team.run(n_chunks, run_chunk, parallel);
 }
 
 }  // namespace jetmoe

@@ -93,10 +93,10 @@ void WorkerTeam::worker_loop(uint32_t seen) {
   }
 }
 
-void WorkerTeam::run(int64_t n_items, const Body& body) {
+void WorkerTeam::run(int64_t n_items, const Body& body, bool parallel) {
   if (n_items <= 0) return;
   const int threads = omp_get_max_threads();
-  if (n_items < 2 || threads < 2) {
+  if (!parallel || n_items < 2 || threads < 2) {
     for (int64_t i = 0; i < n_items; ++i) body(i);
     return;
   }

@@ -47,8 +47,9 @@ class WorkerTeam {
   WorkerTeam& operator=(const WorkerTeam&) = delete;
 
   // Runs body(i) for every i in [0, n_items), spread over omp_get_max_threads() threads (this
-  // one included); returns when all are done. Runs inline when n_items < 2 or one thread is asked.
-  void run(int64_t n_items, const Body& body);
+  // one included); returns when all are done. Runs inline on this thread when `parallel` is false
+  // (the caller's "too little work to share"), n_items < 2 or one thread is asked.
+  void run(int64_t n_items, const Body& body, bool parallel = true);
 
   // Threads of the current team, the caller included (0 before the first parallel run).
   int threads() const { return static_cast<int>(workers_.size()) + (workers_.empty() ? 0 : 1); }

@@ -61,7 +61,9 @@ TEST(WorkerTeam, FollowsTheThreadCount) {
     std::atomic<int64_t> sum{0};
     team.run(1000, [&](int64_t i) { sum.fetch_add(i); });
     EXPECT_EQ(sum.load(), 999 * 1000 / 2) << nt << " threads";
-    if (nt > 1) EXPECT_EQ(team.threads(), nt);
+    if (nt > 1) {
+      EXPECT_EQ(team.threads(), nt);
+    }
   }
 }
 
@@ -76,6 +78,21 @@ TEST(WorkerTeam, OneThreadRunsInline) {
   });
   EXPECT_EQ(count, 100);
   team.run(0, [&](int64_t) { ++count; });
+  EXPECT_EQ(count, 100);
+}
+
+TEST(WorkerTeam, NotParallelRunsInline) {
+  ThreadCount tc(2);
+  WorkerTeam team;
+  const auto me = std::this_thread::get_id();
+  int64_t count = 0;
+  team.run(
+      100,
+      [&](int64_t) {
+        EXPECT_EQ(std::this_thread::get_id(), me);
+        ++count;
+      },
+      false);
   EXPECT_EQ(count, 100);
 }
 
