@@ -201,6 +201,8 @@ void register_all() {
       // from memory on a 32 MB-L3 machine at Q8_0 (use --benchmark_filter to pick).
       benchmark::RegisterBenchmark(("qmatvec/" + ts + "/" + is + "/cache").c_str(), bm_qmatvec, isa, t, int64_t{256});
       benchmark::RegisterBenchmark(("qmatvec/" + ts + "/" + is + "/stream").c_str(), bm_qmatvec, isa, t, int64_t{16384});
+      // 65536 rows (75 MB at Q4, 142 MB at Q8): from DRAM on any current L3.
+      benchmark::RegisterBenchmark(("qmatvec/" + ts + "/" + is + "/dram").c_str(), bm_qmatvec, isa, t, int64_t{65536});
       for (int64_t T : {16, 128})
         benchmark::RegisterBenchmark(("qmatmul/" + ts + "/" + is + "/T" + std::to_string(T)).c_str(), bm_qmatmul, isa, t,
                                      int64_t{1024}, T);

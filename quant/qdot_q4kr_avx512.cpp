@@ -8,7 +8,8 @@
 //     (or a pair of mins) into the low bytes of every lane;
 //   - quant chunk c is 8 registers; their low nibbles are sub-block 2c and the high nibbles
 //     sub-block 2c + 1, each dotted with 4 broadcast activation bytes per register (vpdpbusd),
-//     so a sub-block's sums for 16 rows are 8 instructions;
+//     so a sub-block's sums for 16 rows are 8 instructions; each nibble half is one mask (the
+//     high one is left in place, x16, and the odd sub-blocks' total is shifted down once);
 //   - sub-block sums are weighted by their 6-bit scales in int32 (vpmulld), exactly as the
 //     scalar kernel does, and the mins meet the activation's 32-element sums with 4 vpdpwssd;
 //   - one multiply-add each applies d * dx and dmin * dx.
@@ -75,34 +76,66 @@ inline __m512i sub_scale(const Scales& s, int j) {
   return _mm512_shuffle_epi8(j < 4 ? s.sc_lo : s.sc_hi, byte_to_lane(j % 4));
 }
 
+// Sums of one sub-block's 8 weight registers (w: nibbles in the low or the high half of each byte)
+// against 32 activation bytes at xq, 4 per register.
+inline __m512i sub_block_dot(const __m512i (&w)[8], const int8_t* xq) {
+  __m512i s = _mm512_setzero_si512();
+  for (int k = 0; k < 8; ++k) s = _mm512_dpbusd_epi32(s, w[k], bcast4(xq + 4 * k));
+  return s;
+}
+
 template <int NT>
 inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
   const uint8_t* G = a.W + static_cast<size_t>(g) * kInterleaveRows * a.w_stride;
   const BlockQ8_KS* x[NT];
   for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_KS*>(a.X + (t0 + j) * a.x_stride);
-  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  // Low nibbles (even sub-blocks) are masked in place; high nibbles (odd sub-blocks) are masked in
+  // place too, without the shift down: they enter the dot products as 16 q, so the odd
+  // sub-blocks' scaled sums go to their own accumulator, divided by 16 (an exact shift: every
+  // term is a multiple of 16) when the super-block is done. Bounds: a sub-block sum is at most
+  // 32 * 240 * 128 < 2^20, times a 6-bit scale < 2^26, four of them < 2^28.
+  const __m512i lo4 = _mm512_set1_epi8(0x0f), hi4 = _mm512_set1_epi8(static_cast<char>(0xf0));
   __m512 acc[NT];
   for (int j = 0; j < NT; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < a.nb; ++b) {
     const uint8_t* blk = G + kQ4KRBlockBytes * static_cast<size_t>(b);
     const Scales sc = unpack_scales(blk);
-    __m512i isum[NT];
-    for (int j = 0; j < NT; ++j) isum[j] = _mm512_setzero_si512();
-    for (int sub = 0; sub < 8; ++sub) {  // sub-block: chunk sub / 2, low (even) or high (odd) nibbles
-      const uint8_t* q = blk + 512 * static_cast<size_t>(sub / 2);
-      __m512i w[8];
-      for (int k = 0; k < 8; ++k) {
-        const __m512i v = _mm512_loadu_si512(q + 64 * k);
-        w[k] = _mm512_and_si512(sub % 2 ? _mm512_srli_epi16(v, 4) : v, m4);
+    __m512i isum[NT], iodd[NT];
+    for (int j = 0; j < NT; ++j) isum[j] = iodd[j] = _mm512_setzero_si512();
+    if constexpr (NT == 1) {
+      // Decode: each quant register is loaded once for both of its sub-blocks, and the two
+      // sub-blocks' dot products are two independent chains (on Zen 4, one thread, in L2:
+      // 1.2x the speed of one sub-block at a time).
+#pragma GCC unroll 4
+      for (int c = 0; c < 4; ++c) {
+        const uint8_t* q = blk + 512 * static_cast<size_t>(c);
+        const int8_t* xq = x[0][b].qs + 64 * c;
+        __m512i se = _mm512_setzero_si512(), so = _mm512_setzero_si512();
+        for (int k = 0; k < 8; ++k) {
+          const __m512i v = _mm512_loadu_si512(q + 64 * k);
+          se = _mm512_dpbusd_epi32(se, _mm512_and_si512(v, lo4), bcast4(xq + 4 * k));
+          so = _mm512_dpbusd_epi32(so, _mm512_and_si512(v, hi4), bcast4(xq + 32 + 4 * k));
+        }
+        isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(se, sub_scale(sc, 2 * c)));
+        iodd[0] = _mm512_add_epi32(iodd[0], _mm512_mullo_epi32(so, sub_scale(sc, 2 * c + 1)));
       }
-      const __m512i s_scale = sub_scale(sc, sub);
-      const size_t xoff = 64 * static_cast<size_t>(sub / 2) + 32 * static_cast<size_t>(sub % 2);
-      for (int j = 0; j < NT; ++j) {
-        __m512i s = _mm512_setzero_si512();
-        for (int k = 0; k < 8; ++k) s = _mm512_dpbusd_epi32(s, w[k], bcast4(x[j][b].qs + xoff + 4 * k));
-        isum[j] = _mm512_add_epi32(isum[j], _mm512_mullo_epi32(s, s_scale));
+    } else {
+      // Prefill: a sub-block's 8 registers are masked once and used for the NT tokens.
+      for (int sub = 0; sub < 8; ++sub) {  // chunk sub / 2, low (even) or high (odd) nibbles
+        const uint8_t* q = blk + 512 * static_cast<size_t>(sub / 2);
+        const __m512i mask = sub % 2 ? hi4 : lo4;
+        __m512i w[8];
+        for (int k = 0; k < 8; ++k) w[k] = _mm512_and_si512(_mm512_loadu_si512(q + 64 * k), mask);
+        const __m512i s_scale = sub_scale(sc, sub);
+        const size_t xoff = 64 * static_cast<size_t>(sub / 2) + 32 * static_cast<size_t>(sub % 2);
+        for (int j = 0; j < NT; ++j) {
+          const __m512i s = _mm512_mullo_epi32(sub_block_dot(w, x[j][b].qs + xoff), s_scale);
+          if (sub % 2) iodd[j] = _mm512_add_epi32(iodd[j], s);
+          else isum[j] = _mm512_add_epi32(isum[j], s);
+        }
       }
     }
+    for (int j = 0; j < NT; ++j) isum[j] = _mm512_add_epi32(isum[j], _mm512_srai_epi32(iodd[j], 4));
     // Mins: sum_j m_j * ssum_j with int16 pairs (m_2p, m_2p+1) x (ssum_2p, ssum_2p+1).
     const __m512i mp[4] = {_mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(2)),
                            _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(2))};
