@@ -3,9 +3,9 @@
 // quantized weights at any token count and float weights at few tokens (decode).
 //
 // All jobs of a group (e.g. the two experts a decode step selected) run in one parallel loop:
-// the rows are cut into contiguous chunks (a few per thread, handed out dynamically so a thread
-// that shares its core with another process simply takes fewer), and each chunk streams its
-// weight rows sequentially. Quantized weights are never dequantized to float in memory: the
+// the rows are cut into contiguous chunks, long ones first and shorter ones last, handed out
+// dynamically (a thread that shares its core with another process simply takes fewer), and each
+// chunk streams its weight rows sequentially. Quantized weights are never dequantized to float in memory: the
 // activations are quantized once (int8 blocks) and the integer kernels of quant/qdot.h run.
 #include <omp.h>
 
@@ -19,10 +19,16 @@
 namespace jetmoe {
 namespace {
 
-// Chunks per thread: enough for dynamic balancing, few enough that each chunk is a long stream.
-constexpr int64_t kChunksPerThread = 4;
+// Row chunks are guided: each is 1/(kGuidedDivisor x threads) of the group's rows not yet cut
+// (rounded to kRowQuantum, at least kMinChunkRows), so the first chunks are long streams and the
+// last ones short, and the threads finish a loop within one short chunk of each other (equal
+// chunks of 1/8 of the group left one thread up to 1/8 of a loop idle at its end).
+constexpr int64_t kGuidedDivisor = 2;
 // Chunk sizes are multiples of this many rows (a multiple of every kernel's row tile).
 constexpr int64_t kRowQuantum = 16;
+// The shortest chunk: 64 rows of a 2048-wide int4 matrix are 74 KB, a few microseconds of
+// streaming against well under a microsecond to claim and start a chunk.
+constexpr int64_t kMinChunkRows = 64;
 // Activation quantization: pieces of about this many elements (a multiple of every activation
 // block: 32 or 256), on the team from this many elements in all. Decode's activations are a few
 // thousand values, microseconds of work, but serial work on the caller's thread is time the other
@@ -80,12 +86,16 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
 
   const bool parallel = work >= kCpuParallelMinWork;
   const int64_t threads = parallel ? omp_get_max_threads() : 1;
-  int64_t chunk = (total_rows + threads * kChunksPerThread - 1) / (threads * kChunksPerThread);
-  chunk = std::max(kRowQuantum, (chunk + kRowQuantum - 1) / kRowQuantum * kRowQuantum);
   chunks_.clear();
+  int64_t left = total_rows;
   for (size_t i = 0; i < n_jobs; ++i)
-    for (int64_t r0 = 0; r0 < jobs[i].rows; r0 += chunk)
-      chunks_.push_back({static_cast<int32_t>(i), r0, std::min(jobs[i].rows, r0 + chunk)});
+    for (int64_t r0 = 0; r0 < jobs[i].rows;) {
+      int64_t chunk = (left / (kGuidedDivisor * threads) + kRowQuantum - 1) / kRowQuantum * kRowQuantum;
+      chunk = std::min(std::max(chunk, kMinChunkRows), jobs[i].rows - r0);
+      chunks_.push_back({static_cast<int32_t>(i), r0, r0 + chunk});
+      r0 += chunk;
+      left -= chunk;
+    }
 
   const FloatDotFn dot = float_dot_for(active_isa());
   const int64_t n_chunks = static_cast<int64_t>(chunks_.size());

@@ -172,8 +172,11 @@ TEST_P(CpuOps, QuantizedMatmulGroupEqualsWholeKernelCalls) {
     int64_t rows, cols;
     int input;  // which activation the job reads
   };
+  // The last two are long enough to be cut into several row chunks of decreasing size (guided),
+  // one of them with a row count that is not a multiple of 16 (GGUF layout, a short last chunk).
   const std::vector<Spec> specs = {{DType::Q4_0, 48, 2560, 0}, {DType::Q4_0, 48, 2560, 0},
-                                   {DType::Q8_0, 32, 2560, 0}, {DType::Q4_K, 32, 1280, 1}};
+                                   {DType::Q8_0, 32, 2560, 0}, {DType::Q4_K, 32, 1280, 1},
+                                   {DType::Q4_0, 1024, 2560, 0}, {DType::Q8_0, 1000, 1280, 1}};
   for (int64_t T : {1, 3, 20}) {
     SCOPED_TRACE("T=" + std::to_string(T));
     std::vector<std::vector<float>> xs = {randn(static_cast<size_t>(T * 2560), 3), randn(static_cast<size_t>(T * 1280), 4)};
