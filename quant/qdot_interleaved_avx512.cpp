@@ -125,6 +125,36 @@ void matvec(const MatArgs& a) {
   for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) tile<F, 1, 1>(a, g, 0);
 }
 
+// Q4_0R decode: the high nibbles are masked in place (16 q) rather than shifted down, and dotted
+// into a second accumulator that is shifted down once per block (exact: every term is a multiple
+// of 16; at most 16 * 240 * 128 < 2^19). Two independent chains of 4 instead of one of 8, and 4
+// fewer instructions per block (Zen 4, one thread, in L2: 57-64 -> 66-69 GB/s). Two row groups per step
+// (sharing the activation broadcasts) were faster in L2 but streamed slower from memory, so a
+// decode kernel keeps one sequential stream.
+template <>
+void matvec<Q4Format>(const MatArgs& a) {
+  const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
+  const __m512i lo4 = _mm512_set1_epi8(0x0f), hi4 = _mm512_set1_epi8(static_cast<char>(0xf0));
+  const BlockQ8_0Z* x = reinterpret_cast<const BlockQ8_0Z*>(a.X);
+  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) {
+    const uint8_t* G = a.W + static_cast<size_t>(g) * group_bytes;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < a.nb; ++b) {
+      const InterleavedBlock o = interleaved_block(Q4Format::kQuantBytes, a.nb, b);
+      __m512i s = _mm512_set1_epi32(x[b].zsum), h = _mm512_setzero_si512();
+      for (int k = 0; k < 4; ++k) {
+        const __m512i v = _mm512_loadu_si512(G + o.quants + 64 * k);
+        s = _mm512_dpbusd_epi32(s, _mm512_and_si512(v, lo4), bcast4(x[b].qs + 4 * k));
+        h = _mm512_dpbusd_epi32(h, _mm512_and_si512(v, hi4), bcast4(x[b].qs + 16 + 4 * k));
+      }
+      s = _mm512_add_epi32(s, _mm512_srai_epi32(h, 4));
+      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(G + o.scales)));
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(x[b].d)), acc);
+    }
+    _mm512_storeu_ps(a.Y + g * kInterleaveRows, acc);
+  }
+}
+
 }  // namespace
 
 void avx512_matvec_q8_0r(const MatArgs& a) { matvec<Q8Format>(a); }

@@ -9,6 +9,8 @@ JOBS=${JOBS:-$(nproc)}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 
 bash scripts/install-deps.sh
+# Minutes:seconds since the start, printed after each phase (CI's budget is well under 30 minutes).
+elapsed() { printf '== %s done at %d:%02d\n' "$1" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 echo "== release build + tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -18,6 +20,7 @@ cmake --build build -j"$JOBS"
 ctest --test-dir build --output-on-failure -j1 2>&1 | tee build/ctest.log
 main_passed=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' build/ctest.log | awk '{print $6 - $1}')
 main_failed=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' build/ctest.log | awk '{print $1}')
+elapsed "release build + tests"
 
 echo "== sanitizer build (ASan + UBSan): loader, parsers, ops"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJETMOE_SANITIZE=ON >/dev/null
@@ -27,6 +30,7 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 OMP_NUM_THREADS=2 O
   --gtest_filter='Safetensors*:HfConfig*:Gguf*:Tokenizer*:CpuOps*:ChatTemplate*:Jinja*:Sampler*:Quant*:RoutedExperts*' \
   2>&1 | tee build-asan/gtest.log
 asan_passed=$(grep -Eo 'PASSED  \] [0-9]+' build-asan/gtest.log | awk '{print $NF}')
+elapsed "sanitizer build + tests"
 
 echo "== ThreadSanitizer: the worker team (lock-free claims; ops/cpu/worker_team.h)"
 # Built on its own: libgomp's regions elsewhere would drown TSan in false reports.
@@ -34,9 +38,11 @@ g++ -std=c++20 -O1 -g -fsanitize=thread -fopenmp -I. ops/cpu/worker_team.cpp tes
   -lgtest -lgtest_main -o build/worker_team_tsan
 TSAN_OPTIONS=halt_on_error=1 ./build/worker_team_tsan --gtest_brief=1 2>&1 | tee build/worker_team_tsan.log
 tsan_passed=$(grep -Eo 'PASSED  \] [0-9]+' build/worker_team_tsan.log | awk '{print $NF}')
+elapsed "ThreadSanitizer"
 
 echo "== fuzzing (${FUZZ_SECONDS}s per target)"
 FUZZ_SECONDS=$FUZZ_SECONDS bash scripts/fuzz.sh
 fuzz_targets=$(ls tests/fuzz/fuzz_*.cpp | wc -l)
+elapsed "fuzzing"
 
 echo "summary: $((${main_passed:-0} + ${asan_passed:-0} + ${tsan_passed:-0} + fuzz_targets)) passed, ${main_failed:-0} failed"
