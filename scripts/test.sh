@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the Debian packages (no-op when present),
-# builds, runs the unit/golden/end-to-end tests, the loader tests again under AddressSanitizer +
-# UBSan, the worker team's tests under ThreadSanitizer, and each fuzz target for a bounded time. Exits non-zero on any failure.
+# builds, runs the unit/golden/end-to-end tests, the loader, parser and kernel tests again under
+# AddressSanitizer + UBSan, the worker team's tests under ThreadSanitizer, and each fuzz target
+# for a bounded time. Exits non-zero on any failure.
 #   FUZZ_SECONDS (default 30) bounds each fuzz target; JOBS (default: nproc) the build parallelism.
 set -euo pipefail
 cd "$(dirname "$0")/.."
