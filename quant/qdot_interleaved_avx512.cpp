@@ -125,6 +125,34 @@ void matvec(const MatArgs& a) {
   for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) tile<F, 1, 1>(a, g, 0);
 }
 
+// Q8_0R decode: the block's 8 dot products as two chains of 4 (even and odd registers), added
+// at the end, so one block's sums wait on 4 dependent vpdpbusd instead of 8 (Zen 4, one thread,
+// six alternating pairs: in L2 median 84 -> 92 GB/s; from memory 25.1 -> 25.7).
+template <>
+void matvec<Q8Format>(const MatArgs& a) {
+  const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
+  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+  const BlockQ8_0Z* x = reinterpret_cast<const BlockQ8_0Z*>(a.X);
+  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) {
+    const uint8_t* G = a.W + static_cast<size_t>(g) * group_bytes;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t b = 0; b < a.nb; ++b) {
+      const InterleavedBlock o = interleaved_block(Q8Format::kQuantBytes, a.nb, b);
+      __m512i s0 = _mm512_set1_epi32(x[b].zsum), s1 = _mm512_setzero_si512();
+      for (int k = 0; k < 8; k += 2) {
+        const __m512i v0 = _mm512_xor_si512(_mm512_loadu_si512(G + o.quants + 64 * k), k80);
+        const __m512i v1 = _mm512_xor_si512(_mm512_loadu_si512(G + o.quants + 64 * k + 64), k80);
+        s0 = _mm512_dpbusd_epi32(s0, v0, bcast4(x[b].qs + 4 * k));
+        s1 = _mm512_dpbusd_epi32(s1, v1, bcast4(x[b].qs + 4 * k + 4));
+      }
+      const __m512i s = _mm512_add_epi32(s0, s1);
+      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(G + o.scales)));
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(x[b].d)), acc);
+    }
+    _mm512_storeu_ps(a.Y + g * kInterleaveRows, acc);
+  }
+}
+
 // Q4_0R decode: the high nibbles are masked in place (16 q) rather than shifted down, and dotted
 // into a second accumulator that is shifted down once per block (exact: every term is a multiple
 // of 16; at most 16 * 240 * 128 < 2^19). Two independent chains of 4 instead of one of 8, and 4
