@@ -6,8 +6,9 @@
 //                       includes quantizing the activations),
 //   attention           CpuBackend::attention, decode (T=1) at several context lengths and prefill,
 //   router              the router product, a [8, 2048] float32 matrix (CpuBackend::matmul).
-// Matrices named "stream" are larger than the L3 cache (memory-bound); "cache" ones fit in L2
-// (compute-bound). Run: build-bench/bench/jetmoe_kernels_bench --benchmark_filter=qmatvec
+// qmatvec matrices named "cache" fit in L2 (compute-bound); "stream" ones (16384 rows) outgrow a
+// 32 MB L3 at Q8_0 only; "dram" ones (65536 rows, three copies taken in turn) stream from memory
+// on any current CPU. Run: build-bench/bench/jetmoe_kernels_bench --benchmark_filter=qmatvec
 #include <benchmark/benchmark.h>
 
 #include <omp.h>
