@@ -17,7 +17,8 @@
 // Prefill tiles are NG row groups x NT tokens: the block's weight registers are loaded (and, for
 // Q4_0R, unpacked) once per tile and used for NT tokens (measured on Zen 5, one thread, 128
 // tokens x 1024 rows in L2: 2 x 4 at 660-690 GFLOP/s, 1 x 8 at 620-640, 1 x 6 at 600-610; the
-// GGUF-layout 4 x 4 tile ran 199). Decode (NT = 1) is the same tile with one token; a group is
+// GGUF-layout 4 x 4 tile ran 199). Decode has its own loop (matvec below: per block, each
+// format's block_sum splits the 8 dot products into two independent chains); a group is
 // one sequential stream of whole lines, which the hardware prefetchers follow: on one core, from
 // huge-page memory, it read at 94-104% of the plain streaming-read probe without software
 // prefetch, 89-96% prefetching 4 KiB ahead and 79-86% at 8-16 KiB (alternating runs).
@@ -50,6 +51,18 @@ struct Q8Format {
     const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int k = 0; k < 8; ++k) w[k] = _mm512_xor_si512(_mm512_loadu_si512(q + 64 * k), k80);
   }
+  // Decode: one block's integer sums for 16 rows and one token, as two chains of 4 (even and odd
+  // registers) added at the end, so they wait on 4 dependent vpdpbusd instead of 8 (Zen 4, one
+  // thread, six alternating pairs: in L2 median 84 -> 92 GB/s; from memory 25.1 -> 25.7).
+  static inline __m512i block_sum(const uint8_t* q, const BlockQ8_0Z& xb) {
+    const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+    __m512i s0 = _mm512_set1_epi32(xb.zsum), s1 = _mm512_setzero_si512();
+    for (int k = 0; k < 8; k += 2) {
+      s0 = _mm512_dpbusd_epi32(s0, _mm512_xor_si512(_mm512_loadu_si512(q + 64 * k), k80), bcast4(xb.qs + 4 * k));
+      s1 = _mm512_dpbusd_epi32(s1, _mm512_xor_si512(_mm512_loadu_si512(q + 64 * k + 64), k80), bcast4(xb.qs + 4 * k + 4));
+    }
+    return _mm512_add_epi32(s0, s1);
+  }
 };
 
 struct Q4Format {
@@ -61,6 +74,20 @@ struct Q4Format {
       w[k] = _mm512_and_si512(v, m4);
       w[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     }
+  }
+  // Decode: the high nibbles are masked in place (16 q) rather than shifted down, and dotted into
+  // a second accumulator that is shifted down once per block (exact: every term is a multiple of
+  // 16; at most 16 * 240 * 128 < 2^19). Two independent chains of 4 instead of one of 8, and 4
+  // fewer instructions per block (Zen 4, one thread, in L2: 57-64 -> 66-69 GB/s).
+  static inline __m512i block_sum(const uint8_t* q, const BlockQ8_0Z& xb) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0f), hi4 = _mm512_set1_epi8(static_cast<char>(0xf0));
+    __m512i s = _mm512_set1_epi32(xb.zsum), h = _mm512_setzero_si512();
+    for (int k = 0; k < 4; ++k) {
+      const __m512i v = _mm512_loadu_si512(q + 64 * k);
+      s = _mm512_dpbusd_epi32(s, _mm512_and_si512(v, lo4), bcast4(xb.qs + 4 * k));
+      h = _mm512_dpbusd_epi32(h, _mm512_and_si512(v, hi4), bcast4(xb.qs + 16 + 4 * k));
+    }
+    return _mm512_add_epi32(s, _mm512_srai_epi32(h, 4));
   }
 };
 
@@ -120,62 +147,20 @@ void matmul(const MatArgs& a) {
   if (g < g1) tokens<F, 1>(a, g);
 }
 
+// Decode: one row group at a time, each block's sums from F::block_sum (a decode kernel of its
+// own rather than the prefill tile with one token). Two row groups per step (sharing the
+// activation broadcasts) were faster in L2 but streamed slower from memory, so a decode kernel
+// keeps one sequential stream.
 template <class F>
 void matvec(const MatArgs& a) {
-  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) tile<F, 1, 1>(a, g, 0);
-}
-
-// Q8_0R decode: the block's 8 dot products as two chains of 4 (even and odd registers), added
-// at the end, so one block's sums wait on 4 dependent vpdpbusd instead of 8 (Zen 4, one thread,
-// six alternating pairs: in L2 median 84 -> 92 GB/s; from memory 25.1 -> 25.7).
-template <>
-void matvec<Q8Format>(const MatArgs& a) {
   const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
-  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
   const BlockQ8_0Z* x = reinterpret_cast<const BlockQ8_0Z*>(a.X);
   for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) {
     const uint8_t* G = a.W + static_cast<size_t>(g) * group_bytes;
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < a.nb; ++b) {
-      const InterleavedBlock o = interleaved_block(Q8Format::kQuantBytes, a.nb, b);
-      __m512i s0 = _mm512_set1_epi32(x[b].zsum), s1 = _mm512_setzero_si512();
-      for (int k = 0; k < 8; k += 2) {
-        const __m512i v0 = _mm512_xor_si512(_mm512_loadu_si512(G + o.quants + 64 * k), k80);
-        const __m512i v1 = _mm512_xor_si512(_mm512_loadu_si512(G + o.quants + 64 * k + 64), k80);
-        s0 = _mm512_dpbusd_epi32(s0, v0, bcast4(x[b].qs + 4 * k));
-        s1 = _mm512_dpbusd_epi32(s1, v1, bcast4(x[b].qs + 4 * k + 4));
-      }
-      const __m512i s = _mm512_add_epi32(s0, s1);
-      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(G + o.scales)));
-      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(x[b].d)), acc);
-    }
-    _mm512_storeu_ps(a.Y + g * kInterleaveRows, acc);
-  }
-}
-
-// Q4_0R decode: the high nibbles are masked in place (16 q) rather than shifted down, and dotted
-// into a second accumulator that is shifted down once per block (exact: every term is a multiple
-// of 16; at most 16 * 240 * 128 < 2^19). Two independent chains of 4 instead of one of 8, and 4
-// fewer instructions per block (Zen 4, one thread, in L2: 57-64 -> 66-69 GB/s). Two row groups per step
-// (sharing the activation broadcasts) were faster in L2 but streamed slower from memory, so a
-// decode kernel keeps one sequential stream.
-template <>
-void matvec<Q4Format>(const MatArgs& a) {
-  const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
-  const __m512i lo4 = _mm512_set1_epi8(0x0f), hi4 = _mm512_set1_epi8(static_cast<char>(0xf0));
-  const BlockQ8_0Z* x = reinterpret_cast<const BlockQ8_0Z*>(a.X);
-  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) {
-    const uint8_t* G = a.W + static_cast<size_t>(g) * group_bytes;
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t b = 0; b < a.nb; ++b) {
-      const InterleavedBlock o = interleaved_block(Q4Format::kQuantBytes, a.nb, b);
-      __m512i s = _mm512_set1_epi32(x[b].zsum), h = _mm512_setzero_si512();
-      for (int k = 0; k < 4; ++k) {
-        const __m512i v = _mm512_loadu_si512(G + o.quants + 64 * k);
-        s = _mm512_dpbusd_epi32(s, _mm512_and_si512(v, lo4), bcast4(x[b].qs + 4 * k));
-        h = _mm512_dpbusd_epi32(h, _mm512_and_si512(v, hi4), bcast4(x[b].qs + 16 + 4 * k));
-      }
-      s = _mm512_add_epi32(s, _mm512_srai_epi32(h, 4));
+      const InterleavedBlock o = interleaved_block(F::kQuantBytes, a.nb, b);
+      const __m512i s = F::block_sum(G + o.quants, x[b]);
       const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(G + o.scales)));
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(x[b].d)), acc);
     }

@@ -5,8 +5,9 @@
 // All jobs of a group (e.g. the two experts a decode step selected) run in one parallel loop:
 // the rows are cut into contiguous chunks, long ones first and shorter ones last, handed out
 // dynamically (a thread that shares its core with another process simply takes fewer), and each
-// chunk streams its weight rows sequentially. Quantized weights are never dequantized to float in memory: the
-// activations are quantized once (int8 blocks) and the integer kernels of quant/qdot.h run.
+// chunk streams its weight rows sequentially. Quantized weights are never dequantized to float
+// in memory: the activations are quantized once (int8 blocks) and the integer kernels of
+// quant/qdot.h run.
 #include <omp.h>
 
 #include <algorithm>
