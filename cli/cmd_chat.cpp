@@ -7,11 +7,11 @@
 
 #include <atomic>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
 
+#include "cli/atomic_file.h"
 #include "cli/common_options.h"
 #include "runtime/chat_session.h"
 
@@ -163,9 +163,7 @@ class ChatRepl {
         std::fprintf(stderr, "[system prompt %s]\n", arg.empty() ? "removed" : "set");
       } else if (cmd == "/save") {
         if (arg.empty()) throw std::invalid_argument("usage: /save FILE");
-        std::ofstream out(arg);
-        out << session_.to_json().dump(2) << "\n";
-        if (!out) throw std::runtime_error(arg + ": cannot write");
+        write_file_atomic(arg, session_.to_json().dump(2) + "\n");  // an earlier save is never half overwritten
         std::fprintf(stderr, "[saved %zu messages to %s]\n", session_.turns().size(), arg.c_str());
       } else if (cmd == "/load") {
         if (arg.empty()) throw std::invalid_argument("usage: /load FILE");
