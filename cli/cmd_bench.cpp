@@ -32,11 +32,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/atomic_file.h"
 #include "cli/cmd_bench_probes.h"
 #include "cli/common_options.h"
 #include "loader/quantize_weights.h"
 #include "loader/synthetic_model.h"
 #include "ops/cpu/cpu_isa.h"
+#include "quant/stream_prefetch.h"
 
 namespace jetmoe::cli {
 namespace {
@@ -54,6 +56,7 @@ struct BenchOptions {
   int bw_passes = 5;
   long long seed = 1;
   std::string json_file;  // also write the JSON here
+  std::string prefetch;   // decode prefetch distances in bytes, "0,4096"; empty: this CPU's setting
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -221,6 +224,22 @@ void run_bench(BenchOptions& o) {
                           parse_kv_cache_type(vs[std::min(i, vs.size() - 1)], "--cache-type-v")});
   }
   if (types.empty()) throw CLI::ValidationError("--quant", "no types given");
+  // Decode prefetch distances: one row per value, their repetitions interleaved (A, B, A, B, ...)
+  // so that a comparison sees the same minutes of this machine's moving bandwidth.
+  std::vector<size_t> prefetches;
+  for (const std::string& v : split_list(o.prefetch)) {
+    size_t pos = 0;
+    long long b = -1;
+    try {
+      b = std::stoll(v, &pos);
+    } catch (const std::exception&) {
+    }
+    if (b < 0 || pos != v.size() || b > 65536 || b % 64 != 0)
+      throw CLI::ValidationError("--prefetch", "'" + v + "' is not a distance in bytes (a multiple of 64 from 0 to 65536)");
+    prefetches.push_back(static_cast<size_t>(b));
+  }
+  if (prefetches.empty()) prefetches.push_back(decode_prefetch_bytes());
+  const bool sweep_prefetch = prefetches.size() > 1;
   std::vector<std::string> models;
   for (const std::string& m : o.models)
     for (const std::string& p : split_list(m)) models.push_back(p);
@@ -244,7 +263,9 @@ void run_bench(BenchOptions& o) {
   nlohmann::ordered_json report;
   report["jetmoe_version"] = JETMOE_VERSION;
   report["isa"] = isa_name(active_isa());
+  report["cpu_vendor"] = cpu_vendor();
   report["cpu_features"] = cpu_feature_summary();
+  report["decode_prefetch_bytes"] = decode_prefetch_bytes();  // the default; each row has its own
   report["omp_wait_policy"] = wait_policy ? wait_policy : "";
   report["openblas_core"] = openblas_get_corename();
   report["n_prompt"] = o.n_prompt;
@@ -296,13 +317,14 @@ void run_bench(BenchOptions& o) {
           const BandwidthResult bw = probe.measure(o.bw_passes);
           std::fprintf(stderr, "bench: %s %s t=%d: read bandwidth %.1f GB/s (median of %d, %.1f-%.1f)\n", L.name.c_str(),
                        L.type.c_str(), nt, bw.median_gbps, bw.passes, bw.min_gbps, bw.max_gbps);
+          set_decode_prefetch_bytes(prefetches[0]);
           if (o.warmup) {  // pages in every expert (a 64-token prompt picks them all) and starts the threads
             if (o.n_prompt > 0) run.prefill(cache, std::min(o.n_prompt, 64));
             if (o.n_gen > 0) run.decode(cache, 4);
           }
           // paired: the probe around each repetition (decode rows; empty for prefill)
           auto emit = [&](const std::string& test, bool decode, int n, const std::vector<double>& samples,
-                          const std::vector<double>& paired, bool busy) {
+                          const std::vector<double>& paired, bool busy, size_t prefetch) {
             const Stats s = summarize(samples);
             nlohmann::ordered_json r;
             r["model"] = L.name;
@@ -319,6 +341,7 @@ void run_bench(BenchOptions& o) {
             r["n_tokens"] = n;
             r["n_depth"] = o.depth;
             r["busy_neighbour"] = busy;
+            r["decode_prefetch_bytes"] = prefetch;
             r["tokens_per_second"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"mean", s.mean},
                                       {"stddev", s.stddev}, {"samples", s.samples}};
             r["active_weights_per_token"] = active;
@@ -340,17 +363,24 @@ void run_bench(BenchOptions& o) {
             }
             report["results"].push_back(r);
           };
+          // Prefill runs once with the first prefetch value (the kernels prefetch only at one
+          // token); decode runs every value, their repetitions interleaved.
           auto repeat = [&](const std::string& test, bool decode, int n, bool busy) {
-            std::vector<double> samples, paired;
-            for (int rep = 0; rep < o.reps; ++rep) {
-              const double before = decode ? probe.measure(o.bw_passes).median_gbps : 0.0;
-              samples.push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
-              if (decode) paired.push_back(0.5 * (before + probe.measure(o.bw_passes).median_gbps));
-              std::fprintf(stderr, "bench: %s %s kv %s t=%d %s rep %d/%d: %.2f tok/s%s\n", L.name.c_str(), L.type.c_str(),
-                           kv_name.c_str(), nt, test.c_str(), rep + 1, o.reps, samples.back(),
-                           decode ? fmt(" (read probe around it %.1f GB/s)", paired.back()).c_str() : "");
-            }
-            emit(test, decode, n, samples, paired, busy);
+            const size_t variants = decode ? prefetches.size() : 1;
+            std::vector<std::vector<double>> samples(variants), paired(variants);
+            for (int rep = 0; rep < o.reps; ++rep)
+              for (size_t v = 0; v < variants; ++v) {
+                set_decode_prefetch_bytes(prefetches[v]);
+                const double before = decode ? probe.measure(o.bw_passes).median_gbps : 0.0;
+                samples[v].push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
+                if (decode) paired[v].push_back(0.5 * (before + probe.measure(o.bw_passes).median_gbps));
+                std::fprintf(stderr, "bench: %s %s kv %s t=%d %s%s rep %d/%d: %.2f tok/s%s\n", L.name.c_str(), L.type.c_str(),
+                             kv_name.c_str(), nt, test.c_str(), decode && sweep_prefetch ? fmt(" prefetch %.0f", static_cast<double>(prefetches[v])).c_str() : "",
+                             rep + 1, o.reps, samples[v].back(),
+                             decode ? fmt(" (read probe around it %.1f GB/s)", paired[v].back()).c_str() : "");
+              }
+            set_decode_prefetch_bytes(prefetches[0]);
+            for (size_t v = 0; v < variants; ++v) emit(test, decode, n, samples[v], paired[v], busy, prefetches[v]);
           };
           const std::string at = o.depth > 0 ? " @ d" + std::to_string(o.depth) : "";
           if (o.n_prompt > 0) repeat("pp" + std::to_string(o.n_prompt) + at, false, o.n_prompt, false);
@@ -366,8 +396,7 @@ void run_bench(BenchOptions& o) {
   }
 
   if (!o.json_file.empty()) {
-    std::ofstream jf(o.json_file);
-    if (!(jf << report.dump(2) << "\n")) throw std::runtime_error(o.json_file + ": cannot write");
+    write_file_atomic(o.json_file, report.dump(2) + "\n");
   }
   if (o.json) {
     std::cout << report.dump(2) << "\n";
@@ -381,7 +410,8 @@ void run_bench(BenchOptions& o) {
     std::printf("| %s | %s | %s | %s | %d | %s | %.2f | %.2f-%.2f | %s | %s | %s | %s | %.1f | %s |\n",
                 r["model"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
                 (r["cache_type_k"].get<std::string>() + "/" + r["cache_type_v"].get<std::string>()).c_str(),
-                r["load_mode"].get<std::string>().c_str(), r["threads"].get<int>(), r["test"].get<std::string>().c_str(),
+                r["load_mode"].get<std::string>().c_str(), r["threads"].get<int>(),
+                (r["test"].get<std::string>() + (decode && sweep_prefetch ? fmt(", prefetch %.0f", r["decode_prefetch_bytes"].get<double>()) : "")).c_str(),
                 t["median"].get<double>(), t["min"].get<double>(), t["max"].get<double>(),
                 decode ? "-" : fmt("%.1f", r["gflops_per_second"].get<double>()).c_str(),
                 decode ? bytes_text(r["weight_bytes_per_token"].get<double>()).c_str() : "-",
@@ -390,9 +420,9 @@ void run_bench(BenchOptions& o) {
                 decode ? r["paired_bandwidth_gbps"]["median"].get<double>() : r["bandwidth_gbps"].get<double>(),
                 decode ? fmt("%.0f%%", 100.0 * r["bandwidth_ratio"].get<double>()).c_str() : "-");
   }
-  std::printf("\nisa %s, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages; fastest read loop of each pass), median of %d passes "
+  std::printf("\nisa %s, decode prefetch %zu bytes, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages; fastest read loop of each pass), median of %d passes "
               "(decode rows: the probes around each repetition, and of BW = median of the per-repetition ratios)\n",
-              report["isa"].get<std::string>().c_str(), wait_policy ? wait_policy : "(unset)",
+              report["isa"].get<std::string>().c_str(), report["decode_prefetch_bytes"].get<size_t>(), wait_policy ? wait_policy : "(unset)",
               report["openblas_core"].get<std::string>().c_str(), o.bw_gib, o.bw_passes);
 }
 
@@ -426,6 +456,9 @@ void add_bench_command(CLI::App& app) {
   sub->add_option("--seed", o->seed, "Seed of the random tokens and synthetic weights");
   sub->add_flag("--json", o->json, "Print one JSON object instead of the markdown table");
   sub->add_option("--json-file", o->json_file, "Also write the JSON object to this file");
+  sub->add_option("--prefetch", o->prefetch,
+                  "Decode prefetch distances in bytes to compare, comma-separated, e.g. 0,4096: one decode row each, repetitions "
+                  "interleaved (default: this CPU's setting, JETMOE_PREFETCH or 4096 on Intel, 0 elsewhere)");
   sub->callback([o] { run_bench(*o); });
 }
 

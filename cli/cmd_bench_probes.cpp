@@ -52,6 +52,22 @@ __attribute__((target("avx2"))) uint64_t sum_range_avx2(const uint64_t* p, size_
   _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_add_epi64(a0, a1));
   return t[0] + t[1] + t[2] + t[3];
 }
+
+// The 32-byte-load sum prefetching 4 KiB ahead into L2. On the Xeon test VM this read 12-15%
+// faster than the loops without prefetch (one thread 15.0-15.7 vs 12.7-13.7 GB/s, two threads
+// 30.9-31.3 vs 27.0-28.1), and the decode kernels prefetch there (quant/stream_prefetch.h), so
+// the probe must count it or the ratio would flatter them.
+__attribute__((target("avx2"))) uint64_t sum_range_avx2_prefetch(const uint64_t* p, size_t begin, size_t end) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+  for (size_t i = begin; i < end; i += 8) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + i) + 4096, _MM_HINT_T1);
+    a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+  }
+  alignas(32) uint64_t t[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_add_epi64(a0, a1));
+  return t[0] + t[1] + t[2] + t[3];
+}
 #endif
 
 using SumFn = uint64_t (*)(const uint64_t*, size_t, size_t);
@@ -60,7 +76,10 @@ using SumFn = uint64_t (*)(const uint64_t*, size_t, size_t);
 std::vector<SumFn> sum_loops() {
   std::vector<SumFn> f = {sum_range};
 #if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx2")) f.push_back(sum_range_avx2);
+  if (__builtin_cpu_supports("avx2")) {
+    f.push_back(sum_range_avx2);
+    f.push_back(sum_range_avx2_prefetch);
+  }
 #endif
   return f;
 }

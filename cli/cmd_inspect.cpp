@@ -7,6 +7,7 @@
 
 #include "cli/common_options.h"
 #include "ops/cpu/cpu_isa.h"
+#include "quant/stream_prefetch.h"
 
 namespace jetmoe::cli {
 namespace {
@@ -87,7 +88,10 @@ void run_inspect(const InspectOptions& o) {
                    {"bytes_per_token", kv_per_token}, {"context", ctx},
                    {"bytes_at_context", kv_per_token * static_cast<size_t>(ctx)}};
   j["tokenizer"] = m->tokenizer ? m->tokenizer->path() : "";
-  j["cpu"] = {{"isa", isa_name(active_isa())}, {"features", cpu_feature_summary()}};
+  j["cpu"] = {{"isa", isa_name(active_isa())},
+              {"vendor", cpu_vendor()},
+              {"features", cpu_feature_summary()},
+              {"decode_prefetch_bytes", decode_prefetch_bytes()}};
   nlohmann::ordered_json tl = nlohmann::ordered_json::array();
   m->weights.for_each_tensor(c, [&](WeightView& v, TensorRole role, const std::vector<int64_t>&) {
     if (v.empty()) return;
@@ -114,7 +118,8 @@ void run_inspect(const InspectOptions& o) {
               o.model.cache_type_k.c_str(), o.model.cache_type_v.c_str(), human_bytes(static_cast<double>(kv_per_token)).c_str(),
               human_bytes(static_cast<double>(kv_per_token) * ctx).c_str(), ctx);
   std::printf("tokenizer    %s\n", m->tokenizer ? m->tokenizer->path().c_str() : "(none: token ids only)");
-  std::printf("cpu kernels  %s (CPU has: %s)\n", isa_name(active_isa()), cpu_feature_summary().c_str());
+  std::printf("cpu kernels  %s, decode prefetch %zu bytes (%s, CPU has: %s)\n", isa_name(active_isa()), decode_prefetch_bytes(),
+              cpu_vendor().empty() ? "unknown vendor" : cpu_vendor().c_str(), cpu_feature_summary().c_str());
   if (!o.tensors) return;
   std::printf("\n%-64s %-9s %-5s %-20s %s\n", "tensor", "role", "dtype", "shape", "bytes");
   for (const auto& t : tl) {

@@ -10,6 +10,7 @@
 #include "quant/qtypes.h"
 #include "quant/quantize.h"
 #include "quant/repack.h"
+#include "quant/stream_prefetch.h"
 
 namespace jetmoe {
 namespace {
@@ -127,6 +128,7 @@ qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, in
   a.T = T;
   a.r0 = row_begin;
   a.r1 = row_end;
+  a.prefetch = T == 1 ? decode_prefetch_bytes() : 0;
   return a;
 }
 

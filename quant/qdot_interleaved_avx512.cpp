@@ -19,9 +19,11 @@
 // tokens x 1024 rows in L2: 2 x 4 at 660-690 GFLOP/s, 1 x 8 at 620-640, 1 x 6 at 600-610; the
 // GGUF-layout 4 x 4 tile ran 199). Decode has its own loop (matvec below: per block, each
 // format's block_sum splits the 8 dot products into two independent chains); a group is
-// one sequential stream of whole lines, which the hardware prefetchers follow: on one core, from
-// huge-page memory, it read at 94-104% of the plain streaming-read probe without software
-// prefetch, 89-96% prefetching 4 KiB ahead and 79-86% at 8-16 KiB (alternating runs).
+// one sequential stream of whole lines. Whether software prefetch helps that stream depends on
+// the CPU (quant/stream_prefetch.h): on Zen 5, one core from huge-page memory, it read at 94-104%
+// of the plain streaming-read probe without, 89-96% prefetching 4 KiB ahead and 79-86% at 8-16
+// KiB; on the Xeon VM prefetching 4 KiB ahead, every line, was 1.1-1.6x faster (one line in 4 or
+// 16 was not).
 //
 // Loads are unaligned instructions: a group is 64-byte aligned only when the tensor is and a row
 // has an even number of blocks (owned weights are; test buffers need not be), and on aligned
@@ -38,6 +40,10 @@
 
 namespace jetmoe::qdot_detail {
 namespace {
+
+// Software prefetch into L2 (quant/stream_prefetch.h says when and why): on the Xeon VM the
+// kernels and the read probe streamed faster this way than into L1.
+inline void prefetch_l2(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1); }
 
 inline __m512i bcast4(const int8_t* p) {
   int32_t v;
@@ -160,6 +166,14 @@ void matvec(const MatArgs& a) {
     __m512 acc = _mm512_setzero_ps();
     for (int64_t b = 0; b < a.nb; ++b) {
       const InterleavedBlock o = interleaved_block(F::kQuantBytes, a.nb, b);
+      if (a.prefetch) {
+        // The lines of this block's quants a.prefetch bytes ahead, and with the first block of a
+        // pair its scales' line: a pair's lines, each once (the stream is contiguous across pairs
+        // and groups).
+        const uint8_t* p = G + o.quants + a.prefetch;
+        for (size_t l = 0; l < 16 * F::kQuantBytes; l += 64) prefetch_l2(p + l);
+        if (b % 2 == 0) prefetch_l2(G + o.scales + a.prefetch);
+      }
       const __m512i s = F::block_sum(G + o.quants, x[b]);
       const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(G + o.scales)));
       acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(x[b].d)), acc);

@@ -27,6 +27,7 @@ struct MatArgs {
   int64_t ldy;
   int64_t T;
   int64_t r0, r1;
+  size_t prefetch = 0;  // one-token kernels of the interleaved layouts: prefetch distance in bytes (0 = none)
 };
 
 using KernelFn = void (*)(const MatArgs&);

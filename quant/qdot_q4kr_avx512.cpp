@@ -99,6 +99,10 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
   for (int j = 0; j < NT; ++j) acc[j] = _mm512_setzero_ps();
   for (int64_t b = 0; b < a.nb; ++b) {
     const uint8_t* blk = G + kQ4KRBlockBytes * static_cast<size_t>(b);
+    if (NT == 1 && a.prefetch) {  // decode: the super-block's 36 lines, a.prefetch bytes ahead, into L2
+      for (size_t l = 0; l < kQ4KRBlockBytes; l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(blk + a.prefetch + l), _MM_HINT_T1);
+    }
     const Scales sc = unpack_scales(blk);
     __m512i isum[NT], iodd[NT];
     for (int j = 0; j < NT; ++j) isum[j] = iodd[j] = _mm512_setzero_si512();

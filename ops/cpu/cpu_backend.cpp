@@ -11,6 +11,7 @@
 #include "ops/cpu/kv_rows.h"
 #include "ops/cpu/worker_team.h"
 #include "quant/quantize.h"
+#include "quant/stream_prefetch.h"
 #include "runtime/kv_cache.h"
 
 namespace jetmoe {
@@ -20,7 +21,13 @@ namespace {
 constexpr int64_t kWidenRows = 512;
 }  // namespace
 
-CpuBackend::CpuBackend() = default;
+// Reads the kernel settings from the environment (JETMOE_FORCE_ISA, JETMOE_PREFETCH) here, on the
+// thread that builds the model, so a bad value is an error naming the variable at load time and
+// not an exception inside a worker thread.
+CpuBackend::CpuBackend() {
+  active_isa();
+  decode_prefetch_bytes();
+}
 
 std::string CpuBackend::name() const { return std::string("cpu (") + isa_name(active_isa()) + ")"; }
 

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -127,6 +128,20 @@ void set_active_isa(CpuIsa isa) {
   if (!isa_supported(isa))
     throw std::runtime_error(std::string("ISA ") + isa_name(isa) + " is not supported by this CPU");
   g_active.store(static_cast<int>(isa), std::memory_order_release);
+}
+
+std::string cpu_vendor() {
+#ifdef JETMOE_X86
+  unsigned a, b, c, d;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return {};
+  char v[13] = {};
+  std::memcpy(v, &b, 4);
+  std::memcpy(v + 4, &d, 4);
+  std::memcpy(v + 8, &c, 4);
+  return v;
+#else
+  return {};
+#endif
 }
 
 std::string cpu_feature_summary() {

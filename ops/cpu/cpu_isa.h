@@ -24,6 +24,9 @@ CpuIsa active_isa();
 // Overrides the active ISA (tests use this to run every path); must be supported.
 void set_active_isa(CpuIsa isa);
 
+// CPUID vendor string ("GenuineIntel", "AuthenticAMD", ...); empty where there is none.
+std::string cpu_vendor();
+
 // Human-readable line of CPU features relevant to the kernels, e.g. "AVX2 FMA F16C AVX512F VNNI".
 std::string cpu_feature_summary();
 

@@ -106,6 +106,19 @@ TEST(BenchSmoke, KvCacheTypesAndDepth) {
   EXPECT_THAT(out, ::testing::HasSubstr("-ctk/-ctv"));
 }
 
+TEST(BenchSmoke, PrefetchSweepGivesOneDecodeRowPerDistance) {
+  const auto j = run_bench("-m '" + kTiny.string() + "' -r 2 -p 4 -n 2 -t 1 --bw-gib 0.02 --quant q4_0 --prefetch 0,4096");
+  const auto& rs = j["results"];
+  ASSERT_EQ(rs.size(), 3u) << rs.dump(1);  // pp4 once, tg2 per distance
+  EXPECT_EQ(rs[0]["test"], "pp4");
+  EXPECT_EQ(rs[1]["test"], "tg2");
+  EXPECT_EQ(rs[1]["decode_prefetch_bytes"], 0);
+  EXPECT_EQ(rs[2]["test"], "tg2");
+  EXPECT_EQ(rs[2]["decode_prefetch_bytes"], 4096);
+  for (size_t i = 1; i < 3; ++i) EXPECT_EQ(rs[i]["tokens_per_second"]["samples"].size(), 2u);
+  EXPECT_TRUE(j.contains("decode_prefetch_bytes"));
+}
+
 TEST(BenchSmoke, BadArgumentsFailCleanly) {
   std::string out;
   EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' --quant q9_9", &out, true), 0);
@@ -113,6 +126,10 @@ TEST(BenchSmoke, BadArgumentsFailCleanly) {
   EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' --quant bf16", &out, true), 0);
   EXPECT_THAT(out, ::testing::HasSubstr("--synth"));
   EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' -t 0", &out, true), 0);
+  EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' --prefetch 0,100", &out, true), 0);
+  EXPECT_THAT(out, ::testing::HasSubstr("--prefetch"));
+  EXPECT_NE(run_command("JETMOE_PREFETCH=4k " + jetmoe::test::jetmoe_binary() + " inspect -m '" + kTiny.string() + "'", &out, true), 0);
+  EXPECT_THAT(out, ::testing::HasSubstr("JETMOE_PREFETCH='4k'"));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "quant/qtypes.h"
 #include "quant/quantize.h"
 #include "quant/repack.h"
+#include "quant/stream_prefetch.h"
 #include "quant_test_util.h"
 
 namespace jetmoe {
@@ -277,6 +278,39 @@ TEST(QuantDot, EveryIsaReadsWeightsAtAnyAlignment) {
             }
           }
       }
+}
+
+TEST(QuantDot, DecodePrefetchDistanceChangesNoResult) {
+  // The one-token kernels prefetch ahead of the stream by the process-wide distance
+  // (quant/stream_prefetch.h); every distance must give the scalar kernel's sums, at any start
+  // offset and for a sub-range whose prefetches run past the end of the weights.
+  const size_t saved = decode_prefetch_bytes();
+  for (size_t distance : {size_t{0}, size_t{64}, size_t{4096}, size_t{65536}}) {
+    set_decode_prefetch_bytes(distance);
+    EXPECT_EQ(decode_prefetch_bytes(), distance);
+    for (CpuIsa isa : supported_isas())
+      for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
+        SCOPED_TRACE(std::string(isa_name(isa)) + " prefetch " + std::to_string(distance));
+        check_against_scalar(make_problem(t, 48, 2048, 1, 17), isa);
+        check_against_scalar(make_problem(t, 80, 512, 3, 18), isa);
+      }
+  }
+  set_decode_prefetch_bytes(saved);
+}
+
+TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
+  const size_t saved = decode_prefetch_bytes();
+  for (size_t bad : {size_t{1}, size_t{100}, size_t{65600}, size_t{1} << 40}) {
+    try {
+      set_decode_prefetch_bytes(bad);
+      ADD_FAILURE() << "accepted prefetch distance " << bad;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("multiple of 64"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(decode_prefetch_bytes(), saved);
+  const std::string vendor = cpu_vendor();
+  EXPECT_EQ(decode_prefetch_default(), vendor == "GenuineIntel" ? 4096u : 0u) << vendor;
 }
 
 TEST(QuantDot, DispatchUsesActiveIsa) {
