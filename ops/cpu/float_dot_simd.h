@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "ops/cpu/float_dot.h"
+#include "quant/stream_prefetch.h"
 
 namespace jetmoe {
 namespace {
@@ -19,14 +20,21 @@ inline typename V::vec load_w(const void* base, int64_t i) {
   else return V::load_f16(static_cast<const uint16_t*>(base) + i);
 }
 
-// Up to 4 tokens share each loaded weight vector: the weight row is read from memory once.
+// Up to 4 tokens share each loaded weight vector: the weight row is read from memory once. One
+// token (decode) prefetches the row prefetch bytes ahead into L2, like the int8/int4 decode
+// kernels (quant/stream_prefetch.h: rows are contiguous, so this runs into the next rows).
 template <class V, DType WT, int NT>
-void dot_tokens(const void* row, const float* x, int64_t ldx, int64_t n, float* out) {
+void dot_tokens(const void* row, const float* x, int64_t ldx, int64_t n, float* out, size_t prefetch) {
   constexpr int64_t W = V::width;
+  constexpr size_t kStepBytes = 2 * W * (WT == DType::F32 ? 4 : 2);
   typename V::vec acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = V::zero();
   int64_t i = 0;
   for (; i + 2 * W <= n; i += 2 * W) {
+    if (NT == 1 && prefetch) {
+      const char* p = static_cast<const char*>(row) + static_cast<size_t>(i) * (kStepBytes / (2 * W)) + prefetch;
+      for (size_t l = 0; l < kStepBytes; l += 64) __builtin_prefetch(p + l, 0, 2);
+    }
     const auto w0 = load_w<V, WT>(row, i), w1 = load_w<V, WT>(row, i + W);
     for (int t = 0; t < NT; ++t) {
       acc[t][0] = V::fma(w0, V::load(x + t * ldx + i), acc[t][0]);
@@ -50,11 +58,11 @@ void dot_tokens(const void* row, const float* x, int64_t ldx, int64_t n, float* 
 template <class V, DType WT>
 void dot_all(const void* row, const float* x, int64_t ldx, int64_t T, int64_t n, float* out) {
   int64_t t = 0;
-  for (; t + 4 <= T; t += 4) dot_tokens<V, WT, 4>(row, x + t * ldx, ldx, n, out + t);
+  for (; t + 4 <= T; t += 4) dot_tokens<V, WT, 4>(row, x + t * ldx, ldx, n, out + t, 0);
   switch (T - t) {
-    case 3: dot_tokens<V, WT, 3>(row, x + t * ldx, ldx, n, out + t); break;
-    case 2: dot_tokens<V, WT, 2>(row, x + t * ldx, ldx, n, out + t); break;
-    case 1: dot_tokens<V, WT, 1>(row, x + t * ldx, ldx, n, out + t); break;
+    case 3: dot_tokens<V, WT, 3>(row, x + t * ldx, ldx, n, out + t, 0); break;
+    case 2: dot_tokens<V, WT, 2>(row, x + t * ldx, ldx, n, out + t, 0); break;
+    case 1: dot_tokens<V, WT, 1>(row, x + t * ldx, ldx, n, out + t, T == 1 ? decode_prefetch_bytes() : 0); break;
     default: break;
   }
 }

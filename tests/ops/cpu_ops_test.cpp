@@ -7,6 +7,7 @@
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cpu/cpu_isa.h"
 #include "ops/cpu/float_dot.h"
+#include "quant/stream_prefetch.h"
 #include "quant/qdot.h"
 #include "quant/quantize.h"
 #include "quant/repack.h"
@@ -80,6 +81,36 @@ TEST_P(CpuOps, MatmulAllFloatTypesAndBatchSizes) {
       }
     }
   }
+}
+
+TEST_P(CpuOps, FloatDecodeRowsAtEveryPrefetchDistance) {
+  // One token: the row kernels prefetch ahead of the weights (quant/stream_prefetch.h), past the
+  // end of the last row too; every distance gives the same sums, and they match float64.
+  const size_t saved = decode_prefetch_bytes();
+  for (DType dt : {DType::F32, DType::BF16, DType::F16})
+    for (int64_t cols : {64, 257, 2048}) {
+      const int64_t rows = 37;
+      TypedWeights w = make_weights(dt, rows, cols, 11 + static_cast<uint64_t>(cols));
+      const auto x = randn(static_cast<size_t>(cols), 5);
+      std::vector<float> first;
+      for (size_t distance : {size_t{0}, size_t{4096}, size_t{65536}}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " cols=" + std::to_string(cols) + " prefetch " + std::to_string(distance));
+        set_decode_prefetch_bytes(distance);
+        std::vector<float> y(static_cast<size_t>(rows), -1.0f);
+        be.matmul(x.data(), 1, w.view, y.data(), rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          double ref = 0, mag = 0;
+          for (int64_t i = 0; i < cols; ++i) {
+            ref += w.exact[static_cast<size_t>(r * cols + i)] * x[static_cast<size_t>(i)];
+            mag += std::fabs(w.exact[static_cast<size_t>(r * cols + i)] * x[static_cast<size_t>(i)]);
+          }
+          ASSERT_NEAR(y[static_cast<size_t>(r)], ref, 1e-6 * mag + 1e-7) << "r=" << r;
+        }
+        if (first.empty()) first = y;
+        EXPECT_EQ(y, first);
+      }
+    }
+  set_decode_prefetch_bytes(saved);
 }
 
 TEST_P(CpuOps, RmsNorm) {
