@@ -142,16 +142,27 @@ size_t activation_row_bytes(DType wtype, int64_t n) {
   return static_cast<size_t>(n / kQK8_0) * sizeof(BlockQ8_0);
 }
 
-void quantize_activation_row(DType wtype, const float* x, void* dst, int64_t n) {
+namespace {
+
+void quantize_row_with(CpuIsa isa, DType wtype, const float* x, void* dst, int64_t n) {
   check_quant_row(wtype, n, "quantize_activation_row");
+  // The interleaved types' activations have AVX-512 code (decode quantizes before every matmul
+  // group); the GGUF-layout ones stay scalar.
+  const qdot_detail::ActivationQuantFns* simd = isa == CpuIsa::Avx512 ? qdot_detail::avx512_activation_quant() : nullptr;
   if (wtype == DType::Q4_K)
     quantize_q8_k_blocks(x, static_cast<BlockQ8_K*>(dst), n / kQK_K);
   else if (wtype == DType::Q4_KR)
-    quantize_q8_ks_blocks(x, static_cast<BlockQ8_KS*>(dst), n / kQK_K);
+    (simd ? simd->q8_ks : quantize_q8_ks_blocks)(x, static_cast<BlockQ8_KS*>(dst), n / kQK_K);
   else if (dtype_is_repacked(wtype))
-    quantize_q8_0z_blocks(x, static_cast<BlockQ8_0Z*>(dst), n / kQK8_0, wtype == DType::Q8_0R ? 128 : 8);
+    (simd ? simd->q8_0z : quantize_q8_0z_blocks)(x, static_cast<BlockQ8_0Z*>(dst), n / kQK8_0, wtype == DType::Q8_0R ? 128 : 8);
   else
     quantize_q8_0_blocks(x, static_cast<BlockQ8_0*>(dst), n / kQK8_0);
+}
+
+}  // namespace
+
+void quantize_activation_row(DType wtype, const float* x, void* dst, int64_t n) {
+  quantize_row_with(active_isa(), wtype, x, dst, n);
 }
 
 void quantize_activation_rows(DType wtype, const float* x, int64_t ldx, void* dst, int64_t T,
@@ -191,6 +202,11 @@ void qmatvec_isa(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int6
                  int64_t n, const void* xq, float* y) {
   check_isa(isa);
   run_matvec(isa, wtype, W, row_begin, row_end, n, xq, y);
+}
+
+void quantize_activation_row_isa(CpuIsa isa, DType wtype, const float* x, void* dst, int64_t n) {
+  check_isa(isa);
+  quantize_row_with(isa, wtype, x, dst, n);
 }
 
 void qmatmul_isa(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,

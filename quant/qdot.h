@@ -18,8 +18,10 @@ namespace jetmoe {
 // Throws std::invalid_argument like quantize_row for bad wtype / n.
 size_t activation_row_bytes(DType wtype, int64_t n);
 
-// Quantizes one activation row (max-abs rounding to int8) for weights of type wtype.
+// Quantizes one activation row (max-abs rounding to int8) for weights of type wtype, with the
+// active ISA's code; every ISA gives the same bytes (the _isa form, for tests, must be supported).
 void quantize_activation_row(DType wtype, const float* x, void* dst, int64_t n);
+void quantize_activation_row_isa(CpuIsa isa, DType wtype, const float* x, void* dst, int64_t n);
 
 // Quantizes T rows (x row t at x + t*ldx) into T contiguous activation rows.
 void quantize_activation_rows(DType wtype, const float* x, int64_t ldx, void* dst, int64_t T,

@@ -14,6 +14,11 @@
 #define JETMOE_QDOT_AVX512 0
 #endif
 
+namespace jetmoe {
+struct BlockQ8_0Z;
+struct BlockQ8_KS;
+}  // namespace jetmoe
+
 namespace jetmoe::qdot_detail {
 
 // One matmul / matvec job. Matvec is T = 1, ldy = 0.
@@ -62,6 +67,14 @@ void avx512_matmul_q4_0r(const MatArgs& a);
 // ... and of Q4_KR (qdot_q4kr_avx512.cpp).
 void avx512_matvec_q4_kr(const MatArgs& a);
 void avx512_matmul_q4_kr(const MatArgs& a);
+
+// Activation quantization for the interleaved kernels, per ISA (activation_quant_avx512.cpp);
+// bit-identical to the scalar code in qdot.cpp. nullptr where the build has no AVX-512 kernels.
+struct ActivationQuantFns {
+  void (*q8_0z)(const float* x, BlockQ8_0Z* b, int64_t nb, int32_t zero_point);  // Q8_0R / Q4_0R
+  void (*q8_ks)(const float* x, BlockQ8_KS* b, int64_t nb);                       // Q4_KR
+};
+const ActivationQuantFns* avx512_activation_quant();
 
 // Drives K::tile<NR, NT>(args, r, t), which computes the NR x NT outputs for rows r.. and
 // tokens t.., over the whole job; leftovers use smaller tiles.

@@ -141,6 +141,55 @@ TEST(QuantActivation, RowBytesAndDecode) {
   }
 }
 
+TEST(QuantActivation, EveryIsaGivesTheScalarBytes) {
+  // The interleaved types' activations have SIMD code; it must give the scalar code's bytes,
+  // scale and block sums exactly, from values whose fp16 scale is subnormal (amax / 127 below
+  // 6.1e-5) to values whose scale rounds to the largest half or overflows to inf, with zero
+  // blocks, exact halves (ties round to even) and single outliers among them.
+  const int64_t n = 2048;
+  std::vector<std::vector<float>> rows;
+  for (float scale : {1e-9f, 3e-6f, 1e-3f, 1.0f, 300.0f, 8.3e6f, 9e6f, 3e30f}) {
+    auto x = gaussian(n, 7 + static_cast<uint32_t>(rows.size()));
+    for (float& v : x) v *= scale;
+    rows.push_back(x);
+  }
+  std::vector<float> mixed(n, 0.0f);  // block 0 zero; ties; outliers; negative zero
+  for (int64_t i = 32; i < n; ++i) mixed[static_cast<size_t>(i)] = 0.5f * static_cast<float>(static_cast<int>(i % 255) - 127);
+  mixed[100] = -127.0f;
+  mixed[300] = 1e20f;
+  mixed[301] = -0.0f;
+  rows.push_back(mixed);
+  for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
+    const size_t rb = activation_row_bytes(t, n);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      std::vector<uint8_t> want(rb, 0xAB);
+      quantize_activation_row_isa(CpuIsa::Scalar, t, rows[r].data(), want.data(), n);
+      for (CpuIsa isa : supported_isas()) {
+        std::vector<uint8_t> got(rb, 0xCD);
+        quantize_activation_row_isa(isa, t, rows[r].data(), got.data(), n);
+        const size_t block = t == DType::Q4_KR ? sizeof(BlockQ8_KS) : sizeof(BlockQ8_0Z);
+        for (size_t b = 0; b < rb / block; ++b) {
+          if (t == DType::Q4_KR) {
+            const auto& w = reinterpret_cast<const BlockQ8_KS*>(want.data())[b];
+            const auto& g = reinterpret_cast<const BlockQ8_KS*>(got.data())[b];
+            ASSERT_EQ(std::memcmp(&w.d, &g.d, 4), 0) << isa_name(isa) << " row " << r << " block " << b;
+            ASSERT_EQ(std::memcmp(w.qs, g.qs, sizeof w.qs), 0) << isa_name(isa) << " row " << r << " block " << b;
+            ASSERT_EQ(std::memcmp(w.ssum, g.ssum, sizeof w.ssum), 0) << isa_name(isa) << " row " << r << " block " << b;
+          } else {
+            const auto& w = reinterpret_cast<const BlockQ8_0Z*>(want.data())[b];
+            const auto& g = reinterpret_cast<const BlockQ8_0Z*>(got.data())[b];
+            ASSERT_EQ(std::memcmp(&w.d, &g.d, 4), 0) << isa_name(isa) << " " << dtype_name(t) << " row " << r << " block " << b;
+            ASSERT_EQ(std::memcmp(w.qs, g.qs, sizeof w.qs), 0) << isa_name(isa) << " " << dtype_name(t) << " row " << r << " block " << b;
+            ASSERT_EQ(w.zsum, g.zsum) << isa_name(isa) << " " << dtype_name(t) << " row " << r << " block " << b;
+          }
+        }
+      }
+    }
+  }
+  std::vector<uint8_t> q(activation_row_bytes(DType::Q8_0R, n));
+  for (CpuIsa isa : supported_isas()) EXPECT_NO_THROW(quantize_activation_row_isa(isa, DType::Q8_0R, rows[0].data(), q.data(), n));
+}
+
 TEST(QuantActivation, BadInput) {
   std::vector<float> x(512);
   std::vector<uint8_t> q(4096);
