@@ -330,16 +330,16 @@ TEST(QuantDot, EveryIsaReadsWeightsAtAnyAlignment) {
 }
 
 TEST(QuantDot, DecodePrefetchDistanceChangesNoResult) {
-  // The one-token kernels prefetch ahead of the stream by the process-wide distance
-  // (quant/stream_prefetch.h); every distance must give the scalar kernel's sums, at any start
-  // offset and for a sub-range whose prefetches run past the end of the weights.
+  // The one-token kernels (interleaved layouts, and GGUF-layout Q4_K) prefetch ahead of the
+  // stream by the process-wide distance (quant/stream_prefetch.h); every distance must give the
+  // scalar kernel's sums, including sub-ranges whose prefetches run past the end of the weights.
   const size_t saved = decode_prefetch_bytes();
   for (size_t distance : {size_t{0}, size_t{64}, size_t{4096}, size_t{65536}}) {
     set_decode_prefetch_bytes(distance);
     EXPECT_EQ(decode_prefetch_bytes(), distance);
     for (CpuIsa isa : supported_isas())
-      for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
-        SCOPED_TRACE(std::string(isa_name(isa)) + " prefetch " + std::to_string(distance));
+      for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR, DType::Q4_K}) {
+        SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " prefetch " + std::to_string(distance));
         check_against_scalar(make_problem(t, 48, 2048, 1, 17), isa);
         check_against_scalar(make_problem(t, 80, 512, 3, 18), isa);
       }
