@@ -228,15 +228,11 @@ void run_bench(BenchOptions& o) {
   // so that a comparison sees the same minutes of this machine's moving bandwidth.
   std::vector<size_t> prefetches;
   for (const std::string& v : split_list(o.prefetch)) {
-    size_t pos = 0;
-    long long b = -1;
     try {
-      b = std::stoll(v, &pos);
-    } catch (const std::exception&) {
+      prefetches.push_back(parse_decode_prefetch_bytes(v, "'" + v + "'"));
+    } catch (const std::runtime_error& e) {
+      throw CLI::ValidationError("--prefetch", e.what());
     }
-    if (b < 0 || pos != v.size() || b > 65536 || b % 64 != 0)
-      throw CLI::ValidationError("--prefetch", "'" + v + "' is not a distance in bytes (a multiple of 64 from 0 to 65536)");
-    prefetches.push_back(static_cast<size_t>(b));
   }
   if (prefetches.empty()) prefetches.push_back(decode_prefetch_bytes());
   const bool sweep_prefetch = prefetches.size() > 1;

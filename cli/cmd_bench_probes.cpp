@@ -42,25 +42,15 @@ uint64_t sum_range(const uint64_t* p, size_t begin, size_t end) {
 // The same sum with 32-byte loads. On the Zen 5 test VM one thread read up to 1.6x faster this
 // way than with the baseline loop (28-30 vs 18-19 GB/s from huge pages); the decode kernels use
 // wide loads too, so a probe limited to the baseline loop would understate the limit.
+// Prefetch = true adds a prefetch 4 KiB ahead into L2. On the Xeon test VM that read 12-15%
+// faster than the loops without (one thread 15.0-15.7 vs 12.7-13.7 GB/s, two threads 30.9-31.3
+// vs 27.0-28.1), and the decode kernels prefetch there (quant/stream_prefetch.h), so the probe
+// must count it or the ratio would flatter them.
+template <bool Prefetch>
 __attribute__((target("avx2"))) uint64_t sum_range_avx2(const uint64_t* p, size_t begin, size_t end) {
   __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
   for (size_t i = begin; i < end; i += 8) {
-    a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
-    a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
-  }
-  alignas(32) uint64_t t[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_add_epi64(a0, a1));
-  return t[0] + t[1] + t[2] + t[3];
-}
-
-// The 32-byte-load sum prefetching 4 KiB ahead into L2. On the Xeon test VM this read 12-15%
-// faster than the loops without prefetch (one thread 15.0-15.7 vs 12.7-13.7 GB/s, two threads
-// 30.9-31.3 vs 27.0-28.1), and the decode kernels prefetch there (quant/stream_prefetch.h), so
-// the probe must count it or the ratio would flatter them.
-__attribute__((target("avx2"))) uint64_t sum_range_avx2_prefetch(const uint64_t* p, size_t begin, size_t end) {
-  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-  for (size_t i = begin; i < end; i += 8) {
-    _mm_prefetch(reinterpret_cast<const char*>(p + i) + 4096, _MM_HINT_T1);
+    if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(p + i) + 4096, _MM_HINT_T1);
     a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
     a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
   }
@@ -77,8 +67,8 @@ std::vector<SumFn> sum_loops() {
   std::vector<SumFn> f = {sum_range};
 #if defined(__x86_64__)
   if (__builtin_cpu_supports("avx2")) {
-    f.push_back(sum_range_avx2);
-    f.push_back(sum_range_avx2_prefetch);
+    f.push_back(sum_range_avx2<false>);
+    f.push_back(sum_range_avx2<true>);
   }
 #endif
   return f;

@@ -118,8 +118,9 @@ void run_inspect(const InspectOptions& o) {
               o.model.cache_type_k.c_str(), o.model.cache_type_v.c_str(), human_bytes(static_cast<double>(kv_per_token)).c_str(),
               human_bytes(static_cast<double>(kv_per_token) * ctx).c_str(), ctx);
   std::printf("tokenizer    %s\n", m->tokenizer ? m->tokenizer->path().c_str() : "(none: token ids only)");
+  const std::string vendor = cpu_vendor();
   std::printf("cpu kernels  %s, decode prefetch %zu bytes (%s, CPU has: %s)\n", isa_name(active_isa()), decode_prefetch_bytes(),
-              cpu_vendor().empty() ? "unknown vendor" : cpu_vendor().c_str(), cpu_feature_summary().c_str());
+              vendor.empty() ? "unknown vendor" : vendor.c_str(), cpu_feature_summary().c_str());
   if (!o.tensors) return;
   std::printf("\n%-64s %-9s %-5s %-20s %s\n", "tensor", "role", "dtype", "shape", "bytes");
   for (const auto& t : tl) {

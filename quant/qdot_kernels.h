@@ -32,7 +32,7 @@ struct MatArgs {
   int64_t ldy;
   int64_t T;
   int64_t r0, r1;
-  size_t prefetch = 0;  // one-token kernels of the interleaved layouts: prefetch distance in bytes (0 = none)
+  size_t prefetch = 0;  // one-token kernels: prefetch distance in bytes (0 = none; quant/stream_prefetch.h)
 };
 
 using KernelFn = void (*)(const MatArgs&);

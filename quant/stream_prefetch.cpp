@@ -22,13 +22,7 @@ void check_distance(size_t bytes, const std::string& what) {
 size_t distance_from_env() {
   const char* env = std::getenv("JETMOE_PREFETCH");
   if (env == nullptr || *env == '\0') return decode_prefetch_default();
-  const std::string what = std::string("JETMOE_PREFETCH='") + env + "'";
-  errno = 0;
-  char* end = nullptr;
-  const unsigned long long v = std::strtoull(env, &end, 10);
-  if (*env == '-' || end == env || *end != '\0' || errno == ERANGE || v > kMaxPrefetchBytes) check_distance(kMaxPrefetchBytes + 1, what);
-  check_distance(static_cast<size_t>(v), what);
-  return static_cast<size_t>(v);
+  return parse_decode_prefetch_bytes(env, std::string("JETMOE_PREFETCH='") + env + "'");
 }
 
 // -1 = not read yet.
@@ -45,6 +39,17 @@ size_t decode_prefetch_bytes() {
     g_distance.store(v, std::memory_order_release);
   }
   return static_cast<size_t>(v);
+}
+
+size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& what) {
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  // strtoull takes leading blanks and a sign and would wrap "-64" around: no minus at all.
+  const bool number = end != text.c_str() && *end == '\0' && errno != ERANGE && text.find('-') == std::string::npos;
+  const size_t bytes = number && v <= kMaxPrefetchBytes ? static_cast<size_t>(v) : kMaxPrefetchBytes + 1;  // out of range: rejected below
+  check_distance(bytes, what);
+  return bytes;
 }
 
 void set_decode_prefetch_bytes(size_t bytes) {

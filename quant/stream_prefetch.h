@@ -15,6 +15,7 @@
 // JETMOE_PREFETCH=<bytes> (0 .. 65536, a multiple of 64) overrides the default.
 #pragma once
 #include <cstddef>
+#include <string>
 
 namespace jetmoe {
 
@@ -27,5 +28,9 @@ size_t decode_prefetch_default();
 
 // Overrides the distance for this process (benchmarks and tests); same range as the variable.
 void set_decode_prefetch_bytes(size_t bytes);
+
+// A distance written as decimal bytes ("4096"), as JETMOE_PREFETCH and `bench --prefetch` take
+// it. Throws std::runtime_error starting with `what` when it is not one.
+size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& what);
 
 }  // namespace jetmoe
