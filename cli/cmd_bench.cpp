@@ -27,6 +27,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -57,6 +58,7 @@ struct BenchOptions {
   long long seed = 1;
   std::string json_file;  // also write the JSON here
   std::string prefetch;   // decode prefetch distances in bytes, "0,4096"; empty: this CPU's setting
+  std::string device = "cpu";
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -252,8 +254,16 @@ void run_bench(BenchOptions& o) {
 
   const int max_threads = *std::max_element(threads.begin(), threads.end());
   omp_set_num_threads(max_threads);
-  std::fprintf(stderr, "bench: allocating the %.2f GiB bandwidth probe buffer...\n", o.bw_gib);
-  ReadBandwidthProbe probe(static_cast<size_t>(o.bw_gib * 1024.0 * 1024.0 * 1024.0));
+  const std::string device = resolve_device(o.device);
+  const bool on_gpu = device != "cpu";
+  const size_t probe_bytes = static_cast<size_t>(o.bw_gib * 1024.0 * 1024.0 * 1024.0);
+  // The CPU probe reads host memory with the thread count of each row; a GPU backend measures its
+  // own memory (Backend::measure_read_bandwidth_gbps), which is what its decode streams from.
+  std::optional<ReadBandwidthProbe> cpu_probe;
+  if (!on_gpu) {
+    std::fprintf(stderr, "bench: allocating the %.2f GiB bandwidth probe buffer...\n", o.bw_gib);
+    cpu_probe.emplace(probe_bytes);
+  }
 
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   nlohmann::ordered_json report;
@@ -267,7 +277,8 @@ void run_bench(BenchOptions& o) {
   report["n_prompt"] = o.n_prompt;
   report["n_gen"] = o.n_gen;
   report["repetitions"] = o.reps;
-  report["bandwidth_probe_bytes"] = probe.bytes();
+  report["device"] = device;
+  report["bandwidth_probe_bytes"] = on_gpu ? probe_bytes : cpu_probe->bytes();
   report["results"] = nlohmann::ordered_json::array();
 
   std::mt19937 rng(static_cast<uint32_t>(o.seed));
@@ -275,8 +286,18 @@ void run_bench(BenchOptions& o) {
     for (const std::string& type : types) {
       omp_set_num_threads(max_threads);  // building / quantizing uses every thread asked for
       Loaded L = load_one(o, model_path, type);
-      auto backend = make_backend("cpu");
+      auto backend = make_backend(device);
+      if (on_gpu) std::fprintf(stderr, "bench: uploading the weights to %s...\n", backend->name().c_str());
       JetMoeModel model(L.files->config, L.files->weights, *backend);
+      report["backend"] = backend->name();
+      auto measure_bw = [&]() -> BandwidthResult {
+        if (!on_gpu) return cpu_probe->measure(o.bw_passes);
+        BandwidthResult r;
+        r.median_gbps = r.min_gbps = r.max_gbps = backend->measure_read_bandwidth_gbps(probe_bytes, o.bw_passes);
+        r.passes = o.bw_passes;
+        r.buffer_bytes = probe_bytes;
+        return r;
+      };
       const JetMoeConfig& cfg = L.files->config;
       const int ctx = o.depth + std::max(o.n_prompt, o.n_gen) + 1;
       if (ctx > cfg.max_position_embeddings)
@@ -310,7 +331,7 @@ void run_bench(BenchOptions& o) {
         }
         for (int nt : threads) {
           omp_set_num_threads(nt);
-          const BandwidthResult bw = probe.measure(o.bw_passes);
+          const BandwidthResult bw = measure_bw();
           std::fprintf(stderr, "bench: %s %s t=%d: read bandwidth %.1f GB/s (median of %d, %.1f-%.1f)\n", L.name.c_str(),
                        L.type.c_str(), nt, bw.median_gbps, bw.passes, bw.min_gbps, bw.max_gbps);
           set_decode_prefetch_bytes(prefetches[0]);
@@ -328,6 +349,7 @@ void run_bench(BenchOptions& o) {
             r["synthetic"] = model_path.empty();
             r["layers"] = cfg.num_hidden_layers;
             r["type"] = L.type;
+            r["device"] = backend->name();
             r["model_bytes"] = model_bytes;
             r["load_mode"] = L.load_mode;
             r["threads"] = nt;
@@ -367,9 +389,9 @@ void run_bench(BenchOptions& o) {
             for (int rep = 0; rep < o.reps; ++rep)
               for (size_t v = 0; v < variants; ++v) {
                 set_decode_prefetch_bytes(prefetches[v]);
-                const double before = decode ? probe.measure(o.bw_passes).median_gbps : 0.0;
+                const double before = decode ? measure_bw().median_gbps : 0.0;
                 samples[v].push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
-                if (decode) paired[v].push_back(0.5 * (before + probe.measure(o.bw_passes).median_gbps));
+                if (decode) paired[v].push_back(0.5 * (before + measure_bw().median_gbps));
                 std::fprintf(stderr, "bench: %s %s kv %s t=%d %s%s rep %d/%d: %.2f tok/s%s\n", L.name.c_str(), L.type.c_str(),
                              kv_name.c_str(), nt, test.c_str(), decode && sweep_prefetch ? fmt(" prefetch %.0f", static_cast<double>(prefetches[v])).c_str() : "",
                              rep + 1, o.reps, samples[v].back(),
@@ -416,6 +438,9 @@ void run_bench(BenchOptions& o) {
                 decode ? r["paired_bandwidth_gbps"]["median"].get<double>() : r["bandwidth_gbps"].get<double>(),
                 decode ? fmt("%.0f%%", 100.0 * r["bandwidth_ratio"].get<double>()).c_str() : "-");
   }
+  if (on_gpu)
+    std::printf("\ndevice %s: weights in device memory; read bandwidth: a streaming read of %.2f GiB of device memory, median of %d passes\n",
+                report.value("backend", device).c_str(), o.bw_gib, o.bw_passes);
   std::printf("\nisa %s, decode prefetch %zu bytes, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages; fastest read loop of each pass), median of %d passes "
               "(decode rows: the probes around each repetition, and of BW = median of the per-repetition ratios)\n",
               report["isa"].get<std::string>().c_str(), report["decode_prefetch_bytes"].get<size_t>(), wait_policy ? wait_policy : "(unset)",
@@ -455,6 +480,8 @@ void add_bench_command(CLI::App& app) {
   sub->add_option("--prefetch", o->prefetch,
                   "Decode prefetch distances in bytes to compare, comma-separated, e.g. 0,4096: one decode row each, repetitions "
                   "interleaved (default: this CPU's setting, JETMOE_PREFETCH or 4096 on Intel, 0 elsewhere)");
+  sub->add_option("--device", o->device, "Run on cpu or cuda (a CUDA build without a usable GPU falls back to the CPU, saying so)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   sub->callback([o] { run_bench(*o); });
 }
 

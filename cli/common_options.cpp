@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -27,9 +28,17 @@ void ModelOptions::add_to(CLI::App& app) {
       ->capture_default_str();
   app.add_flag("--no-mmap", no_mmap, "Read the weights into RAM instead of mmapping them (immune to page-cache eviction; int8/int4 GGUF weights are then also repacked for the AVX-512 kernels)");
   app.add_flag("--mlock", mlock, "mmap the weights and lock them in RAM");
-  app.add_option("--device", device, "Compute device")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--device", device, "Compute device: cpu, or cuda in a build with -DJETMOE_CUDA=ON (without a usable GPU it runs on the CPU, saying so)")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--quant", quant, "Quantize the weights at load time: q8_0, q4_0, q4_k (int4 experts, 8-bit kv_proj/embedding/head), q4_0-pure, q4_k-pure")
       ->check(CLI::IsMember(quant_mix_names()));
+}
+
+std::string resolve_device(const std::string& requested) {
+  const DeviceAvailability a = device_availability(requested);
+  if (a.usable) return requested;
+  if (!a.built) throw CLI::ValidationError("--device", requested + ": " + a.why);
+  std::fprintf(stderr, "jetmoe: --device %s: %s; running on the CPU instead\n", requested.c_str(), a.why.c_str());
+  return "cpu";
 }
 
 std::string ModelOptions::resolved_model() const { return model.empty() ? default_model_path() : model; }
@@ -54,7 +63,7 @@ LoadedModel load_model(const ModelOptions& opts) {
   opts.apply_threads();
   LoadedModel lm;
   lm.files = load_model_files(opts.resolved_model(), opts.load_options());
-  lm.backend = make_backend(opts.device);
+  lm.backend = make_backend(resolve_device(opts.device));
   lm.model = std::make_unique<JetMoeModel>(lm.files->config, lm.files->weights, *lm.backend);
   lm.model->set_cache_types(opts.cache_types());
   const int max_ctx = lm.files->config.max_position_embeddings;

@@ -43,6 +43,11 @@ struct LoadedModel {
 
 LoadedModel load_model(const ModelOptions& opts);
 
+// The device to run on for --device `requested`: itself when usable; "cpu" with a notice on stderr
+// when this is a CUDA build on a machine without a usable GPU; a CLI::ValidationError naming
+// --device when the device is not built into this binary.
+std::string resolve_device(const std::string& requested);
+
 // "1,5,9" -> {1, 5, 9}; throws CLI::ValidationError naming `flag` on anything else.
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& flag);
 

@@ -2,7 +2,9 @@
 // (ops/cpu/cpu_backend.cpp today; a CUDA backend implements the same). The model code in
 // runtime/jetmoe_model.cpp calls only these, so it is written once for every device.
 //
-// Activations are float32, row-major, in the backend's memory. Weights are WeightViews of any
+// Activations are float32, row-major, in host memory: a device backend copies an op's inputs to
+// the device and its outputs back (the CUDA backend, ops/cuda/cuda_backend.h). Weights are
+// uploaded once (load_weights) and must not change while the backend lives. Weights are WeightViews of any
 // DType (F32, F16, BF16, Q8_0, Q4_0, Q4_K); each backend dequantizes inside its kernels and never
 // expands a quantized weight to float in memory.
 #pragma once
@@ -10,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "loader/jetmoe_weights.h"
 
@@ -48,6 +51,15 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
 
+  // Called once by the model with every large weight tensor before the first op: a device backend
+  // uploads them here (the CPU reads them in place).
+  virtual void load_weights(const JetMoeWeights& weights) {}
+
+  // The read bandwidth of the memory the weights stream from, in GB/s (1e9 bytes), measured now:
+  // the median of `passes` timed reads of a `bytes` buffer. 0 when the backend has no probe of its
+  // own (the CPU's is jetmoe bench's per-thread-count ReadBandwidthProbe).
+  virtual double measure_read_bandwidth_gbps(size_t bytes, int passes) { return 0.0; }
+
   // x[t, :] = row tokens[t] of `table` ([V, H], any dtype), for t < T.
   virtual void embed(const int32_t* tokens, int64_t T, const WeightView& table, float* x) = 0;
 
@@ -85,8 +97,20 @@ class Backend {
                         const int32_t* slot) = 0;
 };
 
-// "cpu" always; "cuda" when built with -DJETMOE_CUDA=ON. Throws std::runtime_error naming the
-// device otherwise.
+// "cpu" always; "cuda" when built with -DJETMOE_CUDA=ON and a GPU is present. Throws
+// std::runtime_error naming the device and the reason otherwise (ops/backend_factory.cpp).
 std::unique_ptr<Backend> make_backend(const std::string& device);
+
+// Whether `device` ("cpu", "cuda") can run here: built into this binary, and (for a GPU) a device
+// present. `why` says what is missing when usable is false.
+struct DeviceAvailability {
+  bool built = false;
+  bool usable = false;
+  std::string why;
+};
+DeviceAvailability device_availability(const std::string& device);
+
+// The devices usable here, "cpu" first.
+std::vector<std::string> usable_devices();
 
 }  // namespace jetmoe

@@ -46,6 +46,7 @@ JetMoeModel::JetMoeModel(const JetMoeConfig& cfg, const JetMoeWeights& weights, 
     s.moe_router = widen(l.moe.router, E * H);
   }
   final_norm_ = widen(w_.final_norm, H);
+  be_.load_weights(w_);  // a device backend uploads the large tensors now, not in the first token
 }
 
 KvCache JetMoeModel::make_cache(int capacity) const {

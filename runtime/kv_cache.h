@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,11 @@ class KvCache {
   const uint8_t* k_rows(int layer, int head) const { return k_.data() + offset(layer, head) * k_row_bytes_; }
   const uint8_t* v_rows(int layer, int head) const { return v_.data() + offset(layer, head) * v_row_bytes_; }
 
+  // Where a device backend keeps this cache's rows (the CUDA backend: device memory with the
+  // layout above), created by its first kv_store and freed with the cache. A cache is filled and
+  // read by one backend: the CPU uses the rows above, a device backend only its own copy.
+  std::shared_ptr<void>& device_rows() const { return device_rows_; }
+
  private:
   // Index of the first row of (layer, head).
   size_t offset(int layer, int head) const {
@@ -77,6 +83,7 @@ class KvCache {
   size_t k_row_bytes_, v_row_bytes_;
   int size_ = 0;
   AlignedBuffer k_, v_;
+  mutable std::shared_ptr<void> device_rows_;  // see device_rows()
 };
 
 }  // namespace jetmoe

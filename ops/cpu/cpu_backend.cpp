@@ -274,11 +274,4 @@ void CpuBackend::silu_mul(const float* z, int64_t T, int64_t F, float* h) {
   WorkerTeam::shared().run(pieces, piece, T * F >= 2 * kSiluPiece);
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& device) {
-  if (device == "cpu") return std::make_unique<CpuBackend>();
-  if (device == "cuda")
-    throw std::runtime_error("device 'cuda': this jetmoe was built without CUDA (configure with -DJETMOE_CUDA=ON)");
-  throw std::runtime_error("unknown device '" + device + "': expected cpu or cuda");
-}
-
 }  // namespace jetmoe

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 
@@ -15,7 +16,10 @@ namespace jetmoe::test {
 
 std::vector<fs::path> golden_checkpoints() {
   std::vector<fs::path> out;
-  const fs::path root(JETMOE_GOLDEN_DIR);
+  // JETMOE_GOLDEN_DIR in the environment overrides the built-in path (a test binary run on another
+  // machine, e.g. a GPU host that has a copy of the checkpoints elsewhere).
+  const char* env = std::getenv("JETMOE_GOLDEN_DIR");
+  const fs::path root(env && *env ? env : JETMOE_GOLDEN_DIR);
   if (!fs::is_directory(root)) {
     ADD_FAILURE() << "golden checkpoints not found at " << root << " (../shared/golden beside the checkout)";
     return out;

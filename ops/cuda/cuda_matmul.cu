@@ -1,0 +1,146 @@
+// Matrix products with weights of every stored type, dequantized in registers (never in memory).
+//   Few tokens (decode, and experts that few prompt tokens chose): one warp per weight row; the
+//   lanes walk the row's 32-element groups, so each weight byte is read once for all tokens.
+//   Many tokens (prefill): 64 rows x 64 tokens per block, the weight tile widened into shared
+//   memory once per 32 columns and reused by all 64 tokens.
+#include <stdexcept>
+#include <string>
+
+#include "ops/cuda/cuda_check.h"
+#include "ops/cuda/cuda_dequant.cuh"
+#include "ops/cuda/cuda_kernels.h"
+
+namespace jetmoe::cuda {
+namespace {
+
+constexpr int kGemvMaxTokens = 8;  // up to this many tokens take the one-warp-per-row kernel
+constexpr int kGemvWarps = 8;      // rows per block
+constexpr int kTile = 64;          // GEMM tile: rows and tokens
+constexpr int kGemmThreads = 256;  // each thread 4 rows x 4 tokens
+
+template <DType Type>
+__global__ void gemv_kernel(const float* __restrict__ x, int T, const uint8_t* __restrict__ w, size_t row_bytes,
+                            int64_t rows, int64_t cols, float* __restrict__ y, int64_t ldy) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+  if (r >= rows) return;
+  const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
+  const int64_t groups = (cols + 31) / 32;
+  float acc[kGemvMaxTokens] = {};
+  float v[32];
+  for (int64_t g = lane; g < groups; g += 32) {
+    load_group<Type>(row, g, cols, v);
+    const int64_t c0 = 32 * g;
+    const bool whole = c0 + 32 <= cols;
+#pragma unroll
+    for (int t = 0; t < kGemvMaxTokens; ++t) {
+      if (t >= T) break;
+      const float* xr = x + t * cols + c0;
+      float s = 0.0f;
+      if (whole) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) s += v[i] * __ldg(xr + i);
+      } else {
+        for (int i = 0; c0 + i < cols; ++i) s += v[i] * __ldg(xr + i);
+      }
+      acc[t] += s;
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kGemvMaxTokens; ++t) {
+    if (t >= T) break;
+    float s = acc[t];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if (lane == 0) y[t * ldy + r] = s;
+  }
+}
+
+template <DType Type>
+__global__ void gemm_kernel(const float* __restrict__ x, int64_t T, const uint8_t* __restrict__ w, size_t row_bytes,
+                            int64_t rows, int64_t cols, float* __restrict__ y, int64_t ldy) {
+  __shared__ float ws[kTile][33];  // weight rows x 32 columns (+1: no bank conflicts on the row walk)
+  __shared__ float xs[kTile][33];  // tokens x 32 columns
+  const int tid = threadIdx.x;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kTile, t0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  const int ty = tid / 16, tx = tid % 16;  // rows ty*4 .. +4, tokens tx*4 .. +4
+  float acc[4][4] = {};
+  const int64_t groups = (cols + 31) / 32;
+  for (int64_t g = 0; g < groups; ++g) {
+    if (tid < kTile) {
+      float v[32];
+      const int64_t r = r0 + tid;
+      if (r < rows) {
+        load_group<Type>(w + static_cast<size_t>(r) * row_bytes, g, cols, v);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) v[i] = 0.0f;
+      }
+#pragma unroll
+      for (int i = 0; i < 32; ++i) ws[tid][i] = v[i];
+    }
+    for (int e = tid; e < kTile * 32; e += kGemmThreads) {
+      const int tt = e / 32, c = e % 32;
+      const int64_t t = t0 + tt, col = 32 * g + c;
+      xs[tt][c] = (t < T && col < cols) ? x[t * cols + col] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int c = 0; c < 32; ++c) {
+      float a[4], b[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) a[i] = ws[ty * 4 + i][c], b[i] = xs[tx * 4 + i][c];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t r = r0 + ty * 4 + i;
+    if (r >= rows) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t t = t0 + tx * 4 + j;
+      if (t < T) y[t * ldy + r] = acc[i][j];
+    }
+  }
+}
+
+template <DType Type>
+void launch_typed(const float* x, int64_t T, const void* w, int64_t rows, int64_t cols, float* y, int64_t ldy,
+                  cudaStream_t stream) {
+  const size_t rb = dtype_row_bytes(Type, static_cast<size_t>(cols));
+  const auto* wb = static_cast<const uint8_t*>(w);
+  if (T <= kGemvMaxTokens) {
+    const dim3 grid(static_cast<unsigned>((rows + kGemvWarps - 1) / kGemvWarps));
+    gemv_kernel<Type><<<grid, kGemvWarps * 32, 0, stream>>>(x, static_cast<int>(T), wb, rb, rows, cols, y, ldy);
+    check_launch("matmul (one warp per row)");
+    return;
+  }
+  const dim3 grid(static_cast<unsigned>((rows + kTile - 1) / kTile), static_cast<unsigned>((T + kTile - 1) / kTile));
+  gemm_kernel<Type><<<grid, kGemmThreads, 0, stream>>>(x, T, wb, rb, rows, cols, y, ldy);
+  check_launch("matmul (tiled)");
+}
+
+}  // namespace
+
+void launch_matmul(const float* x, int64_t T, const void* w, DType type, int64_t rows, int64_t cols, float* y,
+                   int64_t ldy, cudaStream_t stream) {
+  if (T <= 0 || rows <= 0) return;
+  switch (type) {
+    case DType::F32: return launch_typed<DType::F32>(x, T, w, rows, cols, y, ldy, stream);
+    case DType::F16: return launch_typed<DType::F16>(x, T, w, rows, cols, y, ldy, stream);
+    case DType::BF16: return launch_typed<DType::BF16>(x, T, w, rows, cols, y, ldy, stream);
+    case DType::Q8_0: return launch_typed<DType::Q8_0>(x, T, w, rows, cols, y, ldy, stream);
+    case DType::Q4_0: return launch_typed<DType::Q4_0>(x, T, w, rows, cols, y, ldy, stream);
+    case DType::Q4_K: return launch_typed<DType::Q4_K>(x, T, w, rows, cols, y, ldy, stream);
+    default: break;
+  }
+  throw std::invalid_argument(std::string("CUDA matmul: weights of type ") + dtype_name(type) +
+                              " must be unpacked to their file layout before upload");
+}
+
+}  // namespace jetmoe::cuda

@@ -1,0 +1,429 @@
+// Every op of every backend this machine can run, on random inputs, against a float64 reference
+// computed here and (for devices other than the CPU) against the CPU backend itself, like ggml's
+// test-backend-ops; then the golden checkpoints through the whole model on each device.
+//
+// In a build without CUDA, or on a machine without a GPU, the device list is just "cpu": the
+// harness then checks the CPU against the reference and the device comparisons skip, saying why.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loader/model_files.h"
+#include "ops/cpu/float_dot.h"
+#include "ops/cpu/kv_rows.h"
+#include "quant/quantize.h"
+#include "quant/repack.h"
+#include "runtime/backend.h"
+#include "runtime/jetmoe_model.h"
+#include "runtime/kv_cache.h"
+#include "runtime/logits.h"
+#include "support/random_data.h"
+#include "support/test_paths.h"
+
+namespace fs = std::filesystem;
+using namespace jetmoe;
+
+namespace {
+
+// Weights of any type built from float values: the stored bytes, and the float values they
+// stand for (what the reference multiplies with).
+struct TestMatrix {
+  DType type;
+  int64_t rows, cols;
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;  // [rows, cols], dequantized
+
+  WeightView view() const {
+    WeightView v;
+    v.name = std::string("test ") + dtype_name(type);
+    v.data = bytes.data();
+    v.dtype = type;
+    v.shape = {rows, cols};
+    return v;
+  }
+};
+
+TestMatrix make_matrix(DType type, int64_t rows, int64_t cols, uint64_t seed) {
+  TestMatrix m{type, rows, cols, {}, {}};
+  const std::vector<float> x = test::randn(static_cast<size_t>(rows * cols), seed, 0.5f);
+  const size_t rb = dtype_row_bytes(type, static_cast<size_t>(cols));
+  m.bytes.resize(rb * static_cast<size_t>(rows));
+  const DType stored = file_type(type);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x.data() + r * cols;
+    uint8_t* dst = m.bytes.data() + static_cast<size_t>(r) * rb;
+    if (stored == DType::F32) {
+      std::memcpy(dst, xr, rb);
+    } else if (stored == DType::F16 || stored == DType::BF16) {
+      for (int64_t i = 0; i < cols; ++i) {
+        const uint16_t h = stored == DType::F16 ? f32_to_f16(xr[i]) : f32_to_bf16(xr[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+    } else {
+      quantize_row(stored, xr, dst, cols);
+    }
+  }
+  if (dtype_is_repacked(type)) repack_rows(stored, m.bytes.data(), rows, cols);
+  m.values.resize(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    if (dtype_is_quantized(type))
+      dequantize_matrix_row(type, m.bytes.data(), r, m.values.data() + r * cols, cols);
+    else
+      float_row_to_f32(type, m.bytes.data() + static_cast<size_t>(r) * rb, cols, m.values.data() + r * cols);
+  }
+  return m;
+}
+
+// The reference product in float64 with the bound of what any float32 order of summation may
+// differ from it by (relative 1e-5 of the sum of |w x|), and of what the CPU's int8 activations add
+// for block-quantized weights (each activation off by at most its block scale / 2, scale
+// amax / 127 stored in fp16: amax * (1/254 + 1/1024) per value, amax of the whole row as the bound).
+struct Reference {
+  std::vector<double> y;
+  std::vector<double> float_tol, quant_tol;
+};
+
+Reference reference_matmul(const TestMatrix& m, const std::vector<float>& x, int64_t T) {
+  Reference ref;
+  ref.y.resize(static_cast<size_t>(T * m.rows));
+  ref.float_tol.resize(ref.y.size());
+  ref.quant_tol.resize(ref.y.size());
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = x.data() + t * m.cols;
+    double amax = 0;
+    for (int64_t i = 0; i < m.cols; ++i) amax = std::max(amax, std::fabs(static_cast<double>(xr[i])));
+    for (int64_t r = 0; r < m.rows; ++r) {
+      const float* wr = m.values.data() + r * m.cols;
+      double s = 0, mag = 0, wsum = 0;
+      for (int64_t i = 0; i < m.cols; ++i) {
+        s += static_cast<double>(wr[i]) * xr[i];
+        mag += std::fabs(static_cast<double>(wr[i]) * xr[i]);
+        wsum += std::fabs(static_cast<double>(wr[i]));
+      }
+      const size_t o = static_cast<size_t>(t * m.rows + r);
+      ref.y[o] = s;
+      ref.float_tol[o] = 1e-5 * mag + 1e-6;
+      ref.quant_tol[o] = ref.float_tol[o] + wsum * amax * (1.0 / 254 + 1.0 / 1024);
+    }
+  }
+  return ref;
+}
+
+// The devices other than the CPU that can run here; empty (and why) in a CPU-only build or on a
+// machine without a GPU.
+std::vector<std::string> other_devices(std::string* why) {
+  std::vector<std::string> out;
+  for (const std::string& d : usable_devices())
+    if (d != "cpu") out.push_back(d);
+  if (out.empty()) *why = "no device besides the CPU here: cuda: " + device_availability("cuda").why;
+  return out;
+}
+
+class BackendOps : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    be_ = make_backend(GetParam());
+    cpu_ = make_backend("cpu");
+  }
+  bool is_cpu() const { return GetParam() == "cpu"; }
+  std::unique_ptr<Backend> be_, cpu_;
+};
+
+const DType kWeightTypes[] = {DType::F32,  DType::F16,   DType::BF16,  DType::Q8_0, DType::Q4_0,
+                              DType::Q4_K, DType::Q8_0R, DType::Q4_0R, DType::Q4_KR};
+
+TEST_P(BackendOps, MatmulEveryWeightTypeAndTokenCount) {
+  uint64_t seed = 100;
+  for (DType type : kWeightTypes) {
+    // Q4_K needs 256-element rows; the float types also get a row that is not a multiple of 32.
+    std::vector<std::pair<int64_t, int64_t>> shapes = {{48, 256}, {80, 512}};
+    if (!dtype_is_quantized(type)) shapes.push_back({37, 50});
+    else if (file_type(type) != DType::Q4_K) shapes.push_back({32, 96});
+    for (auto [rows, cols] : shapes) {
+      const TestMatrix m = make_matrix(type, rows, cols, ++seed);
+      for (int64_t T : {1, 2, 8, 9, 70}) {
+        SCOPED_TRACE(std::string(dtype_name(type)) + " " + std::to_string(rows) + "x" + std::to_string(cols) +
+                     " T=" + std::to_string(T));
+        const std::vector<float> x = test::randn(static_cast<size_t>(T * cols), ++seed);
+        const int64_t ldy = rows + 3;  // outputs with a row stride wider than the rows
+        std::vector<float> y(static_cast<size_t>(T * ldy), -7.0f), yc(y.size(), -7.0f);
+        be_->matmul(x.data(), T, m.view(), y.data(), ldy);
+        const Reference ref = reference_matmul(m, x, T);
+        // The CPU multiplies int8 activations with block-quantized weights; other devices use
+        // float activations and must meet the float bound.
+        const bool quant_cpu = is_cpu() && dtype_is_quantized(type);
+        int bad = 0;
+        for (int64_t t = 0; t < T; ++t) {
+          for (int64_t r = 0; r < rows; ++r) {
+            const size_t o = static_cast<size_t>(t * rows + r);
+            const float got = y[static_cast<size_t>(t * ldy + r)];
+            const double tol = quant_cpu ? ref.quant_tol[o] : ref.float_tol[o];
+            if (std::fabs(got - ref.y[o]) > tol && ++bad <= 3)
+              ADD_FAILURE() << "t=" << t << " r=" << r << ": " << got << " vs reference " << ref.y[o] << " (tol " << tol
+                            << ")";
+          }
+          for (int64_t r = rows; r < ldy; ++r) EXPECT_EQ(y[static_cast<size_t>(t * ldy + r)], -7.0f) << "wrote past the row";
+        }
+        if (!is_cpu()) {  // against the CPU backend: the CPU's own bound plus the device's
+          cpu_->matmul(x.data(), T, m.view(), yc.data(), ldy);
+          for (int64_t t = 0; t < T && bad == 0; ++t)
+            for (int64_t r = 0; r < rows; ++r) {
+              const size_t o = static_cast<size_t>(t * rows + r), i = static_cast<size_t>(t * ldy + r);
+              const double tol = (dtype_is_quantized(type) ? ref.quant_tol[o] : ref.float_tol[o]) + ref.float_tol[o];
+              if (std::fabs(y[i] - yc[i]) > tol && ++bad <= 3)
+                ADD_FAILURE() << "vs cpu t=" << t << " r=" << r << ": " << y[i] << " vs " << yc[i];
+            }
+        }
+      }
+    }
+  }
+}
+
+TEST_P(BackendOps, MatmulGroupEqualsSeparateProducts) {
+  const TestMatrix a = make_matrix(DType::Q4_0, 64, 256, 7), b = make_matrix(DType::BF16, 32, 128, 8),
+                   c = make_matrix(DType::Q8_0R, 48, 256, 9);
+  const std::vector<float> xa = test::randn(3 * 256, 10), xb = test::randn(1 * 128, 11), xc = test::randn(12 * 256, 12);
+  std::vector<float> ya(3 * 70, 0.0f), yb(1 * 32), yc(12 * 48), sa(ya.size(), 0.0f), sb(yb.size()), sc(yc.size());
+  MatmulJob jobs[3] = {matmul_job(xa.data(), 3, a.view(), ya.data(), 70), matmul_job(xb.data(), 1, b.view(), yb.data(), 32),
+                       matmul_job(xc.data(), 12, c.view(), yc.data(), 48)};
+  be_->matmul_group(jobs, 3);
+  be_->matmul(xa.data(), 3, a.view(), sa.data(), 70);
+  be_->matmul(xb.data(), 1, b.view(), sb.data(), 32);
+  be_->matmul(xc.data(), 12, c.view(), sc.data(), 48);
+  EXPECT_EQ(ya, sa);
+  EXPECT_EQ(yb, sb);
+  EXPECT_EQ(yc, sc);
+}
+
+TEST_P(BackendOps, EmbedEveryTableType) {
+  for (DType type : kWeightTypes) {
+    SCOPED_TRACE(dtype_name(type));
+    const TestMatrix m = make_matrix(type, 48, 256, 31);
+    const int32_t tokens[] = {0, 47, 5, 5, 20};
+    std::vector<float> x(5 * 256);
+    be_->embed(tokens, 5, m.view(), x.data());
+    for (int t = 0; t < 5; ++t)
+      for (int i = 0; i < 256; ++i) {
+        const float want = m.values[static_cast<size_t>(tokens[t] * 256 + i)];
+        ASSERT_NEAR(x[static_cast<size_t>(t * 256 + i)], want, 1e-6f * (1.0f + std::fabs(want))) << "t=" << t << " i=" << i;
+      }
+  }
+  const TestMatrix m = make_matrix(DType::F32, 48, 256, 32);
+  const int32_t bad[] = {3, 48};
+  std::vector<float> x(2 * 256);
+  EXPECT_THROW(be_->embed(bad, 2, m.view(), x.data()), std::out_of_range);
+}
+
+TEST_P(BackendOps, RmsNormRopeSiluMul) {
+  for (int64_t n : {2048, 100}) {
+    const int64_t T = 3;
+    const std::vector<float> x = test::randn(static_cast<size_t>(T * n), 40 + n, 3.0f), g = test::randn(static_cast<size_t>(n), 41);
+    std::vector<float> y(x.size());
+    be_->rms_norm(x.data(), T, n, g.data(), 1e-6f, y.data());
+    for (int64_t t = 0; t < T; ++t) {
+      double ss = 0;
+      for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[static_cast<size_t>(t * n + i)]) * x[static_cast<size_t>(t * n + i)];
+      const double r = 1.0 / std::sqrt(ss / static_cast<double>(n) + 1e-6);
+      for (int64_t i = 0; i < n; ++i) {
+        const double want = x[static_cast<size_t>(t * n + i)] * r * g[static_cast<size_t>(i)];
+        ASSERT_NEAR(y[static_cast<size_t>(t * n + i)], want, 1e-6 * (1 + std::fabs(want))) << "n=" << n << " t=" << t << " i=" << i;
+      }
+    }
+  }
+  {  // RoPE: 3 heads of 16 and of 128 in rows wider than the heads, positions up to 4095
+    for (int64_t d : {16, 128}) {
+      const int64_t T = 4, H = 3, ld = H * d + 8;
+      const int32_t pos[] = {0, 5, 100, 4095};
+      const std::vector<float> x0 = test::randn(static_cast<size_t>(T * ld), 50 + d);
+      std::vector<float> x = x0;
+      be_->rope(x.data(), T, H, d, ld, pos, 10000.0f);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t m = 0; m < d / 2; ++m) {
+            const double f = 1.0 / std::pow(10000.0, 2.0 * static_cast<double>(m) / static_cast<double>(d));
+            const double a = pos[t] * f, c = std::cos(a), s = std::sin(a);
+            const size_t i = static_cast<size_t>(t * ld + h * d + m), j = i + static_cast<size_t>(d / 2);
+            // float32 angles, as the reference: pos * inv_freq carries a relative error of ~1e-7
+            // of an angle up to 4095 radians.
+            const double tol = 2e-6 + 4e-7 * std::fabs(a) * (std::fabs(x0[i]) + std::fabs(x0[j]));
+            ASSERT_NEAR(x[i], x0[i] * c - x0[j] * s, tol) << "d=" << d << " t=" << t << " h=" << h << " m=" << m;
+            ASSERT_NEAR(x[j], x0[j] * c + x0[i] * s, tol) << "d=" << d << " t=" << t << " h=" << h << " m=" << m;
+          }
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = H * d; i < ld; ++i)
+          EXPECT_EQ(x[static_cast<size_t>(t * ld + i)], x0[static_cast<size_t>(t * ld + i)]) << "touched the row's padding";
+    }
+  }
+  {
+    const int64_t T = 3, F = 300;
+    const std::vector<float> z = test::randn(static_cast<size_t>(T * 2 * F), 60, 4.0f);
+    std::vector<float> h(static_cast<size_t>(T * F));
+    be_->silu_mul(z.data(), T, F, h.data());
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < F; ++i) {
+        const double g = z[static_cast<size_t>(t * 2 * F + i)], u = z[static_cast<size_t>(t * 2 * F + F + i)];
+        const double want = g / (1 + std::exp(-g)) * u;
+        ASSERT_NEAR(h[static_cast<size_t>(t * F + i)], want, 1e-6 * (1 + std::fabs(want)));
+      }
+  }
+}
+
+// Keys and values stored by kv_store, then attention for decode, a causal prefill block and a
+// packed batch of two sequences, for every pair of cache types; the reference reads the rows the
+// CPU cache stored (so the types' rounding is the same on both sides).
+TEST_P(BackendOps, KvStoreAndAttentionEveryCacheType) {
+  const int nkv = 2, d = 32, cap = 80, layers = 2, layer = 1;
+  const int64_t slots = 2, ld = 2 * nkv * d + 5;
+  const DType types[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0};
+  for (DType kt : types)
+    for (DType vt : {DType::F32, DType::Q8_0, DType::BF16}) {
+      SCOPED_TRACE(std::string("k ") + dtype_name(kt) + " v " + dtype_name(vt));
+      KvCache cache(layers, nkv, d, cap, {kt, vt}), ref_cache(layers, nkv, d, cap, {kt, vt});
+      // 70 positions: a 5-token chunk, then chunks of 1 and 13 tokens.
+      const std::vector<float> kv = test::randn(static_cast<size_t>(70 * ld), 70 + static_cast<uint64_t>(kt) * 8 + static_cast<uint64_t>(vt));
+      for (int p0 = 0; p0 < 70;) {
+        const int n = p0 == 0 ? 5 : (p0 % 2 ? 1 : std::min(13, 70 - p0));
+        std::vector<int32_t> pos(static_cast<size_t>(n));
+        for (int i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = p0 + i;
+        const float* k = kv.data() + static_cast<int64_t>(p0) * ld;
+        be_->kv_store(cache, layer, k, k + nkv * d, ld, n, pos.data());
+        cpu_->kv_store(ref_cache, layer, k, k + nkv * d, ld, n, pos.data());
+        p0 += n;
+      }
+      struct Case {
+        const char* name;
+        std::vector<int32_t> slot, first;
+      };
+      std::vector<Case> cases = {{"decode", {69}, {}}, {"prefill", {}, {}}, {"packed", {}, {}}};
+      for (int i = 50; i < 70; ++i) cases[1].slot.push_back(i);
+      for (int i = 0; i < 30; ++i) {  // two sequences: slots 0..11 and 12..29
+        cases[2].slot.push_back(i);
+        cases[2].first.push_back(i < 12 ? 0 : 12);
+      }
+      for (const Case& c : cases) {
+        SCOPED_TRACE(c.name);
+        const int64_t T = static_cast<int64_t>(c.slot.size());
+        const std::vector<float> q = test::randn(static_cast<size_t>(T * slots * nkv * d), 90 + T);
+        std::vector<float> out(q.size(), 0.0f), out_cpu(q.size(), 0.0f);
+        const int32_t* first = c.first.empty() ? nullptr : c.first.data();
+        be_->attention(q.data(), T, slots, c.slot.data(), first, cache, layer, out.data());
+        cpu_->attention(q.data(), T, slots, c.slot.data(), first, ref_cache, layer, out_cpu.data());
+        std::vector<float> K(static_cast<size_t>(cap * d)), V(K.size());
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t j = 0; j < slots; ++j)
+            for (int h = 0; h < nkv; ++h) {
+              kv_widen_scalar(kt, ref_cache.k_rows(layer, h), cap, d, K.data());
+              kv_widen_scalar(vt, ref_cache.v_rows(layer, h), cap, d, V.data());
+              const int64_t j0 = first ? first[t] : 0, n = c.slot[static_cast<size_t>(t)] + 1;
+              const size_t head = static_cast<size_t>(((t * slots + j) * nkv + h) * d);
+              std::vector<double> s;
+              double mx = -1e300, sum = 0;
+              for (int64_t r = j0; r < n; ++r) {
+                double dot = 0;
+                for (int i = 0; i < d; ++i) dot += static_cast<double>(K[static_cast<size_t>(r * d + i)]) * q[head + static_cast<size_t>(i)];
+                s.push_back(dot / std::sqrt(static_cast<double>(d)));
+                mx = std::max(mx, s.back());
+              }
+              for (double& v : s) sum += (v = std::exp(v - mx));
+              for (int i = 0; i < d; ++i) {
+                double o = 0;
+                for (int64_t r = j0; r < n; ++r) o += s[static_cast<size_t>(r - j0)] * V[static_cast<size_t>(r * d + i)];
+                o /= sum;
+                ASSERT_NEAR(out[head + static_cast<size_t>(i)], o, 2e-5) << "t=" << t << " slot=" << j << " h=" << h << " i=" << i;
+                ASSERT_NEAR(out[head + static_cast<size_t>(i)], out_cpu[head + static_cast<size_t>(i)], 2e-5);
+              }
+            }
+      }
+    }
+}
+
+TEST_P(BackendOps, KvStoreRejectsPositionsOutsideTheCache) {
+  KvCache cache(1, 1, 32, 4);
+  const std::vector<float> k(64, 1.0f);
+  const int32_t pos[] = {4};
+  EXPECT_THROW(be_->kv_store(cache, 0, k.data(), k.data() + 32, 64, 1, pos), std::out_of_range);
+}
+
+INSTANTIATE_TEST_SUITE_P(UsableDevices, BackendOps, ::testing::ValuesIn(usable_devices()),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
+
+float max_abs_diff(const float* a, const float* b, size_t n) {
+  float m = 0;
+  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i] - b[i]));
+  return m;
+}
+
+// The golden checkpoints through the whole model on each device other than the CPU (the CPU runs
+// them in GoldenTest), at the CPU's tolerances: all-position logits and the KV-cached greedy decode.
+TEST(BackendGolden, EveryOtherDeviceMatchesTransformers) {
+  std::string why;
+  const std::vector<std::string> devices = other_devices(&why);
+  if (devices.empty()) GTEST_SKIP() << why;
+  for (const std::string& device : devices) {
+    for (const fs::path& dir : test::golden_checkpoints()) {
+      SCOPED_TRACE(device + " " + dir.filename().string());
+      const auto g = test::read_json(dir / "golden.json");
+      auto files = load_model_files(dir.string());
+      auto be = make_backend(device);
+      JetMoeModel model(files->config, files->weights, *be);
+      const int V = files->config.vocab_size;
+      for (const auto& seq : g["sequences"]) {
+        const auto ids = seq["token_ids"].get<std::vector<int32_t>>();
+        KvCache cache = model.make_cache(static_cast<int>(ids.size()));
+        std::vector<float> logits;
+        model.forward(ids, cache, logits, true);
+        const std::vector<float> want = test::read_golden_array(dir, seq["all_logits"]);
+        ASSERT_EQ(logits.size(), want.size());
+        EXPECT_LE(max_abs_diff(logits.data(), want.data(), want.size()), 1e-4f) << "length " << ids.size();
+      }
+      const auto& gr = g["greedy"];
+      const auto prompt = gr["prompt_ids"].get<std::vector<int32_t>>();
+      const auto want_ids = gr["generated_ids"].get<std::vector<int32_t>>();
+      const std::vector<float> want_logits = test::read_golden_array(dir, gr["step_logits"]);
+      KvCache cache = model.make_cache(static_cast<int>(prompt.size() + want_ids.size()));
+      std::vector<float> logits;
+      model.forward(prompt, cache, logits, false);
+      std::vector<int32_t> got;
+      for (size_t i = 0; i < want_ids.size(); ++i) {
+        EXPECT_LE(max_abs_diff(logits.data(), want_logits.data() + i * V, static_cast<size_t>(V)), 1e-4f) << "step " << i;
+        const int32_t id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        got.push_back(id);
+        const int32_t one[1] = {id};
+        model.forward(one, cache, logits, false);
+      }
+      EXPECT_EQ(got, want_ids);
+    }
+  }
+}
+
+TEST(BackendDevices, CpuIsAlwaysUsableAndUnknownDevicesAreNamed) {
+  const auto devices = usable_devices();
+  ASSERT_FALSE(devices.empty());
+  EXPECT_EQ(devices.front(), "cpu");
+  const DeviceAvailability a = device_availability("tpu");
+  EXPECT_FALSE(a.usable);
+  EXPECT_NE(a.why.find("unknown device 'tpu'"), std::string::npos) << a.why;
+  try {
+    make_backend("tpu");
+    ADD_FAILURE() << "make_backend(\"tpu\") did not throw";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("tpu"), std::string::npos) << e.what();
+  }
+  const DeviceAvailability cuda = device_availability("cuda");
+  if (!cuda.usable) {
+    EXPECT_FALSE(cuda.why.empty());
+    try {
+      make_backend("cuda");
+      ADD_FAILURE() << "make_backend(\"cuda\") did not throw without a usable GPU";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
+    }
+  }
+}
+
+}  // namespace
