@@ -1,14 +1,19 @@
 // The operations the JetMoE forward pass needs, as one interface that each device implements
-// (ops/cpu/cpu_backend.cpp today; a CUDA backend implements the same). The model code in
+// (ops/cpu/cpu_backend.cpp, ops/cuda/cuda_backend.cu). The model code in
 // runtime/jetmoe_model.cpp calls only these, so it is written once for every device.
 //
-// Activations are float32, row-major, in host memory: a device backend copies an op's inputs to
-// the device and its outputs back (the CUDA backend, ops/cuda/cuda_backend.h). Weights are
-// uploaded once (load_weights) and must not change while the backend lives. Weights are WeightViews of any
-// DType (F32, F16, BF16, Q8_0, Q4_0, Q4_K); each backend dequantizes inside its kernels and never
-// expands a quantized weight to float in memory.
+// Activations are float32, row-major, in the backend's own memory (alloc / BackendBuffer: host
+// memory for the CPU, device memory for CUDA); the model moves data in and out only through
+// copy_to_backend / copy_to_host, so a device runs a whole forward pass without a round trip.
+// Small integer arguments (token ids, positions, cache slots) are host arrays, and so are the
+// float weights passed as plain pointers (norm gains, biases). Weights are
+// WeightViews of any DType (F32, F16, BF16, Q8_0, Q4_0, Q4_K and the CPU's repacked forms) in host
+// memory; each backend dequantizes inside its kernels and never expands a quantized weight to
+// float in memory. A device backend uploads them once (load_weights); they must not change while
+// the backend lives.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -51,9 +56,19 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
 
-  // Called once by the model with every large weight tensor before the first op: a device backend
-  // uploads them here (the CPU reads them in place).
-  virtual void load_weights(const JetMoeWeights& weights) {}
+  // Called once by the model with every weight tensor it will pass to the ops (its own float32
+  // copies of norms, biases and routers too) before the first op: a device backend uploads them
+  // here, replacing any earlier upload from the same address (the CPU reads them in place).
+  virtual void load_weights(const std::vector<WeightView>& tensors) {}
+
+  // ---- Activation memory ----
+  // `bytes` of the backend's memory, 64-byte aligned (never null; throws std::bad_alloc or
+  // std::runtime_error). The default is host memory.
+  virtual void* alloc(size_t bytes);
+  virtual void release(void* p);
+  // Host -> backend memory, and backend -> host after every op queued before it has finished.
+  virtual void copy_to_backend(void* dst, const void* host, size_t bytes);
+  virtual void copy_to_host(void* host, const void* src, size_t bytes);
 
   // The read bandwidth of the memory the weights stream from, in GB/s (1e9 bytes), measured now:
   // the median of `passes` timed reads of a `bytes` buffer. 0 when the backend has no probe of its
@@ -91,10 +106,71 @@ class Backend {
   // h[t, i] = silu(z[t, i]) * z[t, F + i]; z is [T, 2F], h is [T, F].
   virtual void silu_mul(const float* z, int64_t T, int64_t F, float* h) = 0;
 
+  // ---- Routed experts (sections 5-7 of jetmoe-architecture.md) ----
+  // Top-k router: for each token the k largest of its E logits (lower index first on ties),
+  // experts[t*k + j] their ids (j = 0 the largest) and gates[t*k + j] the softmax over those k
+  // logits only. logits is [T, E]; experts and gates are backend memory.
+  virtual void route_topk(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* experts, float* gates) = 0;
+
+  // The selected experts' products: for every item i = t*k + j (token t, slot j),
+  //   y[i, :] = W[experts[i]] x_i, with x_i = x[i, :] (per_slot) or x[t, :] (per token);
+  // W is [E, out, in], y is [T*k, out]. Only the chosen experts are read. `extra` (may be null) is
+  // an independent product with the same input run in the same launch (the shared K/V projection).
+  virtual void expert_matmul(const float* x, int64_t T, int64_t k, bool per_slot, const int32_t* experts,
+                             const WeightView& W, float* y, const MatmulJob* extra) = 0;
+
+  // The gated sum of a token's experts plus the layer's bias, added to the residual:
+  //   x[t, :] += bias + sum_j gates[t*k + j] * y[t*k + j, :]      (y is [T*k, n], x is [T, n])
+  virtual void combine_experts(const float* y, const float* gates, int64_t T, int64_t k, int64_t n, const float* bias,
+                               float* x) = 0;
+
   // Writes keys (after RoPE) and values of T tokens at cache slots slot[t] of `layer`.
   // k and v are [T, kv_heads * head_dim] with row stride ld.
   virtual void kv_store(KvCache& cache, int layer, const float* k, const float* v, int64_t ld, int64_t T,
                         const int32_t* slot) = 0;
+};
+
+// Activation memory of one backend, released with the object; grows (without keeping its
+// contents) when reserve asks for more. Move-only.
+class BackendBuffer {
+ public:
+  BackendBuffer() = default;
+  explicit BackendBuffer(Backend& be) : be_(&be) {}
+  ~BackendBuffer() { reset(); }
+  BackendBuffer(const BackendBuffer&) = delete;
+  BackendBuffer& operator=(const BackendBuffer&) = delete;
+  BackendBuffer(BackendBuffer&& o) noexcept : be_(o.be_), p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+  BackendBuffer& operator=(BackendBuffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      be_ = o.be_, p_ = o.p_, n_ = o.n_;
+      o.p_ = nullptr, o.n_ = 0;
+    }
+    return *this;
+  }
+  // At least n elements of T.
+  template <typename T>
+  T* reserve(size_t n) {
+    const size_t bytes = std::max<size_t>(n, 1) * sizeof(T);
+    if (bytes > n_) {
+      reset();
+      p_ = be_->alloc(bytes);
+      n_ = bytes;
+    }
+    return static_cast<T*>(p_);
+  }
+  template <typename T>
+  T* as() const { return static_cast<T*>(p_); }
+  void reset() {
+    if (p_) be_->release(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+
+ private:
+  Backend* be_ = nullptr;
+  void* p_ = nullptr;
+  size_t n_ = 0;
 };
 
 // "cpu" always; "cuda" when built with -DJETMOE_CUDA=ON and a GPU is present. Throws

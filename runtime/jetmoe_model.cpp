@@ -18,8 +18,6 @@ std::vector<float> widen(const WeightView& v, int64_t expect_numel) {
   return out;
 }
 
-void append(std::vector<int32_t>& dst, const std::vector<int32_t>& src) { dst.insert(dst.end(), src.begin(), src.end()); }
-
 WeightView f32_view(const std::string& name, const std::vector<float>& data, std::vector<int64_t> shape) {
   WeightView v;
   v.name = name;
@@ -46,7 +44,23 @@ JetMoeModel::JetMoeModel(const JetMoeConfig& cfg, const JetMoeWeights& weights, 
     s.moe_router = widen(l.moe.router, E * H);
   }
   final_norm_ = widen(w_.final_norm, H);
-  be_.load_weights(w_);  // a device backend uploads the large tensors now, not in the first token
+
+  // Everything the ops will be given, for a device backend to upload now rather than in the first
+  // token: the large tensors as they are and the float32 copies above.
+  std::vector<WeightView> all = {w_.embed, w_.lm_head, f32_view("final_norm", final_norm_, {H})};
+  for (size_t i = 0; i < w_.layers.size(); ++i) {
+    const LayerWeights& l = w_.layers[i];
+    const LayerSmall& s = small_[i];
+    for (const WeightView* v : {&l.moa.kv_proj, &l.moa.q_experts, &l.moa.o_experts, &l.moe.w_in, &l.moe.w_out})
+      all.push_back(*v);
+    all.push_back(f32_view(l.moa.router.name, s.moa_router, {E, H}));
+    all.push_back(f32_view(l.moe.router.name, s.moe_router, {E, H}));
+    for (const std::vector<float>* v : {&s.input_norm, &s.post_norm, &s.moa_bias, &s.moe_bias})
+      all.push_back(f32_view("layer " + std::to_string(i) + " vector", *v, {H}));
+  }
+  be_.load_weights(all);
+  for (BackendBuffer* b : {&x_, &a_, &kv_, &q_, &att_, &z_, &h_, &y_, &router_logits_, &gates_, &experts_, &logits_})
+    *b = BackendBuffer(be_);
 }
 
 KvCache JetMoeModel::make_cache(int capacity) const {
@@ -88,185 +102,97 @@ void JetMoeModel::forward(std::span<const int32_t> tokens, KvCache& cache, std::
 
 void JetMoeModel::forward_ubatch(const int32_t* tokens, int64_t T, KvCache& cache, float* logits, bool all_logits,
                                  RoutingTrace* trace, const int32_t* rope_pos, const int32_t* first_slot) {
-  const int64_t H = cfg_.hidden_size;
-  x_.resize(static_cast<size_t>(T * H));
-  a_.resize(static_cast<size_t>(T * H));
+  const int64_t H = cfg_.hidden_size, KVW = cfg_.kv_width(), k = cfg_.num_experts_per_tok;
+  const int64_t F = cfg_.intermediate_size, E = cfg_.num_local_experts, V = cfg_.vocab_size;
   slot_.resize(static_cast<size_t>(T));
   rope_pos_.resize(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) {
     slot_[static_cast<size_t>(t)] = cache.size() + static_cast<int32_t>(t);
     rope_pos_[static_cast<size_t>(t)] = rope_pos ? rope_pos[t] : slot_[static_cast<size_t>(t)];
   }
+  Act a;
+  a.x = x_.reserve<float>(static_cast<size_t>(T * H));
+  a.a = a_.reserve<float>(static_cast<size_t>(T * H));
+  a.kv = kv_.reserve<float>(static_cast<size_t>(T * 2 * KVW));
+  a.q = q_.reserve<float>(static_cast<size_t>(T * k * KVW));
+  a.att = att_.reserve<float>(static_cast<size_t>(T * k * KVW));
+  a.z = z_.reserve<float>(static_cast<size_t>(T * k * 2 * F));
+  a.h = h_.reserve<float>(static_cast<size_t>(T * k * F));
+  a.y = y_.reserve<float>(static_cast<size_t>(T * k * H));
+  a.router_logits = router_logits_.reserve<float>(static_cast<size_t>(T * E));
+  a.gates = gates_.reserve<float>(static_cast<size_t>(T * k));
+  a.experts = experts_.reserve<int32_t>(static_cast<size_t>(T * k));
 
-  be_.embed(tokens, T, w_.embed, x_.data());
+  be_.embed(tokens, T, w_.embed, a.x);
   for (int layer = 0; layer < cfg_.num_hidden_layers; ++layer) {
-    moa(layer, T, rope_pos_.data(), first_slot, cache, trace);
-    moe(layer, T, trace);
+    moa(a, layer, T, rope_pos_.data(), first_slot, cache, trace);
+    moe(a, layer, T, trace);
   }
   cache.set_size(cache.size() + static_cast<int>(T));
   if (logits == nullptr) return;
 
   // Final norm (config eps) and the head, for every position or only the last one.
   const int64_t first = all_logits ? 0 : T - 1, n = T - first;
-  be_.rms_norm(x_.data() + first * H, n, H, final_norm_.data(), cfg_.rms_norm_eps, a_.data());
-  be_.matmul(a_.data(), n, w_.lm_head, logits, cfg_.vocab_size);
+  float* out = logits_.reserve<float>(static_cast<size_t>(n * V));
+  be_.rms_norm(a.x + first * H, n, H, final_norm_.data(), cfg_.rms_norm_eps, a.a);
+  be_.matmul(a.a, n, w_.lm_head, out, V);
+  be_.copy_to_host(logits, out, sizeof(float) * static_cast<size_t>(n * V));
 }
 
-// Top-k router (section 5): logits in float32, the k largest (lower index first on ties), gates =
-// softmax over the k selected logits only.
-void JetMoeModel::route(const float* a, int64_t T, const WeightView& router, std::vector<int32_t>& experts,
-                        std::vector<float>& gates) {
-  const int64_t E = cfg_.num_local_experts, k = cfg_.num_experts_per_tok;
-  router_logits_.resize(static_cast<size_t>(T * E));
-  be_.matmul(a, T, router, router_logits_.data(), E);
-  experts.resize(static_cast<size_t>(T * k));
-  gates.resize(static_cast<size_t>(T * k));
-  for (int64_t t = 0; t < T; ++t) {
-    const float* s = router_logits_.data() + t * E;
-    int32_t* sel = experts.data() + t * k;
-    for (int64_t j = 0; j < k; ++j) {
-      int32_t best = -1;
-      for (int32_t e = 0; e < E; ++e) {
-        if (std::find(sel, sel + j, e) != sel + j) continue;
-        if (best < 0 || s[e] > s[best]) best = e;
-      }
-      sel[j] = best;
-    }
-    const float mx = s[sel[0]];
-    float sum = 0.0f;
-    for (int64_t j = 0; j < k; ++j) sum += std::exp(s[sel[j]] - mx);
-    for (int64_t j = 0; j < k; ++j) gates[static_cast<size_t>(t * k + j)] = std::exp(s[sel[j]] - mx) / sum;
-  }
-}
-
-// Counting sort of the (token, slot) items by the expert they chose; experts nobody chose get an
-// empty range and are never touched.
-void JetMoeModel::group_by_expert(int64_t T) {
-  const int64_t k = cfg_.num_experts_per_tok, E = cfg_.num_local_experts, n = T * k;
-  expert_begin_.assign(static_cast<size_t>(E + 1), 0);
-  for (int64_t i = 0; i < n; ++i) ++expert_begin_[static_cast<size_t>(experts_[static_cast<size_t>(i)]) + 1];
-  for (int64_t e = 0; e < E; ++e) expert_begin_[static_cast<size_t>(e + 1)] += expert_begin_[static_cast<size_t>(e)];
-  order_.resize(static_cast<size_t>(n));
-  std::vector<int64_t>& next = scratch_begin_;
-  next.assign(expert_begin_.begin(), expert_begin_.end() - 1);
-  for (int64_t i = 0; i < n; ++i)
-    order_[static_cast<size_t>(next[static_cast<size_t>(experts_[static_cast<size_t>(i)])]++)] = static_cast<int32_t>(i);
-}
-
-void JetMoeModel::gather_items(const float* x, int64_t stride, bool per_slot, int64_t T) {
-  const int64_t k = cfg_.num_experts_per_tok;
-  gx_.resize(static_cast<size_t>(T * k * stride));
-  for (size_t r = 0; r < order_.size(); ++r) {
-    const int64_t item = order_[r];
-    std::copy_n(x + (per_slot ? item : item / k) * stride, stride, gx_.data() + static_cast<int64_t>(r) * stride);
-  }
-}
-
-// All selected experts go to the backend as one group (one launch / one parallel region).
-void JetMoeModel::run_experts(const WeightView& W, const float* x, float* y, const MatmulJob* extra) {
-  const int64_t in = W.shape[2], out = W.shape[1];
-  const size_t expert_bytes = static_cast<size_t>(out) * W.row_bytes();
-  jobs_.clear();
-  if (extra) jobs_.push_back(*extra);
-  for (size_t e = 0; e + 1 < expert_begin_.size(); ++e) {
-    const int64_t b = expert_begin_[e], n = expert_begin_[e + 1] - b;
-    if (n == 0) continue;
-    MatmulJob j;
-    j.x = x + b * in;
-    j.T = n;
-    j.w = static_cast<const uint8_t*>(W.data) + e * expert_bytes;
-    j.dtype = W.dtype;
-    j.rows = out;
-    j.cols = in;
-    j.y = y + b * out;
-    j.ldy = out;
-    jobs_.push_back(j);
-  }
-  be_.matmul_group(jobs_.data(), jobs_.size());
-}
-
-void JetMoeModel::scatter_items(const float* y, int64_t cols, float* dst, int64_t ld, bool gated) {
-  const int64_t k = cfg_.num_experts_per_tok;
-  for (size_t r = 0; r < order_.size(); ++r) {
-    const int64_t item = order_[r];
-    const float* src = y + static_cast<int64_t>(r) * cols;
-    if (gated) {
-      float* d = dst + (item / k) * ld;
-      const float g = gates_[static_cast<size_t>(item)];
-      for (int64_t i = 0; i < cols; ++i) d[i] += g * src[i];
-    } else {
-      std::copy_n(src, cols, dst + item * ld);
-    }
-  }
+// The k experts each token chose, copied to the routing trace (a host copy: the ids live in the
+// backend's memory).
+void JetMoeModel::trace_experts(const Act& a, int64_t T, std::vector<int32_t>& dst) {
+  const size_t n = static_cast<size_t>(T * cfg_.num_experts_per_tok);
+  const size_t at = dst.size();
+  dst.resize(at + n);
+  be_.copy_to_host(dst.data() + at, a.experts, n * sizeof(int32_t));
 }
 
 // Mixture of attention heads (section 6): shared K/V projection, per-token routed query and
 // output projections, query head j*kv_heads + h attends with KV head h.
-void JetMoeModel::moa(int layer, int64_t T, const int32_t* pos, const int32_t* first_slot, KvCache& cache,
+void JetMoeModel::moa(const Act& a, int layer, int64_t T, const int32_t* pos, const int32_t* first_slot, KvCache& cache,
                       RoutingTrace* trace) {
-  const int64_t H = cfg_.hidden_size, KVW = cfg_.kv_width(), k = cfg_.num_experts_per_tok;
+  const int64_t H = cfg_.hidden_size, KVW = cfg_.kv_width(), k = cfg_.num_experts_per_tok, E = cfg_.num_local_experts;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
   const LayerSmall& s = small_[static_cast<size_t>(layer)];
 
-  be_.rms_norm(x_.data(), T, H, s.input_norm.data(), JetMoeConfig::kBlockNormEps, a_.data());
-  route(a_.data(), T, f32_view(lw.moa.router.name, s.moa_router, {cfg_.num_local_experts, H}), experts_, gates_);
-  if (trace) append(trace->moa[static_cast<size_t>(layer)], experts_);
+  be_.rms_norm(a.x, T, H, s.input_norm.data(), JetMoeConfig::kBlockNormEps, a.a);
+  be_.matmul(a.a, T, f32_view(lw.moa.router.name, s.moa_router, {E, H}), a.router_logits, E);
+  be_.route_topk(a.router_logits, T, E, k, a.experts, a.gates);
+  if (trace) trace_experts(a, T, trace->moa[static_cast<size_t>(layer)]);
 
-  // Shared keys and values: kv = [K | V] per token; RoPE on K, then into the cache.
-  // The shared K/V projection and the selected experts' query projections read the same input,
-  // so they go to the backend as one group (one parallel region per decode step, not two).
-  kv_.resize(static_cast<size_t>(T * 2 * KVW));
-  q_.resize(static_cast<size_t>(T * k * KVW));
-  group_by_expert(T);
-  gather_items(a_.data(), H, false, T);
-  gy_.resize(static_cast<size_t>(T * k * KVW));
-  const MatmulJob kvj = matmul_job(a_.data(), T, lw.moa.kv_proj, kv_.data(), 2 * KVW);
-  run_experts(lw.moa.q_experts, gx_.data(), gy_.data(), &kvj);
-  // K and V: RoPE on K, then into the cache. Queries: q is [T, k, kv_heads, head_dim].
-  be_.rope(kv_.data(), T, cfg_.num_key_value_heads, cfg_.kv_channels, 2 * KVW, pos, cfg_.rope_theta);
-  be_.kv_store(cache, layer, kv_.data(), kv_.data() + KVW, 2 * KVW, T, slot_.data());
-  scatter_items(gy_.data(), KVW, q_.data(), KVW, false);
-  // Each slot's heads of token t sit at position pos[t]: rope over [T, k*kv_heads] heads.
-  be_.rope(q_.data(), T, k * cfg_.num_key_value_heads, cfg_.kv_channels, k * KVW, pos, cfg_.rope_theta);
+  // Queries of the selected experts, q = [T, k, kv_heads, head_dim]; the shared keys and values
+  // (kv = [K | V] per token) read the same input, so they run in the same launch.
+  const MatmulJob kvj = matmul_job(a.a, T, lw.moa.kv_proj, a.kv, 2 * KVW);
+  be_.expert_matmul(a.a, T, k, false, a.experts, lw.moa.q_experts, a.q, &kvj);
+  // RoPE on K, then into the cache; each slot's query heads of token t sit at position pos[t].
+  be_.rope(a.kv, T, cfg_.num_key_value_heads, cfg_.kv_channels, 2 * KVW, pos, cfg_.rope_theta);
+  be_.kv_store(cache, layer, a.kv, a.kv + KVW, 2 * KVW, T, slot_.data());
+  be_.rope(a.q, T, k * cfg_.num_key_value_heads, cfg_.kv_channels, k * KVW, pos, cfg_.rope_theta);
+  be_.attention(a.q, T, k, slot_.data(), first_slot, cache, layer, a.att);
 
-  att_.resize(q_.size());
-  be_.attention(q_.data(), T, k, slot_.data(), first_slot, cache, layer, att_.data());
-
-  // Output projections of the same experts, gate-weighted, plus the one bias; residual add.
-  out_.assign(static_cast<size_t>(T * H), 0.0f);
-  gather_items(att_.data(), KVW, true, T);
-  gy_.resize(static_cast<size_t>(T * k * H));
-  run_experts(lw.moa.o_experts, gx_.data(), gy_.data());
-  scatter_items(gy_.data(), H, out_.data(), H, true);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < H; ++i) x_[static_cast<size_t>(t * H + i)] += out_[static_cast<size_t>(t * H + i)] + s.moa_bias[static_cast<size_t>(i)];
+  // Output projections of the same experts (each slot's heads through its own expert),
+  // gate-weighted, plus the one bias, into the residual.
+  be_.expert_matmul(a.att, T, k, true, a.experts, lw.moa.o_experts, a.y, nullptr);
+  be_.combine_experts(a.y, a.gates, T, k, H, s.moa_bias.data(), a.x);
 }
 
 // Mixture of MLP experts (section 7): SwiGLU experts, gate half first.
-void JetMoeModel::moe(int layer, int64_t T, RoutingTrace* trace) {
-  const int64_t H = cfg_.hidden_size, F = cfg_.intermediate_size, k = cfg_.num_experts_per_tok;
+void JetMoeModel::moe(const Act& a, int layer, int64_t T, RoutingTrace* trace) {
+  const int64_t H = cfg_.hidden_size, F = cfg_.intermediate_size, k = cfg_.num_experts_per_tok, E = cfg_.num_local_experts;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
   const LayerSmall& s = small_[static_cast<size_t>(layer)];
 
-  be_.rms_norm(x_.data(), T, H, s.post_norm.data(), JetMoeConfig::kBlockNormEps, a_.data());
-  route(a_.data(), T, f32_view(lw.moe.router.name, s.moe_router, {cfg_.num_local_experts, H}), experts_, gates_);
-  if (trace) append(trace->moe[static_cast<size_t>(layer)], experts_);
+  be_.rms_norm(a.x, T, H, s.post_norm.data(), JetMoeConfig::kBlockNormEps, a.a);
+  be_.matmul(a.a, T, f32_view(lw.moe.router.name, s.moe_router, {E, H}), a.router_logits, E);
+  be_.route_topk(a.router_logits, T, E, k, a.experts, a.gates);
+  if (trace) trace_experts(a, T, trace->moe[static_cast<size_t>(layer)]);
 
-  // z = W_in[e] m for each (token, slot), then h = silu(gate) * up; z and h stay in expert order
-  // (rows of order_), so W_out reads h in place.
-  group_by_expert(T);
-  gather_items(a_.data(), H, false, T);
-  z_.resize(static_cast<size_t>(T * k * 2 * F));
-  run_experts(lw.moe.w_in, gx_.data(), z_.data());
-  h_.resize(static_cast<size_t>(T * k * F));
-  be_.silu_mul(z_.data(), T * k, F, h_.data());
-
-  out_.assign(static_cast<size_t>(T * H), 0.0f);
-  gy_.resize(static_cast<size_t>(T * k * H));
-  run_experts(lw.moe.w_out, h_.data(), gy_.data());
-  scatter_items(gy_.data(), H, out_.data(), H, true);
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t i = 0; i < H; ++i) x_[static_cast<size_t>(t * H + i)] += out_[static_cast<size_t>(t * H + i)] + s.moe_bias[static_cast<size_t>(i)];
+  // z = W_in[e] m for each (token, slot), h = silu(gate) * up, then W_out[e] h.
+  be_.expert_matmul(a.a, T, k, false, a.experts, lw.moe.w_in, a.z, nullptr);
+  be_.silu_mul(a.z, T * k, F, a.h);
+  be_.expert_matmul(a.h, T, k, true, a.experts, lw.moe.w_out, a.y, nullptr);
+  be_.combine_experts(a.y, a.gates, T, k, H, s.moe_bias.data(), a.x);
 }
 
 }  // namespace jetmoe

@@ -51,26 +51,17 @@ class JetMoeModel {
   static constexpr int64_t kMicroBatch = 512;
 
  private:
+  // This micro-batch's activations, in the backend's memory (see the BackendBuffers below).
+  struct Act {
+    float *x, *a, *kv, *q, *att, *z, *h, *y, *router_logits, *gates;
+    int32_t* experts;
+  };
   void forward_ubatch(const int32_t* tokens, int64_t T, KvCache& cache, float* logits, bool all_logits,
                       RoutingTrace* trace, const int32_t* rope_pos, const int32_t* first_slot);
-  void route(const float* a, int64_t T, const WeightView& router, std::vector<int32_t>& experts,
-             std::vector<float>& gates);
-  // The routed experts as grouped matmuls. The T*k (token, slot) items are sorted by expert once
-  // per sublayer (group_by_expert); activations between the experts' two matmuls stay in that
-  // expert order, so only the sublayer's input is gathered and only its output scattered.
-  void group_by_expert(int64_t T);
-  // Rows of x, in expert order, for item i: x + (i / k) * stride (per token) or x + i * stride
-  // (per_slot) -> gx_ ([T*k, stride]).
-  void gather_items(const float* x, int64_t stride, bool per_slot, int64_t T);
-  // y rows [b, e) = W[expert] x rows [b, e) for each selected expert, one matmul_group (with
-  // `extra`, an independent matmul that joins the same group).
-  void run_experts(const WeightView& W, const float* x, float* y, const MatmulJob* extra = nullptr);
-  // Expert-ordered rows of y ([T*k, cols]) back to item order: dst + i * ld = row, or, gated,
-  // dst + (i / k) * ld += gate_i * row.
-  void scatter_items(const float* y, int64_t cols, float* dst, int64_t ld, bool gated);
-  void moa(int layer, int64_t T, const int32_t* rope_pos, const int32_t* first_slot, KvCache& cache,
+  void moa(const Act& a, int layer, int64_t T, const int32_t* rope_pos, const int32_t* first_slot, KvCache& cache,
            RoutingTrace* trace);
-  void moe(int layer, int64_t T, RoutingTrace* trace);
+  void moe(const Act& a, int layer, int64_t T, RoutingTrace* trace);
+  void trace_experts(const Act& a, int64_t T, std::vector<int32_t>& dst);
 
   JetMoeConfig cfg_;
   JetMoeWeights w_;
@@ -85,14 +76,12 @@ class JetMoeModel {
   std::vector<LayerSmall> small_;
   std::vector<float> final_norm_;
 
-  // Scratch, sized for one micro-batch and reused (no per-token allocations in steady state).
-  std::vector<float> x_, a_, kv_, q_, att_, out_, z_, h_, gx_, gy_, logits_rows_;
-  std::vector<float> router_logits_, gates_;
-  std::vector<int32_t> experts_, slot_, rope_pos_;
-  std::vector<int32_t> order_;         // the (t*k + j) items in expert order (rows of gx_/gy_/z_/h_)
-  std::vector<int64_t> expert_begin_;  // order_[expert_begin_[e] .. expert_begin_[e+1]) chose expert e
-  std::vector<int64_t> scratch_begin_;  // group_by_expert's fill positions
-  std::vector<MatmulJob> jobs_;        // one per selected expert
+  // Activations in the backend's memory, sized for one micro-batch and reused (no per-token
+  // allocations in steady state): the residual stream x, the normed input a, [K|V], queries,
+  // attention outputs, the experts' z = [gate|up], h and outputs y (item order t*k + j), router
+  // logits, gates and expert ids, and the logits rows.
+  BackendBuffer x_, a_, kv_, q_, att_, z_, h_, y_, router_logits_, gates_, experts_, logits_;
+  std::vector<int32_t> slot_, rope_pos_;  // host: cache slots and RoPE positions of the micro-batch
 };
 
 }  // namespace jetmoe

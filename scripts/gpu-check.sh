@@ -17,6 +17,9 @@ bin=/tmp/jetmoe-gpu/bin
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv 2>&1 | tee "$OUT/gpu.txt"
 echo "== cross-backend op test + golden checkpoints on every usable device"
 "$bin/jetmoe_tests" --gtest_filter='*BackendOps*:BackendGolden*:BackendDevices*' 2>&1 | tee "$OUT/backend_ops.log"
+echo "== the CUDA op tests under compute-sanitizer memcheck (out-of-bounds and misaligned accesses)"
+timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/jetmoe_tests" --gtest_brief=1 \
+  --gtest_filter='*BackendOps*/cuda:BackendGolden*' 2>&1 | tail -15 | tee "$OUT/memcheck.log"
 echo "== bench"
 "$bin/jetmoe" bench --synth --device cuda --layers "${BENCH_LAYERS:-24}" --quant "${BENCH_TYPES:-bf16,q4_0,q4_k,q8_0}" \
   -t 16 -p 512 -n 128 -r "${BENCH_REPS:-3}" --bw-gib 4 --json-file "$OUT/bench.json" 2>"$OUT/bench.err" | tee "$OUT/bench.md"

@@ -31,6 +31,12 @@ class CpuBackend : public Backend {
   void silu_mul(const float* z, int64_t T, int64_t F, float* h) override;
   void kv_store(KvCache& cache, int layer, const float* k, const float* v, int64_t ld, int64_t T,
                 const int32_t* pos) override;
+  // ops/cpu/cpu_experts.cpp
+  void route_topk(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* experts, float* gates) override;
+  void expert_matmul(const float* x, int64_t T, int64_t k, bool per_slot, const int32_t* experts, const WeightView& W,
+                     float* y, const MatmulJob* extra) override;
+  void combine_experts(const float* y, const float* gates, int64_t T, int64_t k, int64_t n, const float* bias,
+                       float* x) override;
 
  private:
   // Jobs whose rows are split over threads (quantized weights, or few tokens): one parallel
@@ -59,6 +65,12 @@ class CpuBackend : public Backend {
   };
   std::vector<QuantPiece> quant_pieces_;
   std::vector<MatmulJob> gemm_jobs_, row_jobs_;
+  // expert_matmul: the items in expert order, where each expert's run starts, and the gathered
+  // inputs / outputs of experts that several items chose (kept between calls).
+  std::vector<int32_t> order_;
+  std::vector<int64_t> expert_begin_, fill_;
+  std::vector<float> gx_, gy_;
+  std::vector<MatmulJob> expert_jobs_;
 };
 
 }  // namespace jetmoe

@@ -41,10 +41,24 @@ __device__ __forceinline__ void load_group(const uint8_t* row, int64_t g, int64_
   } else if constexpr (T == DType::F16 || T == DType::BF16) {
     const uint16_t* r = reinterpret_cast<const uint16_t*>(row) + 32 * g;
     const int64_t n = cols - 32 * g;
+    if (n >= 32 && (reinterpret_cast<uintptr_t>(r) & 15) == 0) {  // four 16-byte loads
 #pragma unroll
-    for (int i = 0; i < 32; ++i) {
-      const uint16_t h = i < n ? r[i] : 0;
-      out[i] = T == DType::F16 ? half_bits_to_float(h) : bf16_bits_to_float(h);
+      for (int i = 0; i < 4; ++i) {
+        const uint4 v = __ldg(reinterpret_cast<const uint4*>(r) + i);
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const uint16_t lo = static_cast<uint16_t>(w[j] & 0xffffu), hi = static_cast<uint16_t>(w[j] >> 16);
+          out[8 * i + 2 * j] = T == DType::F16 ? half_bits_to_float(lo) : bf16_bits_to_float(lo);
+          out[8 * i + 2 * j + 1] = T == DType::F16 ? half_bits_to_float(hi) : bf16_bits_to_float(hi);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        const uint16_t h = i < n ? r[i] : 0;
+        out[i] = T == DType::F16 ? half_bits_to_float(h) : bf16_bits_to_float(h);
+      }
     }
   } else if constexpr (T == DType::Q8_0) {
     const uint8_t* b = row + 34 * g;
@@ -79,8 +93,15 @@ __device__ __forceinline__ void load_group(const uint8_t* row, int64_t g, int64_
     const float d1 = d * static_cast<float>(scale), m1 = dmin * static_cast<float>(mn);
     const uint8_t* q = b + 16 + 32 * (s / 2);
     const int shift = (s & 1) * 4;
+    if ((reinterpret_cast<uintptr_t>(q) & 15) == 0) {  // two 16-byte loads
+      const uint4 v0 = __ldg(reinterpret_cast<const uint4*>(q)), v1 = __ldg(reinterpret_cast<const uint4*>(q) + 1);
+      const uint32_t w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
 #pragma unroll
-    for (int i = 0; i < 32; ++i) out[i] = d1 * static_cast<float>((q[i] >> shift) & 0x0f) - m1;
+      for (int i = 0; i < 32; ++i) out[i] = d1 * static_cast<float>((w[i / 4] >> (8 * (i % 4) + shift)) & 0x0f) - m1;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) out[i] = d1 * static_cast<float>((q[i] >> shift) & 0x0f) - m1;
+    }
   }
 }
 

@@ -1,4 +1,4 @@
-// The small per-token ops: embedding rows, RMSNorm, RoPE, SwiGLU, KV-cache row placement, and the
+// The small per-token ops: embedding rows, RMSNorm, RoPE, SwiGLU, KV-cache rows, and the
 // read-bandwidth probe. Each follows the CPU backend's arithmetic (ops/cpu/cpu_backend.cpp) step
 // for step, so the two agree to float rounding.
 #include <stdexcept>
@@ -68,12 +68,45 @@ __global__ void silu_mul_kernel(const float* z, int64_t T, int64_t F, float* h) 
   h[i] = g / (1.0f + expf(-g)) * u;
 }
 
-__global__ void scatter_rows_kernel(const uint8_t* src, int64_t n_rows, int64_t row_bytes, const int64_t* dst_offset,
-                                    uint8_t* dst) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n_rows * row_bytes) return;
-  const int64_t r = i / row_bytes, b = i % row_bytes;
-  dst[dst_offset[r] + b] = src[i];
+// One block per (token, KV head, K or V); thread i converts element i. Q8_0: each warp is one
+// 32-element block (amax / 127 rounded to fp16, values rounded to nearest even, as the CPU).
+__global__ void kv_store_kernel(KvStoreArgs a) {
+  const int64_t item = blockIdx.x;
+  const bool is_v = item % 2;
+  const int64_t h = (item / 2) % a.kv_heads, t = item / (2 * a.kv_heads);
+  const float* src = (is_v ? a.v : a.k) + t * a.ld + h * a.d;
+  const DType type = is_v ? a.v_type : a.k_type;
+  const int64_t rb = is_v ? a.v_row_bytes : a.k_row_bytes;
+  uint8_t* dst = (is_v ? a.v_layer : a.k_layer) + h * (is_v ? a.v_head_stride : a.k_head_stride) +
+                 static_cast<int64_t>(a.pos[t]) * rb;
+  const int i = threadIdx.x;
+  if (i >= a.d) return;  // d is a multiple of 32 for Q8_0, so whole warps stay together
+  const float x = src[i];
+  switch (type) {
+    case DType::F32: reinterpret_cast<float*>(dst)[i] = x; break;
+    case DType::F16: reinterpret_cast<__half*>(dst)[i] = __float2half_rn(x); break;
+    case DType::BF16: reinterpret_cast<__nv_bfloat16*>(dst)[i] = __float2bfloat16_rn(x); break;
+    default: {  // Q8_0
+      float amax = fabsf(x);
+      for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      __half dh = __float2half_rn(amax / 127.0f);
+      const float ds = __half2float(dh);
+      int q = 0;
+      if (ds == 0.0f || !isfinite(ds)) {
+        dh = __ushort_as_half(0);
+      } else {
+        const float id = 1.0f / ds;
+        q = min(127, max(-127, __float2int_rn(x * id)));
+      }
+      uint8_t* b = dst + 34 * (i / 32);
+      if ((i & 31) == 0) {
+        const uint16_t bits = __half_as_ushort(dh);
+        b[0] = static_cast<uint8_t>(bits & 0xff);
+        b[1] = static_cast<uint8_t>(bits >> 8);
+      }
+      b[2 + (i & 31)] = static_cast<uint8_t>(static_cast<int8_t>(q));
+    }
+  }
 }
 
 __global__ void read_probe_kernel(const uint4* buf, size_t n, unsigned long long* sink) {
@@ -128,11 +161,11 @@ void launch_silu_mul(const float* z, int64_t T, int64_t F, float* h, cudaStream_
   check_launch("silu_mul");
 }
 
-void launch_scatter_rows(const uint8_t* src, int64_t n_rows, int64_t row_bytes, const int64_t* dst_offset, uint8_t* dst,
-                         cudaStream_t stream) {
-  if (n_rows * row_bytes <= 0) return;
-  scatter_rows_kernel<<<blocks_for(n_rows * row_bytes, 256), 256, 0, stream>>>(src, n_rows, row_bytes, dst_offset, dst);
-  check_launch("kv_store (row placement)");
+void launch_kv_store(const KvStoreArgs& a, cudaStream_t stream) {
+  if (a.T <= 0) return;
+  const int threads = static_cast<int>((a.d + 31) / 32 * 32);
+  kv_store_kernel<<<static_cast<unsigned>(a.T * a.kv_heads * 2), threads, 0, stream>>>(a);
+  check_launch("kv_store");
 }
 
 void launch_read_probe(const void* buf, size_t bytes, unsigned long long* sink, cudaStream_t stream) {

@@ -31,10 +31,34 @@ void launch_rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t
 // h[t, i] = silu(z[t, i]) * z[t, F + i].
 void launch_silu_mul(const float* z, int64_t T, int64_t F, float* h, cudaStream_t stream);
 
-// Copies n_rows rows of row_bytes bytes: row i of src goes to dst + dst_offset[i] bytes (the KV
-// cache's rows, converted on the host, to their slots).
-void launch_scatter_rows(const uint8_t* src, int64_t n_rows, int64_t row_bytes, const int64_t* dst_offset, uint8_t* dst,
-                         cudaStream_t stream);
+// Keys and values of T tokens into one layer of the KV cache: row (h, pos[t]) of K gets
+// k[t * ld + h * d ..] converted to k_type (F32, F16/BF16 rounded to nearest even, Q8_0 with the
+// max-abs scale exactly as the CPU's kv_store_row), likewise V. k_layer / v_layer: the layer's
+// first row; heads are head_stride bytes apart.
+struct KvStoreArgs {
+  const float *k, *v;
+  int64_t ld, T, kv_heads, d;
+  const int32_t* pos;
+  uint8_t *k_layer, *v_layer;
+  int64_t k_head_stride, v_head_stride, k_row_bytes, v_row_bytes;
+  DType k_type, v_type;
+};
+void launch_kv_store(const KvStoreArgs& a, cudaStream_t stream);
+
+// ---- routed experts (ops/cuda/cuda_experts.cu) ----
+// Backend::route_topk on the device: one thread per token.
+void launch_route_topk(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* experts, float* gates,
+                       cudaStream_t stream);
+// Few items: y[i] = W[experts[i]] x_i for items i < items (x_i = x row i if per_slot, else i / k),
+// one warp per weight row, the expert ids read on the device (no host round trip).
+void launch_expert_gemv(const float* x, int64_t items, int64_t k, bool per_slot, const int32_t* experts, const void* w,
+                        DType type, int64_t n_experts, int64_t rows, int64_t cols, float* y, cudaStream_t stream);
+// dst row r = src row rows[r] (gather), or dst row rows[r] = src row r (scatter); rows of n floats.
+void launch_gather_rows(const float* src, const int32_t* rows, int64_t n_rows, int64_t n, float* dst, cudaStream_t stream);
+void launch_scatter_rows(const float* src, const int32_t* rows, int64_t n_rows, int64_t n, float* dst, cudaStream_t stream);
+// Backend::combine_experts: x[t, :] += bias + sum_j gates[t*k+j] * y[t*k+j, :].
+void launch_combine_experts(const float* y, const float* gates, int64_t T, int64_t k, int64_t n, const float* bias,
+                            float* x, cudaStream_t stream);
 
 // Causal attention as Backend::attention: q, out [T, slots, kv_heads, d]; K/V rows of (layer, head h)
 // start at k_base + k_head_stride * h (rows of k_row_bytes, types k_type / v_type). `scratch`

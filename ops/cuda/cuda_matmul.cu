@@ -18,14 +18,44 @@ constexpr int kGemvWarps = 8;      // rows per block
 constexpr int kTile = 64;          // GEMM tile: rows and tokens
 constexpr int kGemmThreads = 256;  // each thread 4 rows x 4 tokens
 
+// One warp per weight row (blockIdx.x * kGemvWarps + warp). Plain product: T tokens of x against
+// W. Expert mode (experts != nullptr): blockIdx.y is item i = t*k + j, which multiplies its own
+// input row (x row i when per_slot, else t) by expert experts[i] of the stacked W into y row i.
+struct GemvArgs {
+  const float* x;
+  int T;
+  const uint8_t* w;
+  size_t row_bytes;
+  int64_t rows, cols;
+  float* y;
+  int64_t ldy;
+  const int32_t* experts;  // expert mode when not null
+  int64_t k, n_experts;
+  bool per_slot;
+  size_t expert_bytes;
+};
+
 template <DType Type>
-__global__ void gemv_kernel(const float* __restrict__ x, int T, const uint8_t* __restrict__ w, size_t row_bytes,
-                            int64_t rows, int64_t cols, float* __restrict__ y, int64_t ldy) {
+__global__ void gemv_kernel(GemvArgs a) {
   const int lane = threadIdx.x & 31;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
-  if (r >= rows) return;
-  const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
-  const int64_t groups = (cols + 31) / 32;
+  if (r >= a.rows) return;
+  const float* x = a.x;
+  const uint8_t* w = a.w;
+  float* y = a.y;
+  int T = a.T;
+  if (a.experts) {
+    const int64_t item = blockIdx.y;
+    const int32_t e = a.experts[item];
+    if (e < 0 || e >= a.n_experts) return;  // route_topk never writes one; the CPU path throws
+    x += (a.per_slot ? item : item / a.k) * a.cols;
+    w += static_cast<size_t>(e) * a.expert_bytes;
+    y += item * a.rows;
+    T = 1;
+  }
+  const uint8_t* row = w + static_cast<size_t>(r) * a.row_bytes;
+  const int64_t cols = a.cols, groups = (cols + 31) / 32;
+  const bool x_vec = (cols % 4 == 0) && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
   float acc[kGemvMaxTokens] = {};
   float v[32];
   for (int64_t g = lane; g < groups; g += 32) {
@@ -37,7 +67,13 @@ __global__ void gemv_kernel(const float* __restrict__ x, int T, const uint8_t* _
       if (t >= T) break;
       const float* xr = x + t * cols + c0;
       float s = 0.0f;
-      if (whole) {
+      if (whole && x_vec) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const float4 xv = __ldg(reinterpret_cast<const float4*>(xr) + i);
+          s += v[4 * i] * xv.x + v[4 * i + 1] * xv.y + v[4 * i + 2] * xv.z + v[4 * i + 3] * xv.w;
+        }
+      } else if (whole) {
 #pragma unroll
         for (int i = 0; i < 32; ++i) s += v[i] * __ldg(xr + i);
       } else {
@@ -52,7 +88,7 @@ __global__ void gemv_kernel(const float* __restrict__ x, int T, const uint8_t* _
     float s = acc[t];
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-    if (lane == 0) y[t * ldy + r] = s;
+    if (lane == 0) y[t * a.ldy + r] = s;
   }
 }
 
@@ -115,8 +151,9 @@ void launch_typed(const float* x, int64_t T, const void* w, int64_t rows, int64_
   const size_t rb = dtype_row_bytes(Type, static_cast<size_t>(cols));
   const auto* wb = static_cast<const uint8_t*>(w);
   if (T <= kGemvMaxTokens) {
+    GemvArgs a{x, static_cast<int>(T), wb, rb, rows, cols, y, ldy, nullptr, 0, 0, false, 0};
     const dim3 grid(static_cast<unsigned>((rows + kGemvWarps - 1) / kGemvWarps));
-    gemv_kernel<Type><<<grid, kGemvWarps * 32, 0, stream>>>(x, static_cast<int>(T), wb, rb, rows, cols, y, ldy);
+    gemv_kernel<Type><<<grid, kGemvWarps * 32, 0, stream>>>(a);
     check_launch("matmul (one warp per row)");
     return;
   }
@@ -125,7 +162,34 @@ void launch_typed(const float* x, int64_t T, const void* w, int64_t rows, int64_
   check_launch("matmul (tiled)");
 }
 
+template <DType Type>
+void launch_expert_typed(const float* x, int64_t items, int64_t k, bool per_slot, const int32_t* experts, const void* w,
+                         int64_t n_experts, int64_t rows, int64_t cols, float* y, cudaStream_t stream) {
+  const size_t rb = dtype_row_bytes(Type, static_cast<size_t>(cols));
+  GemvArgs a{x, 1, static_cast<const uint8_t*>(w), rb, rows, cols, y, rows, experts, k, n_experts, per_slot,
+             rb * static_cast<size_t>(rows)};
+  const dim3 grid(static_cast<unsigned>((rows + kGemvWarps - 1) / kGemvWarps), static_cast<unsigned>(items));
+  gemv_kernel<Type><<<grid, kGemvWarps * 32, 0, stream>>>(a);
+  check_launch("expert matmul (one warp per row)");
+}
+
 }  // namespace
+
+void launch_expert_gemv(const float* x, int64_t items, int64_t k, bool per_slot, const int32_t* experts, const void* w,
+                        DType type, int64_t n_experts, int64_t rows, int64_t cols, float* y, cudaStream_t stream) {
+  if (items <= 0 || rows <= 0) return;
+  switch (type) {
+    case DType::F32: return launch_expert_typed<DType::F32>(x, items, k, per_slot, experts, w, n_experts, rows, cols, y, stream);
+    case DType::F16: return launch_expert_typed<DType::F16>(x, items, k, per_slot, experts, w, n_experts, rows, cols, y, stream);
+    case DType::BF16: return launch_expert_typed<DType::BF16>(x, items, k, per_slot, experts, w, n_experts, rows, cols, y, stream);
+    case DType::Q8_0: return launch_expert_typed<DType::Q8_0>(x, items, k, per_slot, experts, w, n_experts, rows, cols, y, stream);
+    case DType::Q4_0: return launch_expert_typed<DType::Q4_0>(x, items, k, per_slot, experts, w, n_experts, rows, cols, y, stream);
+    case DType::Q4_K: return launch_expert_typed<DType::Q4_K>(x, items, k, per_slot, experts, w, n_experts, rows, cols, y, stream);
+    default: break;
+  }
+  throw std::invalid_argument(std::string("CUDA expert matmul: weights of type ") + dtype_name(type) +
+                              " must be unpacked to their file layout before upload");
+}
 
 void launch_matmul(const float* x, int64_t T, const void* w, DType type, int64_t rows, int64_t cols, float* y,
                    int64_t ldy, cudaStream_t stream) {

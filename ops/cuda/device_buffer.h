@@ -1,10 +1,12 @@
 // Device memory owned by RAII: a cudaMalloc'd block that frees itself, and grows (without keeping
-// its contents) when an op needs more scratch than the last one did.
+// its contents) when an op needs more scratch than the last one did. Growing frees the old block
+// with cudaFree, which waits for the device, so kernels still reading it are never cut short.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 
 #include "ops/cuda/cuda_check.h"
@@ -37,6 +39,11 @@ class DeviceBuffer {
   }
   template <typename T>
   T* as() const { return static_cast<T*>(p_); }
+  // At least n floats (n <= 0: one), as a float pointer.
+  float* reserve_floats(int64_t n) {
+    reserve(sizeof(float) * static_cast<size_t>(n > 0 ? n : 1));
+    return as<float>();
+  }
   void* data() const { return p_; }
   size_t bytes() const { return n_; }
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "runtime/backend.h"
 #include "support/test_paths.h"
 
 namespace fs = std::filesystem;
@@ -65,6 +66,28 @@ TEST(Cli, GenerateMachineInterfaceMatchesGolden) {
               0);
     EXPECT_EQ(nlohmann::json::parse(out)["generated_ids"], g["greedy"]["generated_ids"]) << dir;
   }
+}
+
+// --device cuda: on a GPU the golden tokens; in a CUDA build without a usable GPU the same tokens
+// on the CPU after a notice; in a build without CUDA a clear error and a non-zero exit.
+TEST(Cli, DeviceCudaRunsFallsBackOrSaysWhy) {
+  const fs::path dir = jetmoe::test::golden_checkpoints().front();
+  const auto g = jetmoe::test::read_json(dir / "golden.json");
+  const std::string cmd = bin() + " generate --device cuda -m " + q(dir) + " --prompt-ids " +
+                          join(g["greedy"]["prompt_ids"].get<std::vector<int32_t>>()) +
+                          " -n 16 --temp 0 --ignore-eos --format json";
+  const jetmoe::DeviceAvailability cuda = jetmoe::device_availability("cuda");
+  std::string out, err_and_out;
+  const int rc = run_command(cmd + " 2>&1 >/dev/null", &err_and_out, false);
+  if (!cuda.built) {
+    EXPECT_NE(rc, 0);
+    EXPECT_THAT(err_and_out, HasSubstr("built without CUDA"));
+    return;
+  }
+  EXPECT_EQ(rc, 0) << err_and_out;
+  if (!cuda.usable) EXPECT_THAT(err_and_out, HasSubstr("running on the CPU instead"));
+  ASSERT_EQ(run_command(cmd + " 2>/dev/null", &out), 0);
+  EXPECT_EQ(nlohmann::json::parse(out)["generated_ids"], g["greedy"]["generated_ids"]);
 }
 
 TEST(Cli, TokenizeMachineInterfaceMatchesGolden) {

@@ -124,6 +124,27 @@ std::vector<std::string> other_devices(std::string* why) {
   return out;
 }
 
+// A host vector's values in a backend's memory (ops take backend pointers), and back.
+template <typename T>
+class OnBackend {
+ public:
+  OnBackend(Backend& be, const std::vector<T>& host) : be_(be), buf_(be), n_(host.size()) {
+    buf_.reserve<T>(n_);
+    be_.copy_to_backend(buf_.as<T>(), host.data(), n_ * sizeof(T));
+  }
+  T* ptr() const { return buf_.as<T>(); }
+  std::vector<T> host() const {
+    std::vector<T> out(n_);
+    be_.copy_to_host(out.data(), buf_.as<T>(), n_ * sizeof(T));
+    return out;
+  }
+
+ private:
+  Backend& be_;
+  BackendBuffer buf_;
+  size_t n_;
+};
+
 class BackendOps : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -152,7 +173,11 @@ TEST_P(BackendOps, MatmulEveryWeightTypeAndTokenCount) {
         const std::vector<float> x = test::randn(static_cast<size_t>(T * cols), ++seed);
         const int64_t ldy = rows + 3;  // outputs with a row stride wider than the rows
         std::vector<float> y(static_cast<size_t>(T * ldy), -7.0f), yc(y.size(), -7.0f);
-        be_->matmul(x.data(), T, m.view(), y.data(), ldy);
+        {
+          OnBackend<float> dx(*be_, x), dy(*be_, y);
+          be_->matmul(dx.ptr(), T, m.view(), dy.ptr(), ldy);
+          y = dy.host();
+        }
         const Reference ref = reference_matmul(m, x, T);
         // The CPU multiplies int8 activations with block-quantized weights; other devices use
         // float activations and must meet the float bound.
@@ -189,12 +214,15 @@ TEST_P(BackendOps, MatmulGroupEqualsSeparateProducts) {
                    c = make_matrix(DType::Q8_0R, 48, 256, 9);
   const std::vector<float> xa = test::randn(3 * 256, 10), xb = test::randn(1 * 128, 11), xc = test::randn(12 * 256, 12);
   std::vector<float> ya(3 * 70, 0.0f), yb(1 * 32), yc(12 * 48), sa(ya.size(), 0.0f), sb(yb.size()), sc(yc.size());
-  MatmulJob jobs[3] = {matmul_job(xa.data(), 3, a.view(), ya.data(), 70), matmul_job(xb.data(), 1, b.view(), yb.data(), 32),
-                       matmul_job(xc.data(), 12, c.view(), yc.data(), 48)};
+  OnBackend<float> dxa(*be_, xa), dxb(*be_, xb), dxc(*be_, xc), dya(*be_, ya), dyb(*be_, yb), dyc(*be_, yc),
+      dsa(*be_, sa), dsb(*be_, sb), dsc(*be_, sc);
+  MatmulJob jobs[3] = {matmul_job(dxa.ptr(), 3, a.view(), dya.ptr(), 70), matmul_job(dxb.ptr(), 1, b.view(), dyb.ptr(), 32),
+                       matmul_job(dxc.ptr(), 12, c.view(), dyc.ptr(), 48)};
   be_->matmul_group(jobs, 3);
-  be_->matmul(xa.data(), 3, a.view(), sa.data(), 70);
-  be_->matmul(xb.data(), 1, b.view(), sb.data(), 32);
-  be_->matmul(xc.data(), 12, c.view(), sc.data(), 48);
+  be_->matmul(dxa.ptr(), 3, a.view(), dsa.ptr(), 70);
+  be_->matmul(dxb.ptr(), 1, b.view(), dsb.ptr(), 32);
+  be_->matmul(dxc.ptr(), 12, c.view(), dsc.ptr(), 48);
+  ya = dya.host(), yb = dyb.host(), yc = dyc.host(), sa = dsa.host(), sb = dsb.host(), sc = dsc.host();
   EXPECT_EQ(ya, sa);
   EXPECT_EQ(yb, sb);
   EXPECT_EQ(yc, sc);
@@ -205,8 +233,9 @@ TEST_P(BackendOps, EmbedEveryTableType) {
     SCOPED_TRACE(dtype_name(type));
     const TestMatrix m = make_matrix(type, 48, 256, 31);
     const int32_t tokens[] = {0, 47, 5, 5, 20};
-    std::vector<float> x(5 * 256);
-    be_->embed(tokens, 5, m.view(), x.data());
+    OnBackend<float> dx(*be_, std::vector<float>(5 * 256));
+    be_->embed(tokens, 5, m.view(), dx.ptr());
+    const std::vector<float> x = dx.host();
     for (int t = 0; t < 5; ++t)
       for (int i = 0; i < 256; ++i) {
         const float want = m.values[static_cast<size_t>(tokens[t] * 256 + i)];
@@ -215,16 +244,17 @@ TEST_P(BackendOps, EmbedEveryTableType) {
   }
   const TestMatrix m = make_matrix(DType::F32, 48, 256, 32);
   const int32_t bad[] = {3, 48};
-  std::vector<float> x(2 * 256);
-  EXPECT_THROW(be_->embed(bad, 2, m.view(), x.data()), std::out_of_range);
+  OnBackend<float> dx(*be_, std::vector<float>(2 * 256));
+  EXPECT_THROW(be_->embed(bad, 2, m.view(), dx.ptr()), std::out_of_range);
 }
 
 TEST_P(BackendOps, RmsNormRopeSiluMul) {
   for (int64_t n : {2048, 100}) {
     const int64_t T = 3;
     const std::vector<float> x = test::randn(static_cast<size_t>(T * n), 40 + n, 3.0f), g = test::randn(static_cast<size_t>(n), 41);
-    std::vector<float> y(x.size());
-    be_->rms_norm(x.data(), T, n, g.data(), 1e-6f, y.data());
+    OnBackend<float> dx(*be_, x), dy(*be_, std::vector<float>(x.size()));
+    be_->rms_norm(dx.ptr(), T, n, g.data(), 1e-6f, dy.ptr());
+    const std::vector<float> y = dy.host();
     for (int64_t t = 0; t < T; ++t) {
       double ss = 0;
       for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[static_cast<size_t>(t * n + i)]) * x[static_cast<size_t>(t * n + i)];
@@ -240,8 +270,9 @@ TEST_P(BackendOps, RmsNormRopeSiluMul) {
       const int64_t T = 4, H = 3, ld = H * d + 8;
       const int32_t pos[] = {0, 5, 100, 4095};
       const std::vector<float> x0 = test::randn(static_cast<size_t>(T * ld), 50 + d);
-      std::vector<float> x = x0;
-      be_->rope(x.data(), T, H, d, ld, pos, 10000.0f);
+      OnBackend<float> dx(*be_, x0);
+      be_->rope(dx.ptr(), T, H, d, ld, pos, 10000.0f);
+      const std::vector<float> x = dx.host();
       for (int64_t t = 0; t < T; ++t)
         for (int64_t h = 0; h < H; ++h)
           for (int64_t m = 0; m < d / 2; ++m) {
@@ -262,8 +293,9 @@ TEST_P(BackendOps, RmsNormRopeSiluMul) {
   {
     const int64_t T = 3, F = 300;
     const std::vector<float> z = test::randn(static_cast<size_t>(T * 2 * F), 60, 4.0f);
-    std::vector<float> h(static_cast<size_t>(T * F));
-    be_->silu_mul(z.data(), T, F, h.data());
+    OnBackend<float> dz(*be_, z), dh(*be_, std::vector<float>(static_cast<size_t>(T * F)));
+    be_->silu_mul(dz.ptr(), T, F, dh.ptr());
+    const std::vector<float> h = dh.host();
     for (int64_t t = 0; t < T; ++t)
       for (int64_t i = 0; i < F; ++i) {
         const double g = z[static_cast<size_t>(t * 2 * F + i)], u = z[static_cast<size_t>(t * 2 * F + F + i)];
@@ -286,12 +318,14 @@ TEST_P(BackendOps, KvStoreAndAttentionEveryCacheType) {
       KvCache cache(layers, nkv, d, cap, {kt, vt}), ref_cache(layers, nkv, d, cap, {kt, vt});
       // 70 positions: a 5-token chunk, then chunks of 1 and 13 tokens.
       const std::vector<float> kv = test::randn(static_cast<size_t>(70 * ld), 70 + static_cast<uint64_t>(kt) * 8 + static_cast<uint64_t>(vt));
+      const OnBackend<float> dkv(*be_, kv);
       for (int p0 = 0; p0 < 70;) {
         const int n = p0 == 0 ? 5 : (p0 % 2 ? 1 : std::min(13, 70 - p0));
         std::vector<int32_t> pos(static_cast<size_t>(n));
         for (int i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = p0 + i;
         const float* k = kv.data() + static_cast<int64_t>(p0) * ld;
-        be_->kv_store(cache, layer, k, k + nkv * d, ld, n, pos.data());
+        const float* dk = dkv.ptr() + static_cast<int64_t>(p0) * ld;
+        be_->kv_store(cache, layer, dk, dk + nkv * d, ld, n, pos.data());
         cpu_->kv_store(ref_cache, layer, k, k + nkv * d, ld, n, pos.data());
         p0 += n;
       }
@@ -309,9 +343,11 @@ TEST_P(BackendOps, KvStoreAndAttentionEveryCacheType) {
         SCOPED_TRACE(c.name);
         const int64_t T = static_cast<int64_t>(c.slot.size());
         const std::vector<float> q = test::randn(static_cast<size_t>(T * slots * nkv * d), 90 + T);
-        std::vector<float> out(q.size(), 0.0f), out_cpu(q.size(), 0.0f);
+        std::vector<float> out_cpu(q.size(), 0.0f);
         const int32_t* first = c.first.empty() ? nullptr : c.first.data();
-        be_->attention(q.data(), T, slots, c.slot.data(), first, cache, layer, out.data());
+        OnBackend<float> dq(*be_, q), dout(*be_, out_cpu);
+        be_->attention(dq.ptr(), T, slots, c.slot.data(), first, cache, layer, dout.ptr());
+        const std::vector<float> out = dout.host();
         cpu_->attention(q.data(), T, slots, c.slot.data(), first, ref_cache, layer, out_cpu.data());
         std::vector<float> K(static_cast<size_t>(cap * d)), V(K.size());
         for (int64_t t = 0; t < T; ++t)
@@ -344,9 +380,105 @@ TEST_P(BackendOps, KvStoreAndAttentionEveryCacheType) {
 
 TEST_P(BackendOps, KvStoreRejectsPositionsOutsideTheCache) {
   KvCache cache(1, 1, 32, 4);
-  const std::vector<float> k(64, 1.0f);
+  const OnBackend<float> k(*be_, std::vector<float>(64, 1.0f));
   const int32_t pos[] = {4};
-  EXPECT_THROW(be_->kv_store(cache, 0, k.data(), k.data() + 32, 64, 1, pos), std::out_of_range);
+  EXPECT_THROW(be_->kv_store(cache, 0, k.ptr(), k.ptr() + 32, 64, 1, pos), std::out_of_range);
+}
+
+// Top-k routing: the k largest logits (lower index first on ties) and the softmax over them.
+TEST_P(BackendOps, RouteTopkPicksTheLargestAndNormalisesTheirGates) {
+  const int64_t T = 5, E = 8, k = 2;
+  std::vector<float> logits = test::randn(static_cast<size_t>(T * E), 80, 2.0f);
+  logits[8 + 3] = logits[8 + 6] = 9.0f;  // token 1: a tie for the largest
+  for (int e = 0; e < E; ++e) logits[static_cast<size_t>(32 + e)] = 0.5f;  // token 4: all equal
+  OnBackend<float> dl(*be_, logits), dg(*be_, std::vector<float>(T * k));
+  OnBackend<int32_t> de(*be_, std::vector<int32_t>(T * k));
+  be_->route_topk(dl.ptr(), T, E, k, de.ptr(), dg.ptr());
+  const std::vector<int32_t> ex = de.host();
+  const std::vector<float> g = dg.host();
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int32_t> idx(E);
+    for (int e = 0; e < E; ++e) idx[static_cast<size_t>(e)] = e;
+    std::stable_sort(idx.begin(), idx.end(), [&](int a, int b) { return logits[static_cast<size_t>(t * E + a)] > logits[static_cast<size_t>(t * E + b)]; });
+    const double l0 = logits[static_cast<size_t>(t * E + idx[0])], l1 = logits[static_cast<size_t>(t * E + idx[1])];
+    const double g0 = 1.0 / (1.0 + std::exp(l1 - l0));
+    EXPECT_EQ(ex[static_cast<size_t>(t * k)], idx[0]) << "t=" << t;
+    EXPECT_EQ(ex[static_cast<size_t>(t * k + 1)], idx[1]) << "t=" << t;
+    EXPECT_NEAR(g[static_cast<size_t>(t * k)], g0, 1e-6) << "t=" << t;
+    EXPECT_NEAR(g[static_cast<size_t>(t * k + 1)], 1.0 - g0, 1e-6) << "t=" << t;
+  }
+  EXPECT_EQ(ex[2], 3);  // the tie: lower index first
+  EXPECT_EQ(ex[3], 6);
+  EXPECT_EQ(ex[8], 0);
+  EXPECT_EQ(ex[9], 1);
+}
+
+// The selected experts' products for decode-sized and prefill-sized batches, per token and per
+// slot, with and without an extra product in the same launch, against the float64 reference of
+// each item's own expert; and the gated sum into the residual.
+TEST_P(BackendOps, ExpertMatmulAndCombine) {
+  const int64_t E = 8, k = 2, out = 48, in = 256;
+  for (DType type : {DType::BF16, DType::Q4_0, DType::Q4_KR, DType::Q8_0R}) {
+    // The stacked [E, out, in] tensor: expert e is its own TestMatrix, laid end to end.
+    std::vector<TestMatrix> ms;
+    std::vector<uint8_t> stacked;
+    for (int64_t e = 0; e < E; ++e) {
+      ms.push_back(make_matrix(type, out, in, 500 + static_cast<uint64_t>(e)));
+      stacked.insert(stacked.end(), ms.back().bytes.begin(), ms.back().bytes.end());
+    }
+    WeightView W;
+    W.name = std::string("experts ") + dtype_name(type);
+    W.data = stacked.data();
+    W.dtype = type;
+    W.shape = {E, out, in};
+    for (int64_t T : {1, 3, 20}) {
+      for (bool per_slot : {false, true}) {
+        SCOPED_TRACE(std::string(dtype_name(type)) + " T=" + std::to_string(T) + (per_slot ? " per slot" : " per token"));
+        const int64_t n = T * k;
+        std::vector<int32_t> ex(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) ex[static_cast<size_t>(i)] = static_cast<int32_t>((i * 5 + i / k) % E);
+        for (int64_t t = 0; t < T; ++t)  // top-k experts are distinct within a token
+          if (ex[static_cast<size_t>(t * k)] == ex[static_cast<size_t>(t * k + 1)]) ex[static_cast<size_t>(t * k + 1)] = (ex[static_cast<size_t>(t * k)] + 1) % E;
+        const std::vector<float> x = test::randn(static_cast<size_t>((per_slot ? n : T) * in), 600 + T);
+        const TestMatrix extra_m = make_matrix(DType::F32, 24, in, 700);
+        OnBackend<float> dx(*be_, x), dy(*be_, std::vector<float>(static_cast<size_t>(n * out), -5.0f)),
+            dextra(*be_, std::vector<float>(static_cast<size_t>(T * 24)));
+        OnBackend<int32_t> dex(*be_, ex);
+        const MatmulJob extra = matmul_job(dx.ptr(), T, extra_m.view(), dextra.ptr(), 24);
+        be_->expert_matmul(dx.ptr(), T, k, per_slot, dex.ptr(), W, dy.ptr(), per_slot ? nullptr : &extra);
+        const std::vector<float> y = dy.host();
+        int bad = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const std::vector<float> xi(x.begin() + (per_slot ? i : i / k) * in, x.begin() + ((per_slot ? i : i / k) + 1) * in);
+          const Reference ref = reference_matmul(ms[static_cast<size_t>(ex[static_cast<size_t>(i)])], xi, 1);
+          for (int64_t r = 0; r < out; ++r) {
+            const double tol = (is_cpu() && dtype_is_quantized(type)) ? ref.quant_tol[static_cast<size_t>(r)] : ref.float_tol[static_cast<size_t>(r)];
+            if (std::fabs(y[static_cast<size_t>(i * out + r)] - ref.y[static_cast<size_t>(r)]) > tol && ++bad <= 3)
+              ADD_FAILURE() << "item " << i << " (expert " << ex[static_cast<size_t>(i)] << ") row " << r << ": "
+                            << y[static_cast<size_t>(i * out + r)] << " vs " << ref.y[static_cast<size_t>(r)];
+          }
+        }
+        if (!per_slot) {
+          const std::vector<float> ye = dextra.host();
+          const Reference ref = reference_matmul(extra_m, x, T);
+          for (size_t i = 0; i < ye.size(); ++i) ASSERT_NEAR(ye[i], ref.y[i], ref.float_tol[i]) << "extra product " << i;
+        }
+        // x[t] += bias + sum_j gate * y[t*k + j]
+        const std::vector<float> gates = test::randn(static_cast<size_t>(n), 800 + T), bias = test::randn(static_cast<size_t>(out), 801);
+        const std::vector<float> x0 = test::randn(static_cast<size_t>(T * out), 802);
+        OnBackend<float> dres(*be_, x0), dgates(*be_, gates);
+        be_->combine_experts(dy.ptr(), dgates.ptr(), T, k, out, bias.data(), dres.ptr());
+        const std::vector<float> res = dres.host();
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t c = 0; c < out; ++c) {
+            double want = x0[static_cast<size_t>(t * out + c)] + bias[static_cast<size_t>(c)];
+            for (int64_t j = 0; j < k; ++j)
+              want += static_cast<double>(gates[static_cast<size_t>(t * k + j)]) * y[static_cast<size_t>((t * k + j) * out + c)];
+            ASSERT_NEAR(res[static_cast<size_t>(t * out + c)], want, 1e-5 * (1 + std::fabs(want))) << "t=" << t << " c=" << c;
+          }
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(UsableDevices, BackendOps, ::testing::ValuesIn(usable_devices()),
