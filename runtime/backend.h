@@ -61,6 +61,20 @@ class Backend {
   // here, replacing any earlier upload from the same address (the CPU reads them in place).
   virtual void load_weights(const std::vector<WeightView>& tensors) {}
 
+  // Brackets the ops of one forward call over a micro-batch (the model calls begin_step first and
+  // end_step after its last op, before copying results out). A device backend may record a
+  // repeating decode step once and replay it (the CUDA backend: a CUDA graph per step shape).
+  // `replayable` is false when the step reads results back midway (a routing trace) or has
+  // per-call layouts (packed sequences). end_step(false) ends a step abandoned by an exception.
+  struct StepShape {
+    int64_t tokens = 0;
+    int64_t logits_rows = 0;
+    KvCache* cache = nullptr;
+    bool replayable = false;
+  };
+  virtual void begin_step(const StepShape& step) {}
+  virtual void end_step(bool completed) {}
+
   // ---- Activation memory ----
   // `bytes` of the backend's memory, 64-byte aligned (never null; throws std::bad_alloc or
   // std::runtime_error). The default is host memory.

@@ -123,20 +123,32 @@ void JetMoeModel::forward_ubatch(const int32_t* tokens, int64_t T, KvCache& cach
   a.gates = gates_.reserve<float>(static_cast<size_t>(T * k));
   a.experts = experts_.reserve<int32_t>(static_cast<size_t>(T * k));
 
+  const int64_t first = all_logits ? 0 : T - 1, n = logits ? T - first : 0;
+  float* out = logits_.reserve<float>(static_cast<size_t>(std::max<int64_t>(n, 1) * V));
+
+  // Every op of the step between begin_step and end_step (a device may record and replay it);
+  // an exception in between ends the step as abandoned.
+  struct StepGuard {
+    Backend& be;
+    bool done = false;
+    ~StepGuard() {
+      if (!done) be.end_step(false);
+    }
+  } guard{be_};
+  be_.begin_step({T, n, &cache, trace == nullptr && first_slot == nullptr});
   be_.embed(tokens, T, w_.embed, a.x);
   for (int layer = 0; layer < cfg_.num_hidden_layers; ++layer) {
     moa(a, layer, T, rope_pos_.data(), first_slot, cache, trace);
     moe(a, layer, T, trace);
   }
+  if (n > 0) {  // final norm (config eps) and the head, for every position or only the last one
+    be_.rms_norm(a.x + first * H, n, H, final_norm_.data(), cfg_.rms_norm_eps, a.a);
+    be_.matmul(a.a, n, w_.lm_head, out, V);
+  }
+  guard.done = true;
+  be_.end_step(true);
   cache.set_size(cache.size() + static_cast<int>(T));
-  if (logits == nullptr) return;
-
-  // Final norm (config eps) and the head, for every position or only the last one.
-  const int64_t first = all_logits ? 0 : T - 1, n = T - first;
-  float* out = logits_.reserve<float>(static_cast<size_t>(n * V));
-  be_.rms_norm(a.x + first * H, n, H, final_norm_.data(), cfg_.rms_norm_eps, a.a);
-  be_.matmul(a.a, n, w_.lm_head, out, V);
-  be_.copy_to_host(logits, out, sizeof(float) * static_cast<size_t>(n * V));
+  if (n > 0) be_.copy_to_host(logits, out, sizeof(float) * static_cast<size_t>(n * V));
 }
 
 // The k experts each token chose, copied to the routing trace (a host copy: the ids live in the

@@ -24,3 +24,6 @@ echo "== bench"
 "$bin/jetmoe" bench --synth --device cuda --layers "${BENCH_LAYERS:-24}" --quant "${BENCH_TYPES:-bf16,q4_0,q4_k,q8_0}" \
   -t 16 -p 512 -n 128 -r "${BENCH_REPS:-3}" --bw-gib 4 --json-file "$OUT/bench.json" 2>"$OUT/bench.err" | tee "$OUT/bench.md"
 tail -5 "$OUT/bench.err"
+echo "== decode without CUDA graphs (JETMOE_CUDA_GRAPHS=0), for comparison"
+JETMOE_CUDA_GRAPHS=0 "$bin/jetmoe" bench --synth --device cuda --layers "${BENCH_LAYERS:-24}" --quant bf16,q4_0 \
+  -t 16 -p 0 -n 128 -r "${BENCH_REPS:-3}" --bw-gib 4 --json-file "$OUT/bench_nograph.json" 2>/dev/null | tee "$OUT/bench_nograph.md"

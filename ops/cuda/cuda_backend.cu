@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <cstring>
+#include <tuple>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -71,8 +73,11 @@ class CudaBackend final : public Backend {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     ring_host_.reserve(kIntRingBytes);
     ring_dev_.reserve(kIntRingBytes);
+    const char* g = std::getenv("JETMOE_CUDA_GRAPHS");
+    graphs_enabled_ = !(g && std::string(g) == "0");
   }
   ~CudaBackend() override {
+    drop_graphs();
     if (stream_) {
       cudaStreamSynchronize(stream_);
       cudaStreamDestroy(stream_);
@@ -85,6 +90,7 @@ class CudaBackend final : public Backend {
 
   void load_weights(const std::vector<WeightView>& tensors) override {
     sync();
+    ++generation_;
     std::set<const void*> seen;  // a tied head is the embedding: one upload
     for (const WeightView& v : tensors) {
       if (v.empty() || !seen.insert(v.data).second) continue;
@@ -96,11 +102,15 @@ class CudaBackend final : public Backend {
   }
 
   void* alloc(size_t bytes) override {
+    ++generation_;  // a recorded step holds the old addresses
     void* p = nullptr;
     check(cudaMalloc(&p, std::max<size_t>(bytes, 1)), "cudaMalloc of activations");
     return p;
   }
-  void release(void* p) override { cudaFree(p); }
+  void release(void* p) override {
+    ++generation_;
+    cudaFree(p);
+  }
   void copy_to_backend(void* dst, const void* host, size_t bytes) override {
     sync();
     check(cudaMemcpy(dst, host, bytes, cudaMemcpyHostToDevice), "copy to device");
@@ -118,12 +128,15 @@ class CudaBackend final : public Backend {
                                 std::to_string(V - 1));
     small_used_ = 0;
     const void* dw = device_weights(table.data, table.dtype, V, H);
-    launch_embed(upload_ints(tokens, T), T, dw, file_type(table.dtype), H, x, stream_);
+    const int32_t* dt = upload_ints(tokens, T);
+    if (replaying()) return;
+    launch_embed(dt, T, dw, file_type(table.dtype), H, x, stream_);
   }
 
   void rms_norm(const float* x, int64_t T, int64_t n, const float* gain, float eps, float* y) override {
     small_used_ = 0;
     const auto* dg = static_cast<const float*>(device_weights(gain, DType::F32, 1, n));
+    if (replaying()) return;
     launch_rms_norm(x, T, n, dg, eps, y, stream_);
   }
 
@@ -133,6 +146,7 @@ class CudaBackend final : public Backend {
   }
 
   void matmul_group(const MatmulJob* jobs, size_t n_jobs) override {
+    if (replaying()) return;
     small_used_ = 0;
     for (size_t i = 0; i < n_jobs; ++i) {
       const MatmulJob& j = jobs[i];
@@ -145,13 +159,17 @@ class CudaBackend final : public Backend {
   void rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, int64_t ld, const int32_t* pos,
             float theta) override {
     if (T <= 0) return;
-    launch_rope(x, T, n_heads, head_dim, ld, upload_ints(pos, T), theta, stream_);
+    const int32_t* dp = upload_ints(pos, T);
+    if (replaying()) return;
+    launch_rope(x, T, n_heads, head_dim, ld, dp, theta, stream_);
   }
 
-  void silu_mul(const float* z, int64_t T, int64_t F, float* h) override { launch_silu_mul(z, T, F, h, stream_); }
+  void silu_mul(const float* z, int64_t T, int64_t F, float* h) override {
+    if (!replaying()) launch_silu_mul(z, T, F, h, stream_);
+  }
 
   void route_topk(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* experts, float* gates) override {
-    launch_route_topk(logits, T, E, k, experts, gates, stream_);
+    if (!replaying()) launch_route_topk(logits, T, E, k, experts, gates, stream_);
   }
 
   // Decode (few tokens): one launch that reads the expert ids on the device. Prefill: the ids
@@ -161,6 +179,7 @@ class CudaBackend final : public Backend {
                      float* y, const MatmulJob* extra) override {
     if (W.shape.size() != 3) throw std::invalid_argument("expert_matmul: '" + W.name + "' is not an [E, out, in] tensor");
     const int64_t E = W.shape[0], out = W.shape[1], in = W.shape[2], n = T * k;
+    if (replaying()) return;
     small_used_ = 0;
     if (extra && extra->T > 0) {
       const void* dw = device_weights(extra->w, extra->dtype, extra->rows, extra->cols);
@@ -206,6 +225,7 @@ class CudaBackend final : public Backend {
                        float* x) override {
     small_used_ = 0;
     const auto* db = static_cast<const float*>(device_weights(bias, DType::F32, 1, n));
+    if (replaying()) return;
     launch_combine_experts(y, gates, T, k, n, db, x, stream_);
   }
 
@@ -233,7 +253,7 @@ class CudaBackend final : public Backend {
     a.v_row_bytes = static_cast<int64_t>(cache.v_row_bytes());
     a.k_type = cache.k_type();
     a.v_type = cache.v_type();
-    launch_kv_store(a, stream_);
+    if (!replaying()) launch_kv_store(a, stream_);
   }
 
   void attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
@@ -262,9 +282,80 @@ class CudaBackend final : public Backend {
     a.v_row_bytes = static_cast<int64_t>(cache.v_row_bytes());
     a.k_type = cache.k_type();
     a.v_type = cache.v_type();
-    a.max_keys = max_keys;
-    a.scratch = scores_.reserve_floats(T * slots * nkv * max_keys);
-    launch_attention(a, stream_);
+    if (mode_ == Mode::Direct) {
+      a.max_keys = max_keys;
+      a.scratch = scores_.reserve_floats(T * slots * nkv * max_keys);
+    } else {  // a recorded step: room for every position, so the same launch serves each token
+      a.max_keys = cache.capacity();
+      if (step_scores_.bytes() < sizeof(float) * static_cast<size_t>(T * slots * nkv * cache.capacity()))
+        throw std::logic_error("CUDA step: attention scratch was not reserved for this step");
+      a.scratch = step_scores_.as<float>();
+    }
+    if (!replaying()) launch_attention(a, stream_);
+  }
+
+  // A decode step (one token, replayable) is recorded as a CUDA graph the first time its shape is
+  // seen and replayed afterwards: the ops then only validate their arguments and write their host
+  // ints to the same pinned slots the recorded copies read, and end_step launches the graph. A
+  // graph is keyed by the step's shape and KV cache and dropped when any activation buffer or
+  // weight moved since it was recorded.
+  void begin_step(const StepShape& step) override {
+    mode_ = Mode::Direct;
+    if (!graphs_enabled_ || !step.replayable || step.tokens != 1 || !step.cache) return;
+    sync();  // the ring starts at 0, so every step puts its ints at the same places
+    KvCache& cache = *step.cache;
+    device_rows(cache);  // allocated and zeroed outside the recording
+    const void* scores_before = step_scores_.data();
+    step_scores_.reserve_floats(kMaxStepHeads * cache.kv_heads() * static_cast<int64_t>(cache.capacity()));
+    if (step_scores_.data() != scores_before) ++generation_;
+    sync();
+    const GraphKey key{step.tokens, step.logits_rows, cache.device_rows().get(), cache.capacity(),
+                       static_cast<int>(cache.k_type()), static_cast<int>(cache.v_type())};
+    auto it = graphs_.find(key);
+    if (it != graphs_.end() && it->second.generation == generation_) {
+      mode_ = Mode::Replay;
+      replay_ = it->second.exec;
+      return;
+    }
+    if (it != graphs_.end()) {
+      cudaGraphExecDestroy(it->second.exec);
+      graphs_.erase(it);
+    }
+    if (graphs_.size() >= kMaxGraphs) drop_graphs();
+    check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "cudaStreamBeginCapture");
+    mode_ = Mode::Capture;
+    capture_key_ = key;
+    capture_generation_ = generation_;
+  }
+
+  void end_step(bool completed) override {
+    const Mode mode = mode_;
+    mode_ = Mode::Direct;
+    if (mode == Mode::Replay) {
+      if (completed) check(cudaGraphLaunch(replay_, stream_), "cudaGraphLaunch (decode step)");
+      return;
+    }
+    if (mode != Mode::Capture) return;
+    cudaGraph_t graph = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    if (!completed) {  // abandoned by an exception: nothing to run, nothing to keep
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      return;
+    }
+    check(e, "cudaStreamEndCapture (decode step)");
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t ie = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    check(ie, "cudaGraphInstantiate (decode step)");
+    // The recording ran nothing: run it now. It is kept only if no buffer moved meanwhile.
+    check(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch (decode step)");
+    if (capture_generation_ == generation_) {
+      graphs_[capture_key_] = Graph{exec, generation_};
+    } else {
+      sync();
+      cudaGraphExecDestroy(exec);
+    }
   }
 
   double measure_read_bandwidth_gbps(size_t bytes, int passes) override {
@@ -293,8 +384,19 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  enum class Mode { Direct, Capture, Replay };
+  bool replaying() const { return mode_ == Mode::Replay; }
+
+  void drop_graphs() {
+    if (!graphs_.empty()) cudaStreamSynchronize(stream_);
+    for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
+    graphs_.clear();
+  }
+
   // Waits for every queued op; the staging ring is free again afterwards.
   void sync() {
+    if (mode_ == Mode::Capture)
+      throw std::logic_error("CUDA: an op waited for the device inside a recorded decode step (set JETMOE_CUDA_GRAPHS=0)");
     check(cudaStreamSynchronize(stream_), "kernel execution");
     ring_used_ = 0;
     for (IntUpload& u : recent_) u = IntUpload{};  // their ring space is free for reuse now
@@ -304,9 +406,11 @@ class CudaBackend final : public Backend {
   // passes the same positions and slots to every layer: an array equal to one uploaded since the
   // last wait is reused (24 layers x 4 copies per token become 2).
   const int32_t* upload_ints(const int32_t* host, int64_t n) {
+    // Within a step the arrays do not change between layers, and the match must not depend on
+    // the values, so that a replay puts each array where the recording did.
     for (const IntUpload& u : recent_)
       if (u.host == host && static_cast<int64_t>(u.values.size()) == n &&
-          std::equal(u.values.begin(), u.values.end(), host))
+          (mode_ != Mode::Direct || std::equal(u.values.begin(), u.values.end(), host)))
         return u.dev;
     const size_t bytes = sizeof(int32_t) * static_cast<size_t>(std::max<int64_t>(n, 1));
     const size_t padded = (bytes + 255) / 256 * 256;
@@ -315,13 +419,15 @@ class CudaBackend final : public Backend {
       if (padded > ring_host_.bytes()) {
         ring_host_.reserve(padded);
         ring_dev_.reserve(padded);
+        ++generation_;
       }
     }
     uint8_t* h = ring_host_.data() + ring_used_;
     uint8_t* d = ring_dev_.as<uint8_t>() + ring_used_;
     std::memcpy(h, host, sizeof(int32_t) * static_cast<size_t>(n));
-    check(cudaMemcpyAsync(d, h, sizeof(int32_t) * static_cast<size_t>(n), cudaMemcpyHostToDevice, stream_),
-          "copy to device");
+    if (!replaying())  // a replayed step's recorded copy reads this same pinned slot
+      check(cudaMemcpyAsync(d, h, sizeof(int32_t) * static_cast<size_t>(n), cudaMemcpyHostToDevice, stream_),
+            "copy to device");
     ring_used_ += padded;
     IntUpload& u = recent_[next_recent_++ % recent_.size()];
     u.host = host;
@@ -404,6 +510,31 @@ class CudaBackend final : public Backend {
   };
   std::array<IntUpload, 4> recent_;
   size_t next_recent_ = 0;
+
+  // Recorded decode steps (begin_step / end_step).
+  struct GraphKey {
+    int64_t tokens, logits_rows;
+    const void* cache;
+    int capacity, k_type, v_type;
+    bool operator<(const GraphKey& o) const {
+      return std::tie(tokens, logits_rows, cache, capacity, k_type, v_type) <
+             std::tie(o.tokens, o.logits_rows, o.cache, o.capacity, o.k_type, o.v_type);
+    }
+  };
+  struct Graph {
+    cudaGraphExec_t exec;
+    uint64_t generation;
+  };
+  static constexpr size_t kMaxGraphs = 16;
+  static constexpr int64_t kMaxStepHeads = 16;  // query heads per KV head a recorded step's attention may have
+  bool graphs_enabled_ = true;
+  Mode mode_ = Mode::Direct;
+  std::map<GraphKey, Graph> graphs_;
+  cudaGraphExec_t replay_ = nullptr;
+  GraphKey capture_key_{};
+  uint64_t capture_generation_ = 0;
+  uint64_t generation_ = 0;  // bumped whenever an address a recorded step may hold changes
+  DeviceBuffer step_scores_;  // attention scratch of recorded steps: every position of the cache
   DeviceBuffer gx_, gy_, scores_;                   // prefill expert groups; attention scores
   std::vector<uint8_t> unpack_;
   std::vector<int32_t> ids_, order_, src_rows_;
