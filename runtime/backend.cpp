@@ -5,6 +5,8 @@
 #include <cstring>
 #include <new>
 
+#include "runtime/kv_cache.h"
+
 namespace jetmoe {
 
 void* Backend::alloc(size_t bytes) {
@@ -22,6 +24,21 @@ void Backend::copy_to_backend(void* dst, const void* host, size_t bytes) {
 
 void Backend::copy_to_host(void* host, const void* src, size_t bytes) {
   if (bytes) std::memcpy(host, src, bytes);
+}
+
+void Backend::norm_route(const float* x, int64_t T, int64_t n, const float* gain, float eps, const WeightView& router,
+                         int64_t k, float* a, float* logits, int32_t* experts, float* gates) {
+  rms_norm(x, T, n, gain, eps, a);
+  matmul(a, T, router, logits, router.rows());
+  route_topk(logits, T, router.rows(), k, experts, gates);
+}
+
+void Backend::rope_store(float* kv, int64_t ld_kv, float* q, int64_t q_heads, int64_t ld_q, int64_t T,
+                         const int32_t* pos, float theta, KvCache& cache, int layer, const int32_t* slot) {
+  const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
+  rope(kv, T, nkv, d, ld_kv, pos, theta);
+  kv_store(cache, layer, kv, kv + nkv * d, ld_kv, T, slot);
+  rope(q, T, q_heads, d, ld_q, pos, theta);
 }
 
 }  // namespace jetmoe

@@ -120,11 +120,24 @@ class Backend {
   // h[t, i] = silu(z[t, i]) * z[t, F + i]; z is [T, 2F], h is [T, F].
   virtual void silu_mul(const float* z, int64_t T, int64_t F, float* h) = 0;
 
+  // The position step of attention in one op: RoPE on the keys (the first kv_heads heads of each
+  // kv row, values follow at kv + kv_heads * head_dim) and on the q_heads query heads of q, then
+  // keys and values into the cache at slot[t] (= rope, kv_store, rope). A device fuses them; the
+  // default runs the three ops (runtime/backend.cpp).
+  virtual void rope_store(float* kv, int64_t ld_kv, float* q, int64_t q_heads, int64_t ld_q, int64_t T,
+                          const int32_t* pos, float theta, KvCache& cache, int layer, const int32_t* slot);
+
   // ---- Routed experts (sections 5-7 of jetmoe-architecture.md) ----
   // Top-k router: for each token the k largest of its E logits (lower index first on ties),
   // experts[t*k + j] their ids (j = 0 the largest) and gates[t*k + j] the softmax over those k
   // logits only. logits is [T, E]; experts and gates are backend memory.
   virtual void route_topk(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* experts, float* gates) = 0;
+
+  // The start of each sublayer in one op: a = rms_norm(x) with gain, logits = router a (router is
+  // an [E, n] float32 matrix), then route_topk. A device fuses the three for a decode step; the
+  // default runs them one after the other (runtime/backend.cpp).
+  virtual void norm_route(const float* x, int64_t T, int64_t n, const float* gain, float eps, const WeightView& router,
+                          int64_t k, float* a, float* logits, int32_t* experts, float* gates);
 
   // The selected experts' products: for every item i = t*k + j (token t, slot j),
   //   y[i, :] = W[experts[i]] x_i, with x_i = x[i, :] (per_slot) or x[t, :] (per token);

@@ -168,19 +168,17 @@ void JetMoeModel::moa(const Act& a, int layer, int64_t T, const int32_t* pos, co
   const LayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
   const LayerSmall& s = small_[static_cast<size_t>(layer)];
 
-  be_.rms_norm(a.x, T, H, s.input_norm.data(), JetMoeConfig::kBlockNormEps, a.a);
-  be_.matmul(a.a, T, f32_view(lw.moa.router.name, s.moa_router, {E, H}), a.router_logits, E);
-  be_.route_topk(a.router_logits, T, E, k, a.experts, a.gates);
+  be_.norm_route(a.x, T, H, s.input_norm.data(), JetMoeConfig::kBlockNormEps,
+                 f32_view(lw.moa.router.name, s.moa_router, {E, H}), k, a.a, a.router_logits, a.experts, a.gates);
   if (trace) trace_experts(a, T, trace->moa[static_cast<size_t>(layer)]);
 
   // Queries of the selected experts, q = [T, k, kv_heads, head_dim]; the shared keys and values
   // (kv = [K | V] per token) read the same input, so they run in the same launch.
   const MatmulJob kvj = matmul_job(a.a, T, lw.moa.kv_proj, a.kv, 2 * KVW);
   be_.expert_matmul(a.a, T, k, false, a.experts, lw.moa.q_experts, a.q, &kvj);
-  // RoPE on K, then into the cache; each slot's query heads of token t sit at position pos[t].
-  be_.rope(a.kv, T, cfg_.num_key_value_heads, cfg_.kv_channels, 2 * KVW, pos, cfg_.rope_theta);
-  be_.kv_store(cache, layer, a.kv, a.kv + KVW, 2 * KVW, T, slot_.data());
-  be_.rope(a.q, T, k * cfg_.num_key_value_heads, cfg_.kv_channels, k * KVW, pos, cfg_.rope_theta);
+  // RoPE on K, then K and V into the cache; each slot's query heads of token t sit at pos[t].
+  be_.rope_store(a.kv, 2 * KVW, a.q, k * cfg_.num_key_value_heads, k * KVW, T, pos, cfg_.rope_theta, cache, layer,
+                 slot_.data());
   be_.attention(a.q, T, k, slot_.data(), first_slot, cache, layer, a.att);
 
   // Output projections of the same experts (each slot's heads through its own expert),
@@ -195,9 +193,8 @@ void JetMoeModel::moe(const Act& a, int layer, int64_t T, RoutingTrace* trace) {
   const LayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
   const LayerSmall& s = small_[static_cast<size_t>(layer)];
 
-  be_.rms_norm(a.x, T, H, s.post_norm.data(), JetMoeConfig::kBlockNormEps, a.a);
-  be_.matmul(a.a, T, f32_view(lw.moe.router.name, s.moe_router, {E, H}), a.router_logits, E);
-  be_.route_topk(a.router_logits, T, E, k, a.experts, a.gates);
+  be_.norm_route(a.x, T, H, s.post_norm.data(), JetMoeConfig::kBlockNormEps,
+                 f32_view(lw.moe.router.name, s.moe_router, {E, H}), k, a.a, a.router_logits, a.experts, a.gates);
   if (trace) trace_experts(a, T, trace->moe[static_cast<size_t>(layer)]);
 
   // z = W_in[e] m for each (token, slot), h = silu(gate) * up, then W_out[e] h.

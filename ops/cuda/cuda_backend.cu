@@ -172,6 +172,18 @@ class CudaBackend final : public Backend {
     if (!replaying()) launch_route_topk(logits, T, E, k, experts, gates, stream_);
   }
 
+  void norm_route(const float* x, int64_t T, int64_t n, const float* gain, float eps, const WeightView& router,
+                  int64_t k, float* a, float* logits, int32_t* experts, float* gates) override {
+    if (T == 1 && router.dtype == DType::F32) {
+      small_used_ = 0;
+      const auto* dg = static_cast<const float*>(device_weights(gain, DType::F32, 1, n));
+      const auto* dr = static_cast<const float*>(device_weights(router.data, DType::F32, router.rows(), n));
+      if (replaying()) return;
+      if (launch_norm_route(x, n, dg, eps, dr, router.rows(), k, a, logits, experts, gates, stream_)) return;
+    }
+    Backend::norm_route(x, T, n, gain, eps, router, k, a, logits, experts, gates);
+  }
+
   // Decode (few tokens): one launch that reads the expert ids on the device. Prefill: the ids
   // come to the host, the items are grouped by expert as on the CPU, and each chosen expert runs
   // one tiled product over its gathered rows (its weights read once per 64 tokens).
@@ -231,6 +243,13 @@ class CudaBackend final : public Backend {
 
   void kv_store(KvCache& cache, int layer, const float* k, const float* v, int64_t ld, int64_t T,
                 const int32_t* pos) override {
+    const KvStoreArgs a = kv_store_args(cache, layer, k, v, ld, T, pos);
+    if (!replaying()) launch_kv_store(a, stream_);
+  }
+
+  // The cache side of kv_store / rope_store: positions checked, the device rows of `layer`.
+  KvStoreArgs kv_store_args(KvCache& cache, int layer, const float* k, const float* v, int64_t ld, int64_t T,
+                            const int32_t* pos) {
     for (int64_t t = 0; t < T; ++t)
       if (pos[t] < 0 || pos[t] >= cache.capacity())
         throw std::out_of_range("position " + std::to_string(pos[t]) + " is beyond the context of " +
@@ -253,7 +272,22 @@ class CudaBackend final : public Backend {
     a.v_row_bytes = static_cast<int64_t>(cache.v_row_bytes());
     a.k_type = cache.k_type();
     a.v_type = cache.v_type();
-    if (!replaying()) launch_kv_store(a, stream_);
+    return a;
+  }
+
+  void rope_store(float* kv, int64_t ld_kv, float* q, int64_t q_heads, int64_t ld_q, int64_t T, const int32_t* pos,
+                  float theta, KvCache& cache, int layer, const int32_t* slot) override {
+    if (T <= 0) return;
+    const int64_t nkv = cache.kv_heads(), d = cache.head_dim();
+    RopeStoreArgs r{};
+    r.kv = kv_store_args(cache, layer, kv, kv + nkv * d, ld_kv, T, slot);
+    r.kv_rows = kv;
+    r.q = q;
+    r.q_heads = q_heads;
+    r.ld_q = ld_q;
+    r.rope_pos = upload_ints(pos, T);
+    r.theta = theta;
+    if (!replaying()) launch_rope_store(r, stream_);
   }
 
   void attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,

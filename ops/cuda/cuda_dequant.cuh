@@ -61,19 +61,27 @@ __device__ __forceinline__ void load_group(const uint8_t* row, int64_t g, int64_
       }
     }
   } else if constexpr (T == DType::Q8_0) {
-    const uint8_t* b = row + 34 * g;
-    const float d = half_bits_to_float(load_u16(b));
-    const int8_t* q = reinterpret_cast<const int8_t*>(b + 2);
-#pragma unroll
-    for (int i = 0; i < 32; ++i) out[i] = d * static_cast<float>(q[i]);
-  } else if constexpr (T == DType::Q4_0) {
-    const uint8_t* b = row + 18 * g;
-    const float d = half_bits_to_float(load_u16(b));
-    const uint8_t* q = b + 2;
+    // 34-byte blocks are 2-byte aligned: the scale and 16 pairs of int8 as 17 16-bit loads.
+    const uint16_t* b = reinterpret_cast<const uint16_t*>(row + 34 * g);
+    const float d = half_bits_to_float(__ldg(b));
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
-      out[i] = d * static_cast<float>((q[i] & 0x0f) - 8);
-      out[i + 16] = d * static_cast<float>((q[i] >> 4) - 8);
+      const uint16_t w = __ldg(b + 1 + i);
+      out[2 * i] = d * static_cast<float>(static_cast<int8_t>(w & 0xff));
+      out[2 * i + 1] = d * static_cast<float>(static_cast<int8_t>(w >> 8));
+    }
+  } else if constexpr (T == DType::Q4_0) {
+    // 18-byte blocks: the scale and 16 bytes of nibbles as 9 16-bit loads.
+    const uint16_t* b = reinterpret_cast<const uint16_t*>(row + 18 * g);
+    const float d = half_bits_to_float(__ldg(b));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint16_t w = __ldg(b + 1 + i);
+      const int lo = w & 0xff, hi = w >> 8;
+      out[2 * i] = d * static_cast<float>((lo & 0x0f) - 8);
+      out[2 * i + 16] = d * static_cast<float>((lo >> 4) - 8);
+      out[2 * i + 1] = d * static_cast<float>((hi & 0x0f) - 8);
+      out[2 * i + 17] = d * static_cast<float>((hi >> 4) - 8);
     }
   } else if constexpr (T == DType::Q4_K) {
     // Super-block g / 8 (144 bytes: fp16 d, fp16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of

@@ -1,6 +1,7 @@
 // The small per-token ops: embedding rows, RMSNorm, RoPE, SwiGLU, KV-cache rows, and the
 // read-bandwidth probe. Each follows the CPU backend's arithmetic (ops/cpu/cpu_backend.cpp) step
 // for step, so the two agree to float rounding.
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -22,7 +23,9 @@ __global__ void embed_kernel(const int32_t* tokens, int64_t T, const uint8_t* ta
   const int64_t t = i / groups, g = i % groups;
   float v[32];
   load_group<Type>(table + static_cast<size_t>(tokens[t]) * row_bytes, g, H, v);
-  for (int k = 0; k < 32 && 32 * g + k < H; ++k) x[t * H + 32 * g + k] = v[k];
+#pragma unroll
+  for (int k = 0; k < 32; ++k)
+    if (32 * g + k < H) x[t * H + 32 * g + k] = v[k];
 }
 
 __global__ void rms_norm_kernel(const float* x, int64_t n, const float* gain, float eps, float* y) {
@@ -68,45 +71,82 @@ __global__ void silu_mul_kernel(const float* z, int64_t T, int64_t F, float* h) 
   h[i] = g / (1.0f + expf(-g)) * u;
 }
 
-// One block per (token, KV head, K or V); thread i converts element i. Q8_0: each warp is one
-// 32-element block (amax / 127 rounded to fp16, values rounded to nearest even, as the CPU).
+// Element i of a KV-cache row of type t, from x (the thread's value). Every lane of the warp must
+// call it (Q8_0: each warp is one 32-element block: amax / 127 rounded to fp16, values rounded to
+// nearest even, as the CPU's kv_store_row); lanes past the row pass valid = false.
+__device__ void store_kv_element(DType t, float x, int i, bool valid, uint8_t* row) {
+  if (t == DType::Q8_0) {
+    float amax = valid ? fabsf(x) : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if (!valid) return;
+    __half dh = __float2half_rn(amax / 127.0f);
+    const float ds = __half2float(dh);
+    int q = 0;
+    if (ds == 0.0f || !isfinite(ds)) {
+      dh = __ushort_as_half(0);
+    } else {
+      const float id = 1.0f / ds;
+      q = min(127, max(-127, __float2int_rn(x * id)));
+    }
+    uint8_t* b = row + 34 * (i / 32);
+    if ((i & 31) == 0) {
+      const uint16_t bits = __half_as_ushort(dh);
+      b[0] = static_cast<uint8_t>(bits & 0xff);
+      b[1] = static_cast<uint8_t>(bits >> 8);
+    }
+    b[2 + (i & 31)] = static_cast<uint8_t>(static_cast<int8_t>(q));
+    return;
+  }
+  if (!valid) return;
+  switch (t) {
+    case DType::F32: reinterpret_cast<float*>(row)[i] = x; break;
+    case DType::F16: reinterpret_cast<__half*>(row)[i] = __float2half_rn(x); break;
+    default: reinterpret_cast<__nv_bfloat16*>(row)[i] = __float2bfloat16_rn(x); break;  // BF16
+  }
+}
+
+// One block per (token, KV head, K or V); thread i converts element i.
 __global__ void kv_store_kernel(KvStoreArgs a) {
   const int64_t item = blockIdx.x;
   const bool is_v = item % 2;
   const int64_t h = (item / 2) % a.kv_heads, t = item / (2 * a.kv_heads);
   const float* src = (is_v ? a.v : a.k) + t * a.ld + h * a.d;
-  const DType type = is_v ? a.v_type : a.k_type;
   const int64_t rb = is_v ? a.v_row_bytes : a.k_row_bytes;
   uint8_t* dst = (is_v ? a.v_layer : a.k_layer) + h * (is_v ? a.v_head_stride : a.k_head_stride) +
                  static_cast<int64_t>(a.pos[t]) * rb;
   const int i = threadIdx.x;
-  if (i >= a.d) return;  // d is a multiple of 32 for Q8_0, so whole warps stay together
-  const float x = src[i];
-  switch (type) {
-    case DType::F32: reinterpret_cast<float*>(dst)[i] = x; break;
-    case DType::F16: reinterpret_cast<__half*>(dst)[i] = __float2half_rn(x); break;
-    case DType::BF16: reinterpret_cast<__nv_bfloat16*>(dst)[i] = __float2bfloat16_rn(x); break;
-    default: {  // Q8_0
-      float amax = fabsf(x);
-      for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      __half dh = __float2half_rn(amax / 127.0f);
-      const float ds = __half2float(dh);
-      int q = 0;
-      if (ds == 0.0f || !isfinite(ds)) {
-        dh = __ushort_as_half(0);
-      } else {
-        const float id = 1.0f / ds;
-        q = min(127, max(-127, __float2int_rn(x * id)));
-      }
-      uint8_t* b = dst + 34 * (i / 32);
-      if ((i & 31) == 0) {
-        const uint16_t bits = __half_as_ushort(dh);
-        b[0] = static_cast<uint8_t>(bits & 0xff);
-        b[1] = static_cast<uint8_t>(bits >> 8);
-      }
-      b[2 + (i & 31)] = static_cast<uint8_t>(static_cast<int8_t>(q));
-    }
-  }
+  const bool valid = i < a.d;
+  store_kv_element(is_v ? a.v_type : a.k_type, valid ? src[i] : 0.0f, i, valid, dst);
+}
+
+// Rotate-half RoPE of element i of a head at position p (as rope_kernel); v is the head's row.
+__device__ float rope_element(const float* v, int64_t i, int64_t d, int32_t p, float theta) {
+  const int64_t half = d / 2, m = i < half ? i : i - half;
+  const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * m) / static_cast<float>(d));
+  const float ang = static_cast<float>(p) * inv_freq;
+  const float c = cosf(ang), s = sinf(ang);
+  const float a = v[m], b = v[m + half];
+  return i < half ? a * c - b * s : b * c + a * s;
+}
+
+// Backend::rope_store: one block per (token, unit); units 0..kv_heads-1 rotate a key head and store
+// it and its value head into the cache, the rest rotate one query head in place.
+__global__ void rope_store_kernel(RopeStoreArgs a) {
+  const int64_t units = a.kv.kv_heads + a.q_heads;
+  const int64_t t = blockIdx.x / units, u = blockIdx.x % units;
+  const int i = threadIdx.x;
+  const int64_t d = a.kv.d;
+  const bool valid = i < d;
+  const bool key = u < a.kv.kv_heads;
+  float* v = key ? a.kv_rows + t * a.kv.ld + u * d : a.q + t * a.ld_q + (u - a.kv.kv_heads) * d;
+  const float r = valid ? rope_element(v, i, d, a.rope_pos[t], a.theta) : 0.0f;
+  __syncthreads();  // every pair is read before any element is written back
+  if (valid) v[i] = r;
+  if (!key) return;
+  const int64_t p = a.kv.pos[t];
+  store_kv_element(a.kv.k_type, r, i, valid, a.kv.k_layer + u * a.kv.k_head_stride + p * a.kv.k_row_bytes);
+  const float* vv = a.kv.v + t * a.kv.ld + u * d;
+  store_kv_element(a.kv.v_type, valid ? vv[i] : 0.0f, i, valid, a.kv.v_layer + u * a.kv.v_head_stride + p * a.kv.v_row_bytes);
 }
 
 __global__ void read_probe_kernel(const uint4* buf, size_t n, unsigned long long* sink) {
@@ -143,7 +183,9 @@ void launch_embed(const int32_t* tokens, int64_t T, const void* table, DType typ
 
 void launch_rms_norm(const float* x, int64_t T, int64_t n, const float* gain, float eps, float* y, cudaStream_t stream) {
   if (T <= 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(x, n, gain, eps, y);
+  // Two values per thread (up to 1024 threads): one row is all the work of a decode step.
+  const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (n / 2 + 31) / 32 * 32)));
+  rms_norm_kernel<<<static_cast<unsigned>(T), threads, 0, stream>>>(x, n, gain, eps, y);
   check_launch("rms_norm");
 }
 
@@ -166,6 +208,13 @@ void launch_kv_store(const KvStoreArgs& a, cudaStream_t stream) {
   const int threads = static_cast<int>((a.d + 31) / 32 * 32);
   kv_store_kernel<<<static_cast<unsigned>(a.T * a.kv_heads * 2), threads, 0, stream>>>(a);
   check_launch("kv_store");
+}
+
+void launch_rope_store(const RopeStoreArgs& a, cudaStream_t stream) {
+  if (a.kv.T <= 0) return;
+  const int threads = static_cast<int>((a.kv.d + 31) / 32 * 32);
+  rope_store_kernel<<<static_cast<unsigned>(a.kv.T * (a.kv.kv_heads + a.q_heads)), threads, 0, stream>>>(a);
+  check_launch("rope_store");
 }
 
 void launch_read_probe(const void* buf, size_t bytes, unsigned long long* sink, cudaStream_t stream) {

@@ -51,7 +51,70 @@ __global__ void combine_kernel(const float* y, const float* gates, int64_t T, in
   x[i] += acc + bias[c];
 }
 
+// One block does a decode step's sublayer start: RMSNorm (as rms_norm_kernel), the E router dot
+// products (one warp each, from the normed row in shared memory), then top-k (as route_topk_kernel).
+__global__ void norm_route_kernel(const float* x, int64_t n, const float* gain, float eps, const float* router,
+                                  int64_t E, int64_t k, float* a, float* logits, int32_t* experts, float* gates) {
+  extern __shared__ float a_s[];  // n floats
+  __shared__ double partial[32];
+  __shared__ float s_logits[32];
+  double ss = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += static_cast<double>(x[i]) * x[i];
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x / 32] = ss;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0.0;
+    for (unsigned w = 0; w < blockDim.x / 32; ++w) t += partial[w];
+    partial[0] = t;
+  }
+  __syncthreads();
+  const float r = static_cast<float>(1.0 / sqrt(partial[0] / static_cast<double>(n) + eps));
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = x[i] * r * gain[i];
+    a_s[i] = v;
+    a[i] = v;
+  }
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+  for (int64_t e = warp; e < E; e += blockDim.x / 32) {
+    const float* w = router + e * n;
+    float dot = 0.0f;
+    for (int64_t i = lane; i < n; i += 32) dot += w[i] * a_s[i];
+    for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    if (lane == 0) {
+      s_logits[e] = dot;
+      logits[e] = dot;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  for (int64_t j = 0; j < k; ++j) {
+    int32_t best = -1;
+    for (int32_t e = 0; e < E; ++e) {
+      bool taken = false;
+      for (int64_t i = 0; i < j; ++i) taken = taken || experts[i] == e;
+      if (taken) continue;
+      if (best < 0 || s_logits[e] > s_logits[best]) best = e;
+    }
+    experts[j] = best;
+  }
+  const float mx = s_logits[experts[0]];
+  float sum = 0.0f;
+  for (int64_t j = 0; j < k; ++j) sum += expf(s_logits[experts[j]] - mx);
+  for (int64_t j = 0; j < k; ++j) gates[j] = expf(s_logits[experts[j]] - mx) / sum;
+}
+
 }  // namespace
+
+bool launch_norm_route(const float* x, int64_t n, const float* gain, float eps, const float* router, int64_t E,
+                       int64_t k, float* a, float* logits, int32_t* experts, float* gates, cudaStream_t stream) {
+  const size_t smem = sizeof(float) * static_cast<size_t>(n);
+  if (E > 32 || k > E || smem > 48 * 1024) return false;
+  norm_route_kernel<<<1, 1024, smem, stream>>>(x, n, gain, eps, router, E, k, a, logits, experts, gates);
+  check_launch("norm_route");
+  return true;
+}
 
 void launch_route_topk(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* experts, float* gates,
                        cudaStream_t stream) {

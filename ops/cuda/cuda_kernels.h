@@ -45,10 +45,28 @@ struct KvStoreArgs {
 };
 void launch_kv_store(const KvStoreArgs& a, cudaStream_t stream);
 
+// Backend::rope_store in one launch: RoPE (as launch_rope) on the kv_heads key heads of each row of
+// kv_rows (row stride kv.ld; kv.k / kv.v point at the key and value parts of the same rows) and on
+// q_heads query heads of q (row stride ld_q), then keys and values into the cache as launch_kv_store
+// (kv.pos: the cache slots); rope_pos are the RoPE positions.
+struct RopeStoreArgs {
+  KvStoreArgs kv;
+  float* kv_rows;
+  float* q;
+  int64_t q_heads, ld_q;
+  const int32_t* rope_pos;
+  float theta;
+};
+void launch_rope_store(const RopeStoreArgs& a, cudaStream_t stream);
+
 // ---- routed experts (ops/cuda/cuda_experts.cu) ----
 // Backend::route_topk on the device: one thread per token.
 void launch_route_topk(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* experts, float* gates,
                        cudaStream_t stream);
+// Backend::norm_route for one token in one launch (router: [E, n] float32). Returns false, doing
+// nothing, when the shape does not fit it (E > 32 or n too long for shared memory).
+bool launch_norm_route(const float* x, int64_t n, const float* gain, float eps, const float* router, int64_t E,
+                       int64_t k, float* a, float* logits, int32_t* experts, float* gates, cudaStream_t stream);
 // Few items: y[i] = W[experts[i]] x_i for items i < items (x_i = x row i if per_slot, else i / k),
 // one warp per weight row, the expert ids read on the device (no host round trip).
 void launch_expert_gemv(const float* x, int64_t items, int64_t k, bool per_slot, const int32_t* experts, const void* w,

@@ -76,8 +76,10 @@ __global__ void gemv_kernel(GemvArgs a) {
       } else if (whole) {
 #pragma unroll
         for (int i = 0; i < 32; ++i) s += v[i] * __ldg(xr + i);
-      } else {
-        for (int i = 0; c0 + i < cols; ++i) s += v[i] * __ldg(xr + i);
+      } else {  // the row's last, partial group (float types); unrolled so v stays in registers
+#pragma unroll
+        for (int i = 0; i < 32; ++i)
+          if (c0 + i < cols) s += v[i] * __ldg(xr + i);
       }
       acc[t] += s;
     }

@@ -378,6 +378,41 @@ TEST_P(BackendOps, KvStoreAndAttentionEveryCacheType) {
     }
 }
 
+// rope_store (fused on a GPU) against rope, kv_store and rope on the CPU: the rotated rows, and
+// the cache contents as attention reads them.
+TEST_P(BackendOps, RopeStoreEqualsRopeKvStoreRope) {
+  const int nkv = 2, d = 32, cap = 40, slots = 2;
+  const int64_t ld_kv = 2 * nkv * d + 3, ld_q = slots * nkv * d;
+  for (auto [kt, vt] : {std::pair{DType::F32, DType::F32}, std::pair{DType::Q8_0, DType::F16}, std::pair{DType::BF16, DType::Q8_0}}) {
+    SCOPED_TRACE(std::string("k ") + dtype_name(kt) + " v " + dtype_name(vt));
+    KvCache cache(2, nkv, d, cap, {kt, vt}), ref(2, nkv, d, cap, {kt, vt});
+    std::vector<int32_t> all_slots;
+    for (int p0 = 0; p0 < 12;) {
+      const int T = p0 == 0 ? 5 : 1;
+      std::vector<int32_t> slot(static_cast<size_t>(T)), rpos(static_cast<size_t>(T));
+      for (int t = 0; t < T; ++t) slot[static_cast<size_t>(t)] = p0 + t, rpos[static_cast<size_t>(t)] = 3 * (p0 + t) + 1;
+      std::vector<float> kv = test::randn(static_cast<size_t>(T * ld_kv), 300 + p0), q = test::randn(static_cast<size_t>(T * ld_q), 400 + p0);
+      OnBackend<float> dkv(*be_, kv), dq(*be_, q);
+      be_->rope_store(dkv.ptr(), ld_kv, dq.ptr(), slots * nkv, ld_q, T, rpos.data(), 10000.0f, cache, 1, slot.data());
+      cpu_->rope(kv.data(), T, nkv, d, ld_kv, rpos.data(), 10000.0f);
+      cpu_->kv_store(ref, 1, kv.data(), kv.data() + nkv * d, ld_kv, T, slot.data());
+      cpu_->rope(q.data(), T, slots * nkv, d, ld_q, rpos.data(), 10000.0f);
+      const std::vector<float> got_kv = dkv.host(), got_q = dq.host();
+      for (size_t i = 0; i < kv.size(); ++i) ASSERT_NEAR(got_kv[i], kv[i], 2e-5) << "kv " << i;
+      for (size_t i = 0; i < q.size(); ++i) ASSERT_NEAR(got_q[i], q[i], 2e-5) << "q " << i;
+      // The cache as attention sees it: the last token against every stored position.
+      OnBackend<float> dout(*be_, std::vector<float>(static_cast<size_t>(slots * nkv * d)));
+      std::vector<float> out_ref(static_cast<size_t>(slots * nkv * d));
+      const int32_t last[1] = {slot.back()};
+      be_->attention(dq.ptr() + (T - 1) * ld_q, 1, slots, last, nullptr, cache, 1, dout.ptr());
+      cpu_->attention(q.data() + (T - 1) * ld_q, 1, slots, last, nullptr, ref, 1, out_ref.data());
+      const std::vector<float> out = dout.host();
+      for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], out_ref[i], 2e-5) << "attention " << i;
+      p0 += T;
+    }
+  }
+}
+
 TEST_P(BackendOps, KvStoreRejectsPositionsOutsideTheCache) {
   KvCache cache(1, 1, 32, 4);
   const OnBackend<float> k(*be_, std::vector<float>(64, 1.0f));
@@ -411,6 +446,45 @@ TEST_P(BackendOps, RouteTopkPicksTheLargestAndNormalisesTheirGates) {
   EXPECT_EQ(ex[3], 6);
   EXPECT_EQ(ex[8], 0);
   EXPECT_EQ(ex[9], 1);
+}
+
+// norm_route = rms_norm, the router product and route_topk, for one token (fused on a GPU) and
+// for several.
+TEST_P(BackendOps, NormRouteEqualsItsParts) {
+  const int64_t n = 2048, E = 8, k = 2;
+  const TestMatrix router = make_matrix(DType::F32, E, n, 90);
+  const std::vector<float> g = test::randn(static_cast<size_t>(n), 91);
+  for (int64_t T : {1, 3}) {
+    SCOPED_TRACE("T=" + std::to_string(T));
+    const std::vector<float> x = test::randn(static_cast<size_t>(T * n), 92 + T, 2.0f);
+    OnBackend<float> dx(*be_, x), da(*be_, std::vector<float>(x.size())), dl(*be_, std::vector<float>(T * E)),
+        dg(*be_, std::vector<float>(T * k));
+    OnBackend<int32_t> de(*be_, std::vector<int32_t>(T * k));
+    be_->norm_route(dx.ptr(), T, n, g.data(), 1e-6f, router.view(), k, da.ptr(), dl.ptr(), de.ptr(), dg.ptr());
+    const std::vector<float> a = da.host(), logits = dl.host(), gates = dg.host();
+    const std::vector<int32_t> ex = de.host();
+    const Reference ref = reference_matmul(router, a, T);  // the router on the normed rows it returned
+    for (int64_t t = 0; t < T; ++t) {
+      double ss = 0;
+      for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[static_cast<size_t>(t * n + i)]) * x[static_cast<size_t>(t * n + i)];
+      const double r = 1.0 / std::sqrt(ss / static_cast<double>(n) + 1e-6);
+      for (int64_t i = 0; i < n; ++i) {
+        const double want = x[static_cast<size_t>(t * n + i)] * r * g[static_cast<size_t>(i)];
+        ASSERT_NEAR(a[static_cast<size_t>(t * n + i)], want, 1e-6 * (1 + std::fabs(want)));
+      }
+      for (int64_t e = 0; e < E; ++e)
+        ASSERT_NEAR(logits[static_cast<size_t>(t * E + e)], ref.y[static_cast<size_t>(t * E + e)], ref.float_tol[static_cast<size_t>(t * E + e)]);
+      std::vector<int32_t> idx(E);
+      for (int e = 0; e < E; ++e) idx[static_cast<size_t>(e)] = e;
+      const float* lt = logits.data() + t * E;
+      std::stable_sort(idx.begin(), idx.end(), [&](int p, int q) { return lt[p] > lt[q]; });
+      EXPECT_EQ(ex[static_cast<size_t>(t * k)], idx[0]);
+      EXPECT_EQ(ex[static_cast<size_t>(t * k + 1)], idx[1]);
+      const double g0 = 1.0 / (1.0 + std::exp(static_cast<double>(lt[idx[1]]) - lt[idx[0]]));
+      EXPECT_NEAR(gates[static_cast<size_t>(t * k)], g0, 1e-6);
+      EXPECT_NEAR(gates[static_cast<size_t>(t * k + 1)], 1.0 - g0, 1e-6);
+    }
+  }
 }
 
 // The selected experts' products for decode-sized and prefill-sized batches, per token and per
