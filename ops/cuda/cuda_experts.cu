@@ -58,6 +58,7 @@ __global__ void norm_route_kernel(const float* x, int64_t n, const float* gain, 
   extern __shared__ float a_s[];  // n floats
   __shared__ double partial[32];
   __shared__ float s_logits[32];
+  __shared__ float red[32][33];  // [router row][warp]
   double ss = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += static_cast<double>(x[i]) * x[i];
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -76,15 +77,25 @@ __global__ void norm_route_kernel(const float* x, int64_t n, const float* gain, 
     a[i] = v;
   }
   __syncthreads();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
-  for (int64_t e = warp; e < E; e += blockDim.x / 32) {
+  // Each router row's dot product over the whole block: per-thread partial sums, per-warp sums in
+  // red[e][warp], then warp 0 adds the warps' sums.
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, nw = blockDim.x / 32;
+  for (int64_t e = 0; e < E; ++e) {
     const float* w = router + e * n;
     float dot = 0.0f;
-    for (int64_t i = lane; i < n; i += 32) dot += w[i] * a_s[i];
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dot += w[i] * a_s[i];
     for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    if (lane == 0) {
-      s_logits[e] = dot;
-      logits[e] = dot;
+    if (lane == 0) red[e][warp] = dot;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    for (int64_t e = 0; e < E; ++e) {
+      float dot = lane < nw ? red[e][lane] : 0.0f;
+      for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      if (lane == 0) {
+        s_logits[e] = dot;
+        logits[e] = dot;
+      }
     }
   }
   __syncthreads();

@@ -94,6 +94,76 @@ __global__ void gemv_kernel(GemvArgs a) {
   }
 }
 
+// One token against float weights (F32/F16/BF16) whose rows are whole 16-byte chunks: one warp per
+// row, lane l reading chunks l, l + 32, ... (each warp load is 512 contiguous bytes), kChunksInFlight
+// of them issued before any is used, so a warp keeps 4 KB of its row in flight. The decode case.
+constexpr int kChunksInFlight = 8;
+
+__device__ __forceinline__ float dot_chunk(DType type, const uint4& w, const float* x) {
+  if (type == DType::F32) {
+    const float4 xv = __ldg(reinterpret_cast<const float4*>(x));
+    return __uint_as_float(w.x) * xv.x + __uint_as_float(w.y) * xv.y + __uint_as_float(w.z) * xv.z +
+           __uint_as_float(w.w) * xv.w;
+  }
+  const float4 x0 = __ldg(reinterpret_cast<const float4*>(x)), x1 = __ldg(reinterpret_cast<const float4*>(x) + 1);
+  const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+  float f[8];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint16_t lo = static_cast<uint16_t>(ws[j] & 0xffffu), hi = static_cast<uint16_t>(ws[j] >> 16);
+    f[2 * j] = type == DType::F16 ? half_bits_to_float(lo) : bf16_bits_to_float(lo);
+    f[2 * j + 1] = type == DType::F16 ? half_bits_to_float(hi) : bf16_bits_to_float(hi);
+  }
+  return f[0] * x0.x + f[1] * x0.y + f[2] * x0.z + f[3] * x0.w + f[4] * x1.x + f[5] * x1.y + f[6] * x1.z +
+         f[7] * x1.w;
+}
+
+template <DType Type>
+__global__ void gemv_float_chunks_kernel(GemvArgs a) {
+  constexpr int64_t kElems = Type == DType::F32 ? 4 : 8;  // elements per 16-byte chunk
+  const int lane = threadIdx.x & 31;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+  if (r >= a.rows) return;
+  const float* x = a.x;
+  const uint8_t* w = a.w;
+  float* y = a.y;
+  if (a.experts) {
+    const int64_t item = blockIdx.y;
+    const int32_t e = a.experts[item];
+    if (e < 0 || e >= a.n_experts) return;
+    x += (a.per_slot ? item : item / a.k) * a.cols;
+    w += static_cast<size_t>(e) * a.expert_bytes;
+    y += item * a.rows;
+  }
+  const uint4* row = reinterpret_cast<const uint4*>(w + static_cast<size_t>(r) * a.row_bytes);
+  const int64_t chunks = a.cols / kElems;
+  float acc = 0.0f;
+  for (int64_t c0 = lane; c0 < chunks; c0 += 32 * kChunksInFlight) {
+    uint4 wv[kChunksInFlight];
+#pragma unroll
+    for (int u = 0; u < kChunksInFlight; ++u) {
+      const int64_t c = c0 + 32 * u;
+      wv[u] = c < chunks ? __ldg(row + c) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kChunksInFlight; ++u) {
+      const int64_t c = c0 + 32 * u;
+      if (c < chunks) acc += dot_chunk(Type, wv[u], x + c * kElems);
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if (lane == 0) y[r] = acc;
+}
+
+// Whether gemv_float_chunks_kernel can take a product: one token, float weights, whole 16-byte
+// chunks per row, 16-byte aligned weights and activations.
+bool float_chunks_fit(DType type, int64_t cols, const void* w, const float* x) {
+  const int64_t elems = type == DType::F32 ? 4 : 8;
+  return (type == DType::F32 || type == DType::F16 || type == DType::BF16) && cols % elems == 0 &&
+         (reinterpret_cast<uintptr_t>(w) & 15) == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+}
+
 template <DType Type>
 __global__ void gemm_kernel(const float* __restrict__ x, int64_t T, const uint8_t* __restrict__ w, size_t row_bytes,
                             int64_t rows, int64_t cols, float* __restrict__ y, int64_t ldy) {
@@ -155,6 +225,13 @@ void launch_typed(const float* x, int64_t T, const void* w, int64_t rows, int64_
   if (T <= kGemvMaxTokens) {
     GemvArgs a{x, static_cast<int>(T), wb, rb, rows, cols, y, ldy, nullptr, 0, 0, false, 0};
     const dim3 grid(static_cast<unsigned>((rows + kGemvWarps - 1) / kGemvWarps));
+    if constexpr (Type == DType::F32 || Type == DType::F16 || Type == DType::BF16) {
+      if (T == 1 && float_chunks_fit(Type, cols, w, x)) {
+        gemv_float_chunks_kernel<Type><<<grid, kGemvWarps * 32, 0, stream>>>(a);
+        check_launch("matmul (one token, float weights)");
+        return;
+      }
+    }
     gemv_kernel<Type><<<grid, kGemvWarps * 32, 0, stream>>>(a);
     check_launch("matmul (one warp per row)");
     return;
@@ -171,6 +248,15 @@ void launch_expert_typed(const float* x, int64_t items, int64_t k, bool per_slot
   GemvArgs a{x, 1, static_cast<const uint8_t*>(w), rb, rows, cols, y, rows, experts, k, n_experts, per_slot,
              rb * static_cast<size_t>(rows)};
   const dim3 grid(static_cast<unsigned>((rows + kGemvWarps - 1) / kGemvWarps), static_cast<unsigned>(items));
+  if constexpr (Type == DType::F32 || Type == DType::F16 || Type == DType::BF16) {
+    // Every expert starts a whole number of rows in, so alignment of the first is alignment of all;
+    // per-slot inputs are rows of `cols` floats (16-byte multiples when cols is a chunk multiple).
+    if (float_chunks_fit(Type, cols, w, x) && (rb % 16) == 0) {
+      gemv_float_chunks_kernel<Type><<<grid, kGemvWarps * 32, 0, stream>>>(a);
+      check_launch("expert matmul (float weights)");
+      return;
+    }
+  }
   gemv_kernel<Type><<<grid, kGemvWarps * 32, 0, stream>>>(a);
   check_launch("expert matmul (one warp per row)");
 }
