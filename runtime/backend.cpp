@@ -33,6 +33,13 @@ void Backend::norm_route(const float* x, int64_t T, int64_t n, const float* gain
   route_topk(logits, T, router.rows(), k, experts, gates);
 }
 
+void Backend::combine_norm_route(const float* y, float* gates, const float* bias, float* x, int64_t T, int64_t n,
+                                 const float* gain, float eps, const WeightView& router, int64_t k, float* a,
+                                 float* logits, int32_t* experts) {
+  combine_experts(y, gates, T, k, n, bias, x);
+  norm_route(x, T, n, gain, eps, router, k, a, logits, experts, gates);
+}
+
 void Backend::rope_store(float* kv, int64_t ld_kv, float* q, int64_t q_heads, int64_t ld_q, int64_t T,
                          const int32_t* pos, float theta, KvCache& cache, int layer, const int32_t* slot) {
   const int64_t nkv = cache.kv_heads(), d = cache.head_dim();

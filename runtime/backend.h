@@ -139,6 +139,13 @@ class Backend {
   virtual void norm_route(const float* x, int64_t T, int64_t n, const float* gain, float eps, const WeightView& router,
                           int64_t k, float* a, float* logits, int32_t* experts, float* gates);
 
+  // combine_experts(y, gates, T, k, n, bias, x) then norm_route(x, ..., gates): the end of one
+  // sublayer and the start of the next (a device fuses them for a decode step). gates holds the
+  // finished sublayer's gates on entry and the new ones on return.
+  virtual void combine_norm_route(const float* y, float* gates, const float* bias, float* x, int64_t T, int64_t n,
+                                  const float* gain, float eps, const WeightView& router, int64_t k, float* a,
+                                  float* logits, int32_t* experts);
+
   // The selected experts' products: for every item i = t*k + j (token t, slot j),
   //   y[i, :] = W[experts[i]] x_i, with x_i = x[i, :] (per_slot) or x[t, :] (per token);
   // W is [E, out, in], y is [T*k, out]. Only the chosen experts are read. `extra` (may be null) is

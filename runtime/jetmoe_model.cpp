@@ -137,10 +137,15 @@ void JetMoeModel::forward_ubatch(const int32_t* tokens, int64_t T, KvCache& cach
   } guard{be_};
   be_.begin_step({T, n, &cache, trace == nullptr && first_slot == nullptr});
   be_.embed(tokens, T, w_.embed, a.x);
+  const float* pending_bias = nullptr;  // the sublayer whose experts' outputs wait in y (see start_sublayer)
   for (int layer = 0; layer < cfg_.num_hidden_layers; ++layer) {
-    moa(a, layer, T, rope_pos_.data(), first_slot, cache, trace);
-    moe(a, layer, T, trace);
+    const LayerSmall& s = small_[static_cast<size_t>(layer)];
+    moa(a, layer, T, rope_pos_.data(), first_slot, cache, trace, pending_bias);
+    pending_bias = s.moa_bias.data();
+    moe(a, layer, T, trace, pending_bias);
+    pending_bias = s.moe_bias.data();
   }
+  if (pending_bias) be_.combine_experts(a.y, a.gates, T, cfg_.num_experts_per_tok, H, pending_bias, a.x);
   if (n > 0) {  // final norm (config eps) and the head, for every position or only the last one
     be_.rms_norm(a.x + first * H, n, H, final_norm_.data(), cfg_.rms_norm_eps, a.a);
     be_.matmul(a.a, n, w_.lm_head, out, V);
@@ -149,6 +154,20 @@ void JetMoeModel::forward_ubatch(const int32_t* tokens, int64_t T, KvCache& cach
   be_.end_step(true);
   cache.set_size(cache.size() + static_cast<int>(T));
   if (n > 0) be_.copy_to_host(logits, out, sizeof(float) * static_cast<size_t>(n * V));
+}
+
+// A sublayer's start: the previous sublayer's gated experts (still in y, with its bias) join the
+// residual stream x, then a = RMSNorm(x) and the router picks experts and gates. One backend op, so
+// a device can do the whole seam in one launch.
+void JetMoeModel::start_sublayer(const Act& a, int64_t T, const std::vector<float>& norm, const WeightView& router,
+                                 const float* pending_bias) {
+  const int64_t H = cfg_.hidden_size, k = cfg_.num_experts_per_tok;
+  if (pending_bias)
+    be_.combine_norm_route(a.y, a.gates, pending_bias, a.x, T, H, norm.data(), JetMoeConfig::kBlockNormEps, router, k,
+                           a.a, a.router_logits, a.experts);
+  else
+    be_.norm_route(a.x, T, H, norm.data(), JetMoeConfig::kBlockNormEps, router, k, a.a, a.router_logits, a.experts,
+                   a.gates);
 }
 
 // The k experts each token chose, copied to the routing trace (a host copy: the ids live in the
@@ -163,13 +182,12 @@ void JetMoeModel::trace_experts(const Act& a, int64_t T, std::vector<int32_t>& d
 // Mixture of attention heads (section 6): shared K/V projection, per-token routed query and
 // output projections, query head j*kv_heads + h attends with KV head h.
 void JetMoeModel::moa(const Act& a, int layer, int64_t T, const int32_t* pos, const int32_t* first_slot, KvCache& cache,
-                      RoutingTrace* trace) {
+                      RoutingTrace* trace, const float* pending_bias) {
   const int64_t H = cfg_.hidden_size, KVW = cfg_.kv_width(), k = cfg_.num_experts_per_tok, E = cfg_.num_local_experts;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
   const LayerSmall& s = small_[static_cast<size_t>(layer)];
 
-  be_.norm_route(a.x, T, H, s.input_norm.data(), JetMoeConfig::kBlockNormEps,
-                 f32_view(lw.moa.router.name, s.moa_router, {E, H}), k, a.a, a.router_logits, a.experts, a.gates);
+  start_sublayer(a, T, s.input_norm, f32_view(lw.moa.router.name, s.moa_router, {E, H}), pending_bias);
   if (trace) trace_experts(a, T, trace->moa[static_cast<size_t>(layer)]);
 
   // Queries of the selected experts, q = [T, k, kv_heads, head_dim]; the shared keys and values
@@ -181,27 +199,24 @@ void JetMoeModel::moa(const Act& a, int layer, int64_t T, const int32_t* pos, co
                  slot_.data());
   be_.attention(a.q, T, k, slot_.data(), first_slot, cache, layer, a.att);
 
-  // Output projections of the same experts (each slot's heads through its own expert),
-  // gate-weighted, plus the one bias, into the residual.
+  // Output projections of the same experts (each slot's heads through its own expert); their
+  // gated sum and the bias join the residual at the next sublayer's start.
   be_.expert_matmul(a.att, T, k, true, a.experts, lw.moa.o_experts, a.y, nullptr);
-  be_.combine_experts(a.y, a.gates, T, k, H, s.moa_bias.data(), a.x);
 }
 
 // Mixture of MLP experts (section 7): SwiGLU experts, gate half first.
-void JetMoeModel::moe(const Act& a, int layer, int64_t T, RoutingTrace* trace) {
+void JetMoeModel::moe(const Act& a, int layer, int64_t T, RoutingTrace* trace, const float* pending_bias) {
   const int64_t H = cfg_.hidden_size, F = cfg_.intermediate_size, k = cfg_.num_experts_per_tok, E = cfg_.num_local_experts;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
   const LayerSmall& s = small_[static_cast<size_t>(layer)];
 
-  be_.norm_route(a.x, T, H, s.post_norm.data(), JetMoeConfig::kBlockNormEps,
-                 f32_view(lw.moe.router.name, s.moe_router, {E, H}), k, a.a, a.router_logits, a.experts, a.gates);
+  start_sublayer(a, T, s.post_norm, f32_view(lw.moe.router.name, s.moe_router, {E, H}), pending_bias);
   if (trace) trace_experts(a, T, trace->moe[static_cast<size_t>(layer)]);
 
   // z = W_in[e] m for each (token, slot), h = silu(gate) * up, then W_out[e] h.
   be_.expert_matmul(a.a, T, k, false, a.experts, lw.moe.w_in, a.z, nullptr);
   be_.silu_mul(a.z, T * k, F, a.h);
-  be_.expert_matmul(a.h, T, k, true, a.experts, lw.moe.w_out, a.y, nullptr);
-  be_.combine_experts(a.y, a.gates, T, k, H, s.moe_bias.data(), a.x);
+  be_.expert_matmul(a.h, T, k, true, a.experts, lw.moe.w_out, a.y, nullptr);  // joins x at the next start
 }
 
 }  // namespace jetmoe

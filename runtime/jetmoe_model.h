@@ -58,9 +58,13 @@ class JetMoeModel {
   };
   void forward_ubatch(const int32_t* tokens, int64_t T, KvCache& cache, float* logits, bool all_logits,
                       RoutingTrace* trace, const int32_t* rope_pos, const int32_t* first_slot);
+  // Each sublayer leaves its experts' outputs in y; the next one's start_sublayer adds them (gated,
+  // with `pending_bias`, the finished sublayer's bias) to x before its norm.
   void moa(const Act& a, int layer, int64_t T, const int32_t* rope_pos, const int32_t* first_slot, KvCache& cache,
-           RoutingTrace* trace);
-  void moe(const Act& a, int layer, int64_t T, RoutingTrace* trace);
+           RoutingTrace* trace, const float* pending_bias);
+  void moe(const Act& a, int layer, int64_t T, RoutingTrace* trace, const float* pending_bias);
+  void start_sublayer(const Act& a, int64_t T, const std::vector<float>& norm, const WeightView& router,
+                      const float* pending_bias);
   void trace_experts(const Act& a, int64_t T, std::vector<int32_t>& dst);
 
   JetMoeConfig cfg_;

@@ -454,13 +454,30 @@ TEST_P(BackendOps, NormRouteEqualsItsParts) {
   const int64_t n = 2048, E = 8, k = 2;
   const TestMatrix router = make_matrix(DType::F32, E, n, 90);
   const std::vector<float> g = test::randn(static_cast<size_t>(n), 91);
-  for (int64_t T : {1, 3}) {
-    SCOPED_TRACE("T=" + std::to_string(T));
-    const std::vector<float> x = test::randn(static_cast<size_t>(T * n), 92 + T, 2.0f);
+  for (int64_t T : {1, 3})
+  for (bool combine : {false, true}) {
+    SCOPED_TRACE("T=" + std::to_string(T) + (combine ? " with combine" : ""));
+    std::vector<float> x = test::randn(static_cast<size_t>(T * n), 92 + T, 2.0f);
+    const std::vector<float> y = test::randn(static_cast<size_t>(T * k * n), 93 + T), bias = test::randn(static_cast<size_t>(n), 94),
+                             old_gates = test::randn(static_cast<size_t>(T * k), 95);
     OnBackend<float> dx(*be_, x), da(*be_, std::vector<float>(x.size())), dl(*be_, std::vector<float>(T * E)),
-        dg(*be_, std::vector<float>(T * k));
+        dg(*be_, old_gates), dy(*be_, y);
     OnBackend<int32_t> de(*be_, std::vector<int32_t>(T * k));
-    be_->norm_route(dx.ptr(), T, n, g.data(), 1e-6f, router.view(), k, da.ptr(), dl.ptr(), de.ptr(), dg.ptr());
+    if (combine) {
+      be_->combine_norm_route(dy.ptr(), dg.ptr(), bias.data(), dx.ptr(), T, n, g.data(), 1e-6f, router.view(), k, da.ptr(),
+                              dl.ptr(), de.ptr());
+      const std::vector<float> got_x = dx.host();
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < n; ++i) {
+          double want = x[static_cast<size_t>(t * n + i)] + bias[static_cast<size_t>(i)];
+          for (int64_t j = 0; j < k; ++j)
+            want += static_cast<double>(old_gates[static_cast<size_t>(t * k + j)]) * y[static_cast<size_t>((t * k + j) * n + i)];
+          ASSERT_NEAR(got_x[static_cast<size_t>(t * n + i)], want, 1e-5 * (1 + std::fabs(want))) << "x t=" << t << " i=" << i;
+        }
+      x = got_x;  // the norm below is of the updated rows
+    } else {
+      be_->norm_route(dx.ptr(), T, n, g.data(), 1e-6f, router.view(), k, da.ptr(), dl.ptr(), de.ptr(), dg.ptr());
+    }
     const std::vector<float> a = da.host(), logits = dl.host(), gates = dg.host();
     const std::vector<int32_t> ex = de.host();
     const Reference ref = reference_matmul(router, a, T);  // the router on the normed rows it returned
