@@ -174,15 +174,14 @@ class CudaBackend final : public Backend {
 
   void norm_route(const float* x, int64_t T, int64_t n, const float* gain, float eps, const WeightView& router,
                   int64_t k, float* a, float* logits, int32_t* experts, float* gates) override {
-    if (!fused_sublayer_start(const_cast<float*>(x), nullptr, nullptr, T, n, gain, eps, router, k, a, logits, experts, gates))
-      Backend::norm_route(x, T, n, gain, eps, router, k, a, logits, experts, gates);
-  }
-
-  void combine_norm_route(const float* y, float* gates, const float* bias, float* x, int64_t T, int64_t n,
-                          const float* gain, float eps, const WeightView& router, int64_t k, float* a, float* logits,
-                          int32_t* experts) override {
-    if (!fused_sublayer_start(x, y, bias, T, n, gain, eps, router, k, a, logits, experts, gates))
-      Backend::combine_norm_route(y, gates, bias, x, T, n, gain, eps, router, k, a, logits, experts);
+    if (T == 1 && router.dtype == DType::F32) {
+      small_used_ = 0;
+      const auto* dg = static_cast<const float*>(device_weights(gain, DType::F32, 1, n));
+      const auto* dr = static_cast<const float*>(device_weights(router.data, DType::F32, router.rows(), n));
+      if (replaying()) return;
+      if (launch_norm_route(x, n, dg, eps, dr, router.rows(), k, a, logits, experts, gates, stream_)) return;
+    }
+    Backend::norm_route(x, T, n, gain, eps, router, k, a, logits, experts, gates);
   }
 
   // Decode (few tokens): one launch that reads the expert ids on the device. Prefill: the ids
@@ -419,20 +418,6 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // norm_route / combine_norm_route in one launch for one token; false when the shape needs the
-  // op-by-op path (x is written only when y is given).
-  bool fused_sublayer_start(float* x, const float* y, const float* bias, int64_t T, int64_t n, const float* gain,
-                            float eps, const WeightView& router, int64_t k, float* a, float* logits, int32_t* experts,
-                            float* gates) {
-    if (T != 1 || router.dtype != DType::F32) return false;
-    small_used_ = 0;
-    const auto* dg = static_cast<const float*>(device_weights(gain, DType::F32, 1, n));
-    const auto* dr = static_cast<const float*>(device_weights(router.data, DType::F32, router.rows(), n));
-    const auto* db = y ? static_cast<const float*>(device_weights(bias, DType::F32, 1, n)) : nullptr;
-    if (replaying()) return true;  // recorded: the fused launch, as the shape fits (checked when recording)
-    return launch_norm_route(x, n, y, db, dg, eps, dr, router.rows(), k, a, logits, experts, gates, stream_);
-  }
-
   enum class Mode { Direct, Capture, Replay };
   bool replaying() const { return mode_ == Mode::Replay; }
 

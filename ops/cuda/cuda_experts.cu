@@ -51,36 +51,16 @@ __global__ void combine_kernel(const float* y, const float* gates, int64_t T, in
   x[i] += acc + bias[c];
 }
 
-constexpr int kMaxRouterRows = 16;  // E the fused kernel takes (JetMoE: 8)
-
-// One block does the end of a decode step's sublayer and the start of the next: when y is given,
-// x += bias + sum_j gates[j] y[j] (as combine_kernel; the old gates are read before the new ones
-// are written); then RMSNorm (as rms_norm_kernel), the E router dot products (every thread's
-// partial sums for all rows in one pass over the normed row), and top-k (as route_topk_kernel).
-__global__ void norm_route_kernel(float* x, int64_t n, const float* y, const float* bias, int64_t k, const float* gain,
-                                  float eps, const float* router, int64_t E, float* a, float* logits, int32_t* experts,
-                                  float* gates) {
-  extern __shared__ float a_s[];  // n floats: x, then the normed row
+// One block does a decode step's sublayer start: RMSNorm (as rms_norm_kernel), the E router dot
+// products (one warp each, from the normed row in shared memory), then top-k (as route_topk_kernel).
+__global__ void norm_route_kernel(const float* x, int64_t n, const float* gain, float eps, const float* router,
+                                  int64_t E, int64_t k, float* a, float* logits, int32_t* experts, float* gates) {
+  extern __shared__ float a_s[];  // n floats
   __shared__ double partial[32];
-  __shared__ float s_logits[kMaxRouterRows];
-  __shared__ float red[kMaxRouterRows][33];  // [router row][warp]
-  __shared__ float g_in[32];
-  if (y) {
-    if (threadIdx.x < k) g_in[threadIdx.x] = gates[threadIdx.x];
-    __syncthreads();
-  }
+  __shared__ float s_logits[32];
+  __shared__ float red[32][33];  // [router row][warp]
   double ss = 0.0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    float v = x[i];
-    if (y) {
-      float acc = 0.0f;
-      for (int64_t j = 0; j < k; ++j) acc += g_in[j] * y[j * n + i];
-      v += acc + bias[i];
-      x[i] = v;
-    }
-    a_s[i] = v;
-    ss += static_cast<double>(v) * v;
-  }
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += static_cast<double>(x[i]) * x[i];
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x / 32] = ss;
   __syncthreads();
@@ -91,26 +71,19 @@ __global__ void norm_route_kernel(float* x, int64_t n, const float* y, const flo
   }
   __syncthreads();
   const float r = static_cast<float>(1.0 / sqrt(partial[0] / static_cast<double>(n) + eps));
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {  // the same i as above: no wait needed
-    const float v = a_s[i] * r * gain[i];
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = x[i] * r * gain[i];
     a_s[i] = v;
     a[i] = v;
   }
   __syncthreads();
+  // Each router row's dot product over the whole block: per-thread partial sums, per-warp sums in
+  // red[e][warp], then warp 0 adds the warps' sums.
   const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, nw = blockDim.x / 32;
-  float p[kMaxRouterRows];
-#pragma unroll
-  for (int e = 0; e < kMaxRouterRows; ++e) p[e] = 0.0f;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float v = a_s[i];
-#pragma unroll
-    for (int e = 0; e < kMaxRouterRows; ++e)
-      if (e < E) p[e] += router[e * n + i] * v;
-  }
-#pragma unroll
-  for (int e = 0; e < kMaxRouterRows; ++e) {
-    if (e >= E) break;
-    float dot = p[e];
+  for (int64_t e = 0; e < E; ++e) {
+    const float* w = router + e * n;
+    float dot = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dot += w[i] * a_s[i];
     for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
     if (lane == 0) red[e][warp] = dot;
   }
@@ -145,12 +118,11 @@ __global__ void norm_route_kernel(float* x, int64_t n, const float* y, const flo
 
 }  // namespace
 
-bool launch_norm_route(float* x, int64_t n, const float* y, const float* bias, const float* gain, float eps,
-                       const float* router, int64_t E, int64_t k, float* a, float* logits, int32_t* experts, float* gates,
-                       cudaStream_t stream) {
+bool launch_norm_route(const float* x, int64_t n, const float* gain, float eps, const float* router, int64_t E,
+                       int64_t k, float* a, float* logits, int32_t* experts, float* gates, cudaStream_t stream) {
   const size_t smem = sizeof(float) * static_cast<size_t>(n);
-  if (E > kMaxRouterRows || k > E || k > 32 || smem > 48 * 1024) return false;
-  norm_route_kernel<<<1, 1024, smem, stream>>>(x, n, y, bias, k, gain, eps, router, E, a, logits, experts, gates);
+  if (E > 32 || k > E || smem > 48 * 1024) return false;
+  norm_route_kernel<<<1, 1024, smem, stream>>>(x, n, gain, eps, router, E, k, a, logits, experts, gates);
   check_launch("norm_route");
   return true;
 }

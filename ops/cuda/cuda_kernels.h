@@ -63,12 +63,10 @@ void launch_rope_store(const RopeStoreArgs& a, cudaStream_t stream);
 // Backend::route_topk on the device: one thread per token.
 void launch_route_topk(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* experts, float* gates,
                        cudaStream_t stream);
-// Backend::norm_route (y == nullptr) or Backend::combine_norm_route (y, bias: the experts to add
-// to x first) for one token in one launch (router: [E, n] float32). Returns false, doing nothing,
-// when the shape does not fit it (E > 16 or n too long for shared memory).
-bool launch_norm_route(float* x, int64_t n, const float* y, const float* bias, const float* gain, float eps,
-                       const float* router, int64_t E, int64_t k, float* a, float* logits, int32_t* experts, float* gates,
-                       cudaStream_t stream);
+// Backend::norm_route for one token in one launch (router: [E, n] float32). Returns false, doing
+// nothing, when the shape does not fit it (E > 32 or n too long for shared memory).
+bool launch_norm_route(const float* x, int64_t n, const float* gain, float eps, const float* router, int64_t E,
+                       int64_t k, float* a, float* logits, int32_t* experts, float* gates, cudaStream_t stream);
 // Few items: y[i] = W[experts[i]] x_i for items i < items (x_i = x row i if per_slot, else i / k),
 // one warp per weight row, the expert ids read on the device (no host round trip).
 void launch_expert_gemv(const float* x, int64_t items, int64_t k, bool per_slot, const int32_t* experts, const void* w,
