@@ -33,6 +33,13 @@ void Backend::norm_route(const float* x, int64_t T, int64_t n, const float* gain
   route_topk(logits, T, router.rows(), k, experts, gates);
 }
 
+void Backend::expert_mlp(const float* x, int64_t T, int64_t k, const int32_t* experts, const WeightView& w_in,
+                         const WeightView& w_out, float* z, float* h, float* y) {
+  expert_matmul(x, T, k, false, experts, w_in, z, nullptr);
+  silu_mul(z, T * k, w_out.shape.back(), h);
+  expert_matmul(h, T, k, true, experts, w_out, y, nullptr);
+}
+
 void Backend::combine_norm_route(const float* y, float* gates, const float* bias, float* x, int64_t T, int64_t n,
                                  const float* gain, float eps, const WeightView& router, int64_t k, float* a,
                                  float* logits, int32_t* experts) {

@@ -139,6 +139,14 @@ class Backend {
   virtual void norm_route(const float* x, int64_t T, int64_t n, const float* gain, float eps, const WeightView& router,
                           int64_t k, float* a, float* logits, int32_t* experts, float* gates);
 
+  // The routed SwiGLU MLP of section 7 for every item: z = W_in[e] x_t ([T*k, 2F]), h = silu(gate
+  // half) * up half ([T*k, F]), y = W_out[e] h ([T*k, H]), item i = t*k + j using expert
+  // experts[i]. z and h are scratch of those sizes whose layout is the backend's own (the CPU
+  // keeps them in expert order, so prompt rows are gathered once and scattered once); y is in
+  // item order. The default is expert_matmul, silu_mul, expert_matmul.
+  virtual void expert_mlp(const float* x, int64_t T, int64_t k, const int32_t* experts, const WeightView& w_in,
+                          const WeightView& w_out, float* z, float* h, float* y);
+
   // combine_experts(y, gates, T, k, n, bias, x) then norm_route(x, ..., gates): the end of one
   // sublayer and the start of the next (a device fuses them for a decode step). gates holds the
   // finished sublayer's gates on entry and the new ones on return.

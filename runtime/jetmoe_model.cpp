@@ -206,17 +206,16 @@ void JetMoeModel::moa(const Act& a, int layer, int64_t T, const int32_t* pos, co
 
 // Mixture of MLP experts (section 7): SwiGLU experts, gate half first.
 void JetMoeModel::moe(const Act& a, int layer, int64_t T, RoutingTrace* trace, const float* pending_bias) {
-  const int64_t H = cfg_.hidden_size, F = cfg_.intermediate_size, k = cfg_.num_experts_per_tok, E = cfg_.num_local_experts;
+  const int64_t H = cfg_.hidden_size, k = cfg_.num_experts_per_tok, E = cfg_.num_local_experts;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
   const LayerSmall& s = small_[static_cast<size_t>(layer)];
 
   start_sublayer(a, T, s.post_norm, f32_view(lw.moe.router.name, s.moe_router, {E, H}), pending_bias);
   if (trace) trace_experts(a, T, trace->moe[static_cast<size_t>(layer)]);
 
-  // z = W_in[e] m for each (token, slot), h = silu(gate) * up, then W_out[e] h.
-  be_.expert_matmul(a.a, T, k, false, a.experts, lw.moe.w_in, a.z, nullptr);
-  be_.silu_mul(a.z, T * k, F, a.h);
-  be_.expert_matmul(a.h, T, k, true, a.experts, lw.moe.w_out, a.y, nullptr);  // joins x at the next start
+  // z = W_in[e] m for each (token, slot), h = silu(gate) * up, then W_out[e] h into y, which joins
+  // x at the next sublayer's start.
+  be_.expert_mlp(a.a, T, k, a.experts, lw.moe.w_in, lw.moe.w_out, a.z, a.h, a.y);
 }
 
 }  // namespace jetmoe

@@ -2,6 +2,7 @@
 // per-ISA kernels (picked once from CPUID) for matrix-vector products and quantized weights.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "runtime/backend.h"
@@ -37,6 +38,8 @@ class CpuBackend : public Backend {
                      float* y, const MatmulJob* extra) override;
   void combine_experts(const float* y, const float* gates, int64_t T, int64_t k, int64_t n, const float* bias,
                        float* x) override;
+  void expert_mlp(const float* x, int64_t T, int64_t k, const int32_t* experts, const WeightView& w_in,
+                  const WeightView& w_out, float* z, float* h, float* y) override;
 
  private:
   // Jobs whose rows are split over threads (quantized weights, or few tokens): one parallel
@@ -71,6 +74,8 @@ class CpuBackend : public Backend {
   std::vector<int64_t> expert_begin_, fill_;
   std::vector<float> gx_, gy_;
   std::vector<MatmulJob> expert_jobs_;
+  void group_items(const int32_t* experts, int64_t n, int64_t E, const std::string& what);
+  void run_grouped(const WeightView& W, const float* xs, float* ys, const MatmulJob* extra);
 };
 
 }  // namespace jetmoe

@@ -30,71 +30,124 @@ void CpuBackend::route_topk(const float* logits, int64_t T, int64_t E, int64_t k
   }
 }
 
-// The items are sorted by expert (counting sort; experts nobody chose get no job). An expert
-// chosen by one item reads that item's input row in place and writes its output row in place
-// (every expert of a decode step); an expert chosen by several gets its rows gathered into one
-// contiguous block, so its weights stream once for all of them (prefill), and scattered back.
-// All experts (and `extra`) go to matmul_group together: one parallel region.
-void CpuBackend::expert_matmul(const float* x, int64_t T, int64_t k, bool per_slot, const int32_t* experts,
-                               const WeightView& W, float* y, const MatmulJob* extra) {
-  if (W.shape.size() != 3) throw std::invalid_argument("expert_matmul: '" + W.name + "' is not an [E, out, in] tensor");
-  const int64_t E = W.shape[0], out = W.shape[1], in = W.shape[2], n = T * k;
-  const size_t expert_bytes = static_cast<size_t>(out) * W.row_bytes();
+namespace {
+
+// Copies rows: dst row r = src row src_row(r) (gather) or dst row dst_row(r) = src row r
+// (scatter), n floats each, in parallel when there is enough to copy (a 512-token prompt moves
+// tens of MB per sublayer).
+template <typename RowOf>
+void copy_rows(int64_t rows, int64_t n, const float* src, float* dst, RowOf row_of, bool gather) {
+#pragma omp parallel for schedule(static) if (rows * n >= (int64_t{1} << 18))
+  for (int64_t r = 0; r < rows; ++r) {
+    if (gather)
+      std::copy_n(src + row_of(r) * n, n, dst + r * n);
+    else
+      std::copy_n(src + r * n, n, dst + row_of(r) * n);
+  }
+}
+
+}  // namespace
+
+// Counting sort of the T*k items by the expert they chose: order_ lists the items expert by
+// expert, expert_begin_[e] .. expert_begin_[e+1] are expert e's; experts nobody chose get an empty
+// range and are never touched.
+void CpuBackend::group_items(const int32_t* experts, int64_t n, int64_t E, const std::string& what) {
   expert_begin_.assign(static_cast<size_t>(E + 1), 0);
   for (int64_t i = 0; i < n; ++i) {
     if (experts[i] < 0 || experts[i] >= E)
       throw std::out_of_range("expert_matmul: expert id " + std::to_string(experts[i]) + " outside 0.." +
-                              std::to_string(E - 1) + " for '" + W.name + "'");
+                              std::to_string(E - 1) + " for '" + what + "'");
     ++expert_begin_[static_cast<size_t>(experts[i]) + 1];
   }
   for (int64_t e = 0; e < E; ++e) expert_begin_[static_cast<size_t>(e + 1)] += expert_begin_[static_cast<size_t>(e)];
   order_.resize(static_cast<size_t>(n));
   fill_.assign(expert_begin_.begin(), expert_begin_.end() - 1);
   for (int64_t i = 0; i < n; ++i) order_[static_cast<size_t>(fill_[static_cast<size_t>(experts[i])]++)] = static_cast<int32_t>(i);
+}
 
-  auto input_row = [&](int64_t item) { return x + (per_slot ? item : item / k) * in; };
-  int64_t gathered = 0;  // rows of experts with more than one item
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t m = expert_begin_[static_cast<size_t>(e + 1)] - expert_begin_[static_cast<size_t>(e)];
-    if (m > 1) gathered += m;
-  }
-  gx_.resize(static_cast<size_t>(gathered * in));
-  gy_.resize(static_cast<size_t>(gathered * out));
+// One job per chosen expert over rows [b, e) of an expert-ordered input xs / output ys (rows of
+// `in` / `out` floats), all of them (and `extra`) in one matmul_group: one parallel region.
+void CpuBackend::run_grouped(const WeightView& W, const float* xs, float* ys, const MatmulJob* extra) {
+  const int64_t E = W.shape[0], out = W.shape[1], in = W.shape[2];
+  const size_t expert_bytes = static_cast<size_t>(out) * W.row_bytes();
   expert_jobs_.clear();
   if (extra) expert_jobs_.push_back(*extra);
-  int64_t g = 0;
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = expert_begin_[static_cast<size_t>(e)], m = expert_begin_[static_cast<size_t>(e + 1)] - b;
     if (m == 0) continue;
     MatmulJob j;
+    j.x = xs + b * in;
     j.T = m;
     j.w = static_cast<const uint8_t*>(W.data) + static_cast<size_t>(e) * expert_bytes;
     j.dtype = W.dtype;
     j.rows = out;
     j.cols = in;
+    j.y = ys + b * out;
     j.ldy = out;
-    if (m == 1) {
-      const int64_t item = order_[static_cast<size_t>(b)];
-      j.x = input_row(item);
-      j.y = y + item * out;
-    } else {
-      for (int64_t r = 0; r < m; ++r)
-        std::copy_n(input_row(order_[static_cast<size_t>(b + r)]), in, gx_.data() + (g + r) * in);
-      j.x = gx_.data() + g * in;
-      j.y = gy_.data() + g * out;
-      g += m;
-    }
     expert_jobs_.push_back(j);
   }
   matmul_group(expert_jobs_.data(), expert_jobs_.size());
-  g = 0;
-  for (int64_t e = 0; e < E; ++e) {
-    const int64_t b = expert_begin_[static_cast<size_t>(e)], m = expert_begin_[static_cast<size_t>(e + 1)] - b;
-    if (m <= 1) continue;
-    for (int64_t r = 0; r < m; ++r)
-      std::copy_n(gy_.data() + (g + r) * out, out, y + static_cast<int64_t>(order_[static_cast<size_t>(b + r)]) * out);
-    g += m;
+}
+
+// Decode (every chosen expert has one item): each job reads its input row and writes its output
+// row in place, no copies. Otherwise the rows are gathered into expert order, so each expert's
+// weights stream once for all its rows, and the outputs scattered back.
+void CpuBackend::expert_matmul(const float* x, int64_t T, int64_t k, bool per_slot, const int32_t* experts,
+                               const WeightView& W, float* y, const MatmulJob* extra) {
+  if (W.shape.size() != 3) throw std::invalid_argument("expert_matmul: '" + W.name + "' is not an [E, out, in] tensor");
+  const int64_t E = W.shape[0], out = W.shape[1], in = W.shape[2], n = T * k;
+  group_items(experts, n, E, W.name);
+  auto source_row = [&](int64_t r) -> int64_t {
+    const int64_t item = order_[static_cast<size_t>(r)];
+    return per_slot ? item : item / k;
+  };
+  bool single = true;  // every chosen expert has exactly one item
+  for (int64_t e = 0; e < E && single; ++e)
+    single = expert_begin_[static_cast<size_t>(e + 1)] - expert_begin_[static_cast<size_t>(e)] <= 1;
+  if (single) {
+    const size_t expert_bytes = static_cast<size_t>(out) * W.row_bytes();
+    expert_jobs_.clear();
+    if (extra) expert_jobs_.push_back(*extra);
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t item = order_[static_cast<size_t>(r)];
+      MatmulJob j;
+      j.x = x + source_row(r) * in;
+      j.T = 1;
+      j.w = static_cast<const uint8_t*>(W.data) + static_cast<size_t>(experts[item]) * expert_bytes;
+      j.dtype = W.dtype;
+      j.rows = out;
+      j.cols = in;
+      j.y = y + item * out;
+      j.ldy = out;
+      expert_jobs_.push_back(j);
+    }
+    matmul_group(expert_jobs_.data(), expert_jobs_.size());
+    return;
   }
+  gx_.resize(static_cast<size_t>(n * in));
+  gy_.resize(static_cast<size_t>(n * out));
+  copy_rows(n, in, x, gx_.data(), source_row, true);
+  run_grouped(W, gx_.data(), gy_.data(), extra);
+  copy_rows(n, out, gy_.data(), y, [&](int64_t r) -> int64_t { return order_[static_cast<size_t>(r)]; }, false);
+}
+
+// Prompts: the tokens' rows are gathered into expert order once, z and h stay in that order
+// between the two products (z and h here are expert-ordered), and only y is scattered back.
+// Decode takes the copy-free path of expert_matmul.
+void CpuBackend::expert_mlp(const float* x, int64_t T, int64_t k, const int32_t* experts, const WeightView& w_in,
+                            const WeightView& w_out, float* z, float* h, float* y) {
+  if (T == 1) return Backend::expert_mlp(x, T, k, experts, w_in, w_out, z, h, y);
+  if (w_in.shape.size() != 3 || w_out.shape.size() != 3)
+    throw std::invalid_argument("expert_mlp: '" + w_in.name + "' / '" + w_out.name + "' are not [E, out, in] tensors");
+  const int64_t E = w_in.shape[0], H = w_in.shape[2], F = w_out.shape[2], out = w_out.shape[1], n = T * k;
+  group_items(experts, n, E, w_in.name);
+  gx_.resize(static_cast<size_t>(n * H));
+  gy_.resize(static_cast<size_t>(n * out));
+  copy_rows(n, H, x, gx_.data(), [&](int64_t r) -> int64_t { return order_[static_cast<size_t>(r)] / k; }, true);
+  run_grouped(w_in, gx_.data(), z, nullptr);
+  silu_mul(z, n, F, h);
+  run_grouped(w_out, h, gy_.data(), nullptr);
+  copy_rows(n, out, gy_.data(), y, [&](int64_t r) -> int64_t { return order_[static_cast<size_t>(r)]; }, false);
 }
 
 void CpuBackend::combine_experts(const float* y, const float* gates, int64_t T, int64_t k, int64_t n, const float* bias,

@@ -448,6 +448,41 @@ TEST_P(BackendOps, RouteTopkPicksTheLargestAndNormalisesTheirGates) {
   EXPECT_EQ(ex[9], 1);
 }
 
+// expert_mlp (the CPU keeps z and h in expert order for prompts) against its parts.
+TEST_P(BackendOps, ExpertMlpEqualsItsParts) {
+  const int64_t E = 8, k = 2, H = 256, F = 96;
+  for (DType type : {DType::F32, DType::Q8_0}) {
+    std::vector<uint8_t> win_bytes, wout_bytes;
+    for (int64_t e = 0; e < E; ++e) {
+      const TestMatrix a = make_matrix(type, 2 * F, H, 900 + static_cast<uint64_t>(e)), b = make_matrix(type, H, F, 950 + static_cast<uint64_t>(e));
+      win_bytes.insert(win_bytes.end(), a.bytes.begin(), a.bytes.end());
+      wout_bytes.insert(wout_bytes.end(), b.bytes.begin(), b.bytes.end());
+    }
+    WeightView w_in, w_out;
+    w_in.name = "w_in", w_in.data = win_bytes.data(), w_in.dtype = type, w_in.shape = {E, 2 * F, H};
+    w_out.name = "w_out", w_out.data = wout_bytes.data(), w_out.dtype = type, w_out.shape = {E, H, F};
+    for (int64_t T : {1, 3, 20}) {
+      SCOPED_TRACE(std::string(dtype_name(type)) + " T=" + std::to_string(T));
+      std::vector<int32_t> ex(static_cast<size_t>(T * k));
+      for (int64_t i = 0; i < T * k; ++i) ex[static_cast<size_t>(i)] = static_cast<int32_t>((i * 3 + i / k) % E);
+      for (int64_t t = 0; t < T; ++t)
+        if (ex[static_cast<size_t>(t * k)] == ex[static_cast<size_t>(t * k + 1)]) ex[static_cast<size_t>(t * k + 1)] = (ex[static_cast<size_t>(t * k)] + 1) % E;
+      const std::vector<float> x = test::randn(static_cast<size_t>(T * H), 990 + T);
+      OnBackend<float> dx(*be_, x), dz(*be_, std::vector<float>(static_cast<size_t>(T * k * 2 * F))),
+          dh(*be_, std::vector<float>(static_cast<size_t>(T * k * F))), dy(*be_, std::vector<float>(static_cast<size_t>(T * k * H))),
+          dz2(*be_, std::vector<float>(static_cast<size_t>(T * k * 2 * F))), dh2(*be_, std::vector<float>(static_cast<size_t>(T * k * F))),
+          dy2(*be_, std::vector<float>(static_cast<size_t>(T * k * H)));
+      OnBackend<int32_t> dex(*be_, ex);
+      be_->expert_mlp(dx.ptr(), T, k, dex.ptr(), w_in, w_out, dz.ptr(), dh.ptr(), dy.ptr());
+      be_->expert_matmul(dx.ptr(), T, k, false, dex.ptr(), w_in, dz2.ptr(), nullptr);
+      be_->silu_mul(dz2.ptr(), T * k, F, dh2.ptr());
+      be_->expert_matmul(dh2.ptr(), T, k, true, dex.ptr(), w_out, dy2.ptr(), nullptr);
+      const std::vector<float> y = dy.host(), y2 = dy2.host();
+      for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], y2[i], 1e-5 * (1 + std::fabs(y2[i]))) << "y " << i;
+    }
+  }
+}
+
 // norm_route = rms_norm, the router product and route_topk, for one token (fused on a GPU) and
 // for several.
 TEST_P(BackendOps, NormRouteEqualsItsParts) {
