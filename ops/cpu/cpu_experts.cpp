@@ -32,7 +32,7 @@ void CpuBackend::route_topk(const float* logits, int64_t T, int64_t E, int64_t k
 
 namespace {
 
-// Copies rows: dst row r = src row src_row(r) (gather) or dst row dst_row(r) = src row r
+// Copies rows: dst row r = src row row_of(r) (gather) or dst row row_of(r) = src row r
 // (scatter), n floats each, in parallel when there is enough to copy (a 512-token prompt moves
 // tens of MB per sublayer).
 template <typename RowOf>
@@ -46,6 +46,21 @@ void copy_rows(int64_t rows, int64_t n, const float* src, float* dst, RowOf row_
   }
 }
 
+// Expert e of the stacked [E, out, in] tensor W applied to T rows at x, into rows of y.
+MatmulJob expert_job(const WeightView& W, int64_t e, const float* x, int64_t T, float* y) {
+  const int64_t out = W.shape[1], in = W.shape[2];
+  MatmulJob j;
+  j.x = x;
+  j.T = T;
+  j.w = static_cast<const uint8_t*>(W.data) + static_cast<size_t>(e) * static_cast<size_t>(out) * W.row_bytes();
+  j.dtype = W.dtype;
+  j.rows = out;
+  j.cols = in;
+  j.y = y;
+  j.ldy = out;
+  return j;
+}
+
 }  // namespace
 
 // Counting sort of the T*k items by the expert they chose: order_ lists the items expert by
@@ -55,7 +70,7 @@ void CpuBackend::group_items(const int32_t* experts, int64_t n, int64_t E, const
   expert_begin_.assign(static_cast<size_t>(E + 1), 0);
   for (int64_t i = 0; i < n; ++i) {
     if (experts[i] < 0 || experts[i] >= E)
-      throw std::out_of_range("expert_matmul: expert id " + std::to_string(experts[i]) + " outside 0.." +
+      throw std::out_of_range("expert id " + std::to_string(experts[i]) + " outside 0.." +
                               std::to_string(E - 1) + " for '" + what + "'");
     ++expert_begin_[static_cast<size_t>(experts[i]) + 1];
   }
@@ -69,22 +84,11 @@ void CpuBackend::group_items(const int32_t* experts, int64_t n, int64_t E, const
 // `in` / `out` floats), all of them (and `extra`) in one matmul_group: one parallel region.
 void CpuBackend::run_grouped(const WeightView& W, const float* xs, float* ys, const MatmulJob* extra) {
   const int64_t E = W.shape[0], out = W.shape[1], in = W.shape[2];
-  const size_t expert_bytes = static_cast<size_t>(out) * W.row_bytes();
   expert_jobs_.clear();
   if (extra) expert_jobs_.push_back(*extra);
   for (int64_t e = 0; e < E; ++e) {
     const int64_t b = expert_begin_[static_cast<size_t>(e)], m = expert_begin_[static_cast<size_t>(e + 1)] - b;
-    if (m == 0) continue;
-    MatmulJob j;
-    j.x = xs + b * in;
-    j.T = m;
-    j.w = static_cast<const uint8_t*>(W.data) + static_cast<size_t>(e) * expert_bytes;
-    j.dtype = W.dtype;
-    j.rows = out;
-    j.cols = in;
-    j.y = ys + b * out;
-    j.ldy = out;
-    expert_jobs_.push_back(j);
+    if (m > 0) expert_jobs_.push_back(expert_job(W, e, xs + b * in, m, ys + b * out));
   }
   matmul_group(expert_jobs_.data(), expert_jobs_.size());
 }
@@ -105,21 +109,11 @@ void CpuBackend::expert_matmul(const float* x, int64_t T, int64_t k, bool per_sl
   for (int64_t e = 0; e < E && single; ++e)
     single = expert_begin_[static_cast<size_t>(e + 1)] - expert_begin_[static_cast<size_t>(e)] <= 1;
   if (single) {
-    const size_t expert_bytes = static_cast<size_t>(out) * W.row_bytes();
     expert_jobs_.clear();
     if (extra) expert_jobs_.push_back(*extra);
     for (int64_t r = 0; r < n; ++r) {
       const int64_t item = order_[static_cast<size_t>(r)];
-      MatmulJob j;
-      j.x = x + source_row(r) * in;
-      j.T = 1;
-      j.w = static_cast<const uint8_t*>(W.data) + static_cast<size_t>(experts[item]) * expert_bytes;
-      j.dtype = W.dtype;
-      j.rows = out;
-      j.cols = in;
-      j.y = y + item * out;
-      j.ldy = out;
-      expert_jobs_.push_back(j);
+      expert_jobs_.push_back(expert_job(W, experts[item], x + source_row(r) * in, 1, y + item * out));
     }
     matmul_group(expert_jobs_.data(), expert_jobs_.size());
     return;
