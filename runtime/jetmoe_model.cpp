@@ -42,6 +42,8 @@ JetMoeModel::JetMoeModel(const JetMoeConfig& cfg, const JetMoeWeights& weights, 
     s.moe_bias = widen(l.moe.bias, H);
     s.moa_router = widen(l.moa.router, E * H);
     s.moe_router = widen(l.moe.router, E * H);
+    s.moa_router_view = f32_view(l.moa.router.name, s.moa_router, {E, H});
+    s.moe_router_view = f32_view(l.moe.router.name, s.moe_router, {E, H});
   }
   final_norm_ = widen(w_.final_norm, H);
 
@@ -53,8 +55,8 @@ JetMoeModel::JetMoeModel(const JetMoeConfig& cfg, const JetMoeWeights& weights, 
     const LayerSmall& s = small_[i];
     for (const WeightView* v : {&l.moa.kv_proj, &l.moa.q_experts, &l.moa.o_experts, &l.moe.w_in, &l.moe.w_out})
       all.push_back(*v);
-    all.push_back(f32_view(l.moa.router.name, s.moa_router, {E, H}));
-    all.push_back(f32_view(l.moe.router.name, s.moe_router, {E, H}));
+    all.push_back(s.moa_router_view);
+    all.push_back(s.moe_router_view);
     for (const std::vector<float>* v : {&s.input_norm, &s.post_norm, &s.moa_bias, &s.moe_bias})
       all.push_back(f32_view("layer " + std::to_string(i) + " vector", *v, {H}));
   }
@@ -183,15 +185,15 @@ void JetMoeModel::trace_experts(const Act& a, int64_t T, std::vector<int32_t>& d
 // output projections, query head j*kv_heads + h attends with KV head h.
 void JetMoeModel::moa(const Act& a, int layer, int64_t T, const int32_t* pos, const int32_t* first_slot, KvCache& cache,
                       RoutingTrace* trace, const float* pending_bias) {
-  const int64_t H = cfg_.hidden_size, KVW = cfg_.kv_width(), k = cfg_.num_experts_per_tok, E = cfg_.num_local_experts;
+  const int64_t KVW = cfg_.kv_width(), k = cfg_.num_experts_per_tok;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
   const LayerSmall& s = small_[static_cast<size_t>(layer)];
 
-  start_sublayer(a, T, s.input_norm, f32_view(lw.moa.router.name, s.moa_router, {E, H}), pending_bias);
+  start_sublayer(a, T, s.input_norm, s.moa_router_view, pending_bias);
   if (trace) trace_experts(a, T, trace->moa[static_cast<size_t>(layer)]);
 
   // Queries of the selected experts, q = [T, k, kv_heads, head_dim]; the shared keys and values
-  // (kv = [K | V] per token) read the same input, so they run in the same launch.
+  // (kv = [K | V] per token) read the same input, so they go to the backend together.
   const MatmulJob kvj = matmul_job(a.a, T, lw.moa.kv_proj, a.kv, 2 * KVW);
   be_.expert_matmul(a.a, T, k, false, a.experts, lw.moa.q_experts, a.q, &kvj);
   // RoPE on K, then K and V into the cache; each slot's query heads of token t sit at pos[t].
@@ -206,11 +208,11 @@ void JetMoeModel::moa(const Act& a, int layer, int64_t T, const int32_t* pos, co
 
 // Mixture of MLP experts (section 7): SwiGLU experts, gate half first.
 void JetMoeModel::moe(const Act& a, int layer, int64_t T, RoutingTrace* trace, const float* pending_bias) {
-  const int64_t H = cfg_.hidden_size, k = cfg_.num_experts_per_tok, E = cfg_.num_local_experts;
+  const int64_t k = cfg_.num_experts_per_tok;
   const LayerWeights& lw = w_.layers[static_cast<size_t>(layer)];
   const LayerSmall& s = small_[static_cast<size_t>(layer)];
 
-  start_sublayer(a, T, s.post_norm, f32_view(lw.moe.router.name, s.moe_router, {E, H}), pending_bias);
+  start_sublayer(a, T, s.post_norm, s.moe_router_view, pending_bias);
   if (trace) trace_experts(a, T, trace->moe[static_cast<size_t>(layer)]);
 
   // z = W_in[e] m for each (token, slot), h = silu(gate) * up, then W_out[e] h into y, which joins

@@ -76,6 +76,7 @@ class JetMoeModel {
   // JetMoE-8B). Routers stay float32 in every quantization mix: expert choice is the MoE failure mode.
   struct LayerSmall {
     std::vector<float> input_norm, post_norm, moa_bias, moe_bias, moa_router, moe_router;
+    WeightView moa_router_view, moe_router_view;  // the routers above as [E, H] float32 matrices
   };
   std::vector<LayerSmall> small_;
   std::vector<float> final_norm_;
