@@ -21,7 +21,7 @@
 #include "runtime/backend.h"
 #include "runtime/jetmoe_model.h"
 #include "runtime/kv_cache.h"
-#include "runtime/logits.h"
+#include "support/golden_checks.h"
 #include "support/random_data.h"
 #include "support/test_paths.h"
 
@@ -112,6 +112,56 @@ Reference reference_matmul(const TestMatrix& m, const std::vector<float>& x, int
     }
   }
   return ref;
+}
+
+// E experts of rows x cols of one type laid end to end: the stacked [E, rows, cols] tensor a model
+// holds (expert e from seed + e), with each expert's values for the reference.
+struct StackedExperts {
+  std::vector<TestMatrix> experts;
+  std::vector<uint8_t> bytes;
+
+  WeightView view(const std::string& name) const {
+    WeightView v;
+    v.name = name;
+    v.data = bytes.data();
+    v.dtype = experts.front().type;
+    v.shape = {static_cast<int64_t>(experts.size()), experts.front().rows, experts.front().cols};
+    return v;
+  }
+};
+
+StackedExperts make_experts(DType type, int64_t E, int64_t rows, int64_t cols, uint64_t seed) {
+  StackedExperts s;
+  for (int64_t e = 0; e < E; ++e) {
+    s.experts.push_back(make_matrix(type, rows, cols, seed + static_cast<uint64_t>(e)));
+    s.bytes.insert(s.bytes.end(), s.experts.back().bytes.begin(), s.experts.back().bytes.end());
+  }
+  return s;
+}
+
+// Two expert ids per token (k = 2), spread over E by `stride` and distinct within a token, as
+// top-k choices are.
+std::vector<int32_t> two_experts_per_token(int64_t T, int64_t E, int64_t stride) {
+  const int64_t k = 2;
+  std::vector<int32_t> ex(static_cast<size_t>(T * k));
+  for (int64_t i = 0; i < T * k; ++i) ex[static_cast<size_t>(i)] = static_cast<int32_t>((i * stride + i / k) % E);
+  for (int64_t t = 0; t < T; ++t)
+    if (ex[static_cast<size_t>(t * k)] == ex[static_cast<size_t>(t * k + 1)])
+      ex[static_cast<size_t>(t * k + 1)] = static_cast<int32_t>((ex[static_cast<size_t>(t * k)] + 1) % E);
+  return ex;
+}
+
+// got = x0 + bias + sum_j gates[t*k + j] y[t*k + j] row by row (combine_experts), within 1e-5
+// relative to the float64 value.
+void expect_combined(const std::vector<float>& got, const std::vector<float>& x0, const std::vector<float>& bias,
+                     const std::vector<float>& gates, const std::vector<float>& y, int64_t T, int64_t k, int64_t n) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t c = 0; c < n; ++c) {
+      double want = x0[static_cast<size_t>(t * n + c)] + bias[static_cast<size_t>(c)];
+      for (int64_t j = 0; j < k; ++j)
+        want += static_cast<double>(gates[static_cast<size_t>(t * k + j)]) * y[static_cast<size_t>((t * k + j) * n + c)];
+      ASSERT_NEAR(got[static_cast<size_t>(t * n + c)], want, 1e-5 * (1 + std::fabs(want))) << "t=" << t << " c=" << c;
+    }
 }
 
 // The devices other than the CPU that can run here; empty (and why) in a CPU-only build or on a
@@ -452,21 +502,11 @@ TEST_P(BackendOps, RouteTopkPicksTheLargestAndNormalisesTheirGates) {
 TEST_P(BackendOps, ExpertMlpEqualsItsParts) {
   const int64_t E = 8, k = 2, H = 256, F = 96;
   for (DType type : {DType::F32, DType::Q8_0}) {
-    std::vector<uint8_t> win_bytes, wout_bytes;
-    for (int64_t e = 0; e < E; ++e) {
-      const TestMatrix a = make_matrix(type, 2 * F, H, 900 + static_cast<uint64_t>(e)), b = make_matrix(type, H, F, 950 + static_cast<uint64_t>(e));
-      win_bytes.insert(win_bytes.end(), a.bytes.begin(), a.bytes.end());
-      wout_bytes.insert(wout_bytes.end(), b.bytes.begin(), b.bytes.end());
-    }
-    WeightView w_in, w_out;
-    w_in.name = "w_in", w_in.data = win_bytes.data(), w_in.dtype = type, w_in.shape = {E, 2 * F, H};
-    w_out.name = "w_out", w_out.data = wout_bytes.data(), w_out.dtype = type, w_out.shape = {E, H, F};
+    const StackedExperts win = make_experts(type, E, 2 * F, H, 900), wout = make_experts(type, E, H, F, 950);
+    const WeightView w_in = win.view("w_in"), w_out = wout.view("w_out");
     for (int64_t T : {1, 3, 20}) {
       SCOPED_TRACE(std::string(dtype_name(type)) + " T=" + std::to_string(T));
-      std::vector<int32_t> ex(static_cast<size_t>(T * k));
-      for (int64_t i = 0; i < T * k; ++i) ex[static_cast<size_t>(i)] = static_cast<int32_t>((i * 3 + i / k) % E);
-      for (int64_t t = 0; t < T; ++t)
-        if (ex[static_cast<size_t>(t * k)] == ex[static_cast<size_t>(t * k + 1)]) ex[static_cast<size_t>(t * k + 1)] = (ex[static_cast<size_t>(t * k)] + 1) % E;
+      const std::vector<int32_t> ex = two_experts_per_token(T, E, 3);
       const std::vector<float> x = test::randn(static_cast<size_t>(T * H), 990 + T);
       OnBackend<float> dx(*be_, x), dz(*be_, std::vector<float>(static_cast<size_t>(T * k * 2 * F))),
           dh(*be_, std::vector<float>(static_cast<size_t>(T * k * F))), dy(*be_, std::vector<float>(static_cast<size_t>(T * k * H))),
@@ -502,13 +542,8 @@ TEST_P(BackendOps, NormRouteEqualsItsParts) {
       be_->combine_norm_route(dy.ptr(), dg.ptr(), bias.data(), dx.ptr(), T, n, g.data(), 1e-6f, router.view(), k, da.ptr(),
                               dl.ptr(), de.ptr());
       const std::vector<float> got_x = dx.host();
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t i = 0; i < n; ++i) {
-          double want = x[static_cast<size_t>(t * n + i)] + bias[static_cast<size_t>(i)];
-          for (int64_t j = 0; j < k; ++j)
-            want += static_cast<double>(old_gates[static_cast<size_t>(t * k + j)]) * y[static_cast<size_t>((t * k + j) * n + i)];
-          ASSERT_NEAR(got_x[static_cast<size_t>(t * n + i)], want, 1e-5 * (1 + std::fabs(want))) << "x t=" << t << " i=" << i;
-        }
+      expect_combined(got_x, x, bias, old_gates, y, T, k, n);
+      if (HasFatalFailure()) return;
       x = got_x;  // the norm below is of the updated rows
     } else {
       be_->norm_route(dx.ptr(), T, n, g.data(), 1e-6f, router.view(), k, da.ptr(), dl.ptr(), de.ptr(), dg.ptr());
@@ -545,26 +580,13 @@ TEST_P(BackendOps, NormRouteEqualsItsParts) {
 TEST_P(BackendOps, ExpertMatmulAndCombine) {
   const int64_t E = 8, k = 2, out = 48, in = 256;
   for (DType type : {DType::BF16, DType::Q4_0, DType::Q4_KR, DType::Q8_0R}) {
-    // The stacked [E, out, in] tensor: expert e is its own TestMatrix, laid end to end.
-    std::vector<TestMatrix> ms;
-    std::vector<uint8_t> stacked;
-    for (int64_t e = 0; e < E; ++e) {
-      ms.push_back(make_matrix(type, out, in, 500 + static_cast<uint64_t>(e)));
-      stacked.insert(stacked.end(), ms.back().bytes.begin(), ms.back().bytes.end());
-    }
-    WeightView W;
-    W.name = std::string("experts ") + dtype_name(type);
-    W.data = stacked.data();
-    W.dtype = type;
-    W.shape = {E, out, in};
+    const StackedExperts stacked = make_experts(type, E, out, in, 500);
+    const WeightView W = stacked.view(std::string("experts ") + dtype_name(type));
     for (int64_t T : {1, 3, 20}) {
       for (bool per_slot : {false, true}) {
         SCOPED_TRACE(std::string(dtype_name(type)) + " T=" + std::to_string(T) + (per_slot ? " per slot" : " per token"));
         const int64_t n = T * k;
-        std::vector<int32_t> ex(static_cast<size_t>(n));
-        for (int64_t i = 0; i < n; ++i) ex[static_cast<size_t>(i)] = static_cast<int32_t>((i * 5 + i / k) % E);
-        for (int64_t t = 0; t < T; ++t)  // top-k experts are distinct within a token
-          if (ex[static_cast<size_t>(t * k)] == ex[static_cast<size_t>(t * k + 1)]) ex[static_cast<size_t>(t * k + 1)] = (ex[static_cast<size_t>(t * k)] + 1) % E;
+        const std::vector<int32_t> ex = two_experts_per_token(T, E, 5);
         const std::vector<float> x = test::randn(static_cast<size_t>((per_slot ? n : T) * in), 600 + T);
         const TestMatrix extra_m = make_matrix(DType::F32, 24, in, 700);
         OnBackend<float> dx(*be_, x), dy(*be_, std::vector<float>(static_cast<size_t>(n * out), -5.0f)),
@@ -576,7 +598,7 @@ TEST_P(BackendOps, ExpertMatmulAndCombine) {
         int bad = 0;
         for (int64_t i = 0; i < n; ++i) {
           const std::vector<float> xi(x.begin() + (per_slot ? i : i / k) * in, x.begin() + ((per_slot ? i : i / k) + 1) * in);
-          const Reference ref = reference_matmul(ms[static_cast<size_t>(ex[static_cast<size_t>(i)])], xi, 1);
+          const Reference ref = reference_matmul(stacked.experts[static_cast<size_t>(ex[static_cast<size_t>(i)])], xi, 1);
           for (int64_t r = 0; r < out; ++r) {
             const double tol = (is_cpu() && dtype_is_quantized(type)) ? ref.quant_tol[static_cast<size_t>(r)] : ref.float_tol[static_cast<size_t>(r)];
             if (std::fabs(y[static_cast<size_t>(i * out + r)] - ref.y[static_cast<size_t>(r)]) > tol && ++bad <= 3)
@@ -594,14 +616,7 @@ TEST_P(BackendOps, ExpertMatmulAndCombine) {
         const std::vector<float> x0 = test::randn(static_cast<size_t>(T * out), 802);
         OnBackend<float> dres(*be_, x0), dgates(*be_, gates);
         be_->combine_experts(dy.ptr(), dgates.ptr(), T, k, out, bias.data(), dres.ptr());
-        const std::vector<float> res = dres.host();
-        for (int64_t t = 0; t < T; ++t)
-          for (int64_t c = 0; c < out; ++c) {
-            double want = x0[static_cast<size_t>(t * out + c)] + bias[static_cast<size_t>(c)];
-            for (int64_t j = 0; j < k; ++j)
-              want += static_cast<double>(gates[static_cast<size_t>(t * k + j)]) * y[static_cast<size_t>((t * k + j) * out + c)];
-            ASSERT_NEAR(res[static_cast<size_t>(t * out + c)], want, 1e-5 * (1 + std::fabs(want))) << "t=" << t << " c=" << c;
-          }
+        expect_combined(dres.host(), x0, bias, gates, y, T, k, out);
       }
     }
   }
@@ -610,14 +625,8 @@ TEST_P(BackendOps, ExpertMatmulAndCombine) {
 INSTANTIATE_TEST_SUITE_P(UsableDevices, BackendOps, ::testing::ValuesIn(usable_devices()),
                          [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
-float max_abs_diff(const float* a, const float* b, size_t n) {
-  float m = 0;
-  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
-
 // The golden checkpoints through the whole model on each device other than the CPU (the CPU runs
-// them in GoldenTest), at the CPU's tolerances: all-position logits and the KV-cached greedy decode.
+// them in GoldenTest), with the same checks and tolerances (tests/support/golden_checks.h).
 TEST(BackendGolden, EveryOtherDeviceMatchesTransformers) {
   std::string why;
   const std::vector<std::string> devices = other_devices(&why);
@@ -629,32 +638,8 @@ TEST(BackendGolden, EveryOtherDeviceMatchesTransformers) {
       auto files = load_model_files(dir.string());
       auto be = make_backend(device);
       JetMoeModel model(files->config, files->weights, *be);
-      const int V = files->config.vocab_size;
-      for (const auto& seq : g["sequences"]) {
-        const auto ids = seq["token_ids"].get<std::vector<int32_t>>();
-        KvCache cache = model.make_cache(static_cast<int>(ids.size()));
-        std::vector<float> logits;
-        model.forward(ids, cache, logits, true);
-        const std::vector<float> want = test::read_golden_array(dir, seq["all_logits"]);
-        ASSERT_EQ(logits.size(), want.size());
-        EXPECT_LE(max_abs_diff(logits.data(), want.data(), want.size()), 1e-4f) << "length " << ids.size();
-      }
-      const auto& gr = g["greedy"];
-      const auto prompt = gr["prompt_ids"].get<std::vector<int32_t>>();
-      const auto want_ids = gr["generated_ids"].get<std::vector<int32_t>>();
-      const std::vector<float> want_logits = test::read_golden_array(dir, gr["step_logits"]);
-      KvCache cache = model.make_cache(static_cast<int>(prompt.size() + want_ids.size()));
-      std::vector<float> logits;
-      model.forward(prompt, cache, logits, false);
-      std::vector<int32_t> got;
-      for (size_t i = 0; i < want_ids.size(); ++i) {
-        EXPECT_LE(max_abs_diff(logits.data(), want_logits.data() + i * V, static_cast<size_t>(V)), 1e-4f) << "step " << i;
-        const int32_t id = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-        got.push_back(id);
-        const int32_t one[1] = {id};
-        model.forward(one, cache, logits, false);
-      }
-      EXPECT_EQ(got, want_ids);
+      test::expect_golden_sequences(model, dir, g);
+      test::expect_golden_greedy(model, dir, g);
     }
   }
 }
