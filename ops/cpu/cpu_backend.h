@@ -34,6 +34,8 @@ class CpuBackend : public Backend {
                 const int32_t* pos) override;
   // ops/cpu/cpu_experts.cpp
   void route_topk(const float* logits, int64_t T, int64_t E, int64_t k, int32_t* experts, float* gates) override;
+  void norm_route(const float* x, int64_t T, int64_t n, const float* gain, float eps, const WeightView& router,
+                  int64_t k, float* a, float* logits, int32_t* experts, float* gates) override;
   void expert_matmul(const float* x, int64_t T, int64_t k, bool per_slot, const int32_t* experts, const WeightView& W,
                      float* y, const MatmulJob* extra) override;
   void combine_experts(const float* y, const float* gates, int64_t T, int64_t k, int64_t n, const float* bias,
@@ -50,6 +52,17 @@ class CpuBackend : public Backend {
                         const KvCache& cache, int layer, float* out);
   void attention_prefill(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
                          const KvCache& cache, int layer, float* out);
+
+  // rope's cos/sin table ([T][cos half | sin half]) for the last positions asked, kept between
+  // calls: decode asks for the same position 2 x layers times per step.
+  struct RopeTable {
+    float theta = 0.0f;
+    int64_t head_dim = 0;
+    std::vector<int32_t> pos;
+    std::vector<float> cos_sin;
+  };
+  RopeTable rope_table_;
+  const float* rope_table(const int32_t* pos, int64_t T, int64_t head_dim, float theta);
 
   // A contiguous range of one job's rows: the unit of work of matmul_row_jobs.
   struct RowChunk {

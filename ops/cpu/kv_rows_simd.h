@@ -8,9 +8,19 @@
 
 #include "ops/cpu/kv_rows.h"
 #include "quant/qtypes.h"
+#include "quant/stream_prefetch.h"
 
 namespace jetmoe {
 namespace {
+
+// The cache lines of [p, p + bytes) into L2. Decode attention streams each KV head's rows once
+// (tens of KB at short contexts, MB at long ones); on the Xeon the L2 streamer stops at every 4 KiB
+// page, so the kernels prefetch the row decode_prefetch_bytes() ahead (quant/stream_prefetch.h).
+inline void prefetch_lines(const uint8_t* p, size_t bytes) {
+  const auto first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
+  for (uintptr_t a = first; a < reinterpret_cast<uintptr_t>(p) + bytes; a += 64)
+    __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 2);
+}
 
 template <class V>
 void kv_widen_simd(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, float* out) {
@@ -70,11 +80,12 @@ struct RowReader {
 // NQ query heads at once: each row is converted once and dotted with every head.
 template <class V, DType T, int NQ>
 void scores_rows(const uint8_t* rows, int64_t n, int64_t d, const float* q, int64_t ldq, float scale, float* s,
-                 int64_t lds) {
+                 int64_t lds, size_t pf) {
   constexpr int64_t W = V::width;
   const size_t rb = dtype_row_bytes(T, static_cast<size_t>(d));
   const int64_t nv = d / W;
   for (int64_t r = 0; r < n; ++r) {
+    if (pf) prefetch_lines(rows + static_cast<size_t>(r) * rb + pf, rb);
     const RowReader<V, T> R(rows + static_cast<size_t>(r) * rb, d);
     typename V::vec acc[NQ][2];
     for (int j = 0; j < NQ; ++j) acc[j][0] = acc[j][1] = V::zero();
@@ -98,13 +109,14 @@ void scores_rows(const uint8_t* rows, int64_t n, int64_t d, const float* q, int6
 // the whole pass over the rows (NQ x NV <= 16 vectors: 2 x 8 zmm, 2 x 4 ymm).
 template <class V, DType T, int NQ, int NV>
 void accumulate_piece(const uint8_t* rows, int64_t n, int64_t d, int64_t k0, const float* p, int64_t ldp,
-                      const float* alpha, float* out, int64_t ldo) {
+                      const float* alpha, float* out, int64_t ldo, size_t pf) {
   constexpr int64_t W = V::width;
   const size_t rb = dtype_row_bytes(T, static_cast<size_t>(d));
   typename V::vec acc[NQ][NV];
   for (int j = 0; j < NQ; ++j)
     for (int v = 0; v < NV; ++v) acc[j][v] = V::zero();
   for (int64_t r = 0; r < n; ++r) {
+    if (pf) prefetch_lines(rows + static_cast<size_t>(r) * rb + pf, rb);
     const RowReader<V, T> R(rows + static_cast<size_t>(r) * rb, d);
     typename V::vec c[NQ];
     for (int j = 0; j < NQ; ++j) c[j] = V::set1(p[j * ldp + r]);
@@ -119,39 +131,45 @@ void accumulate_piece(const uint8_t* rows, int64_t n, int64_t d, int64_t k0, con
 
 template <class V, DType T, int NQ>
 void accumulate_rows(const uint8_t* rows, int64_t n, int64_t d, const float* p, int64_t ldp, const float* alpha,
-                     float* out, int64_t ldo) {
+                     float* out, int64_t ldo, size_t pf) {
   constexpr int kMaxNV = V::width >= 16 ? 8 : 4;  // 16 accumulators of the register file's 32 / 16
   const int64_t nv = d / V::width;
   int64_t k = 0;
-  for (; k + kMaxNV <= nv; k += kMaxNV) accumulate_piece<V, T, NQ, kMaxNV>(rows, n, d, k, p, ldp, alpha, out, ldo);
+  // Only the first pass over the rows prefetches; later column pieces find them in cache.
+  const auto pf_at = [&](int64_t k_now) { return k_now == 0 ? pf : size_t{0}; };
+  for (; k + kMaxNV <= nv; k += kMaxNV)
+    accumulate_piece<V, T, NQ, kMaxNV>(rows, n, d, k, p, ldp, alpha, out, ldo, pf_at(k));
   if constexpr (kMaxNV > 4) {
     if (k + 4 <= nv) {
-      accumulate_piece<V, T, NQ, 4>(rows, n, d, k, p, ldp, alpha, out, ldo);
+      accumulate_piece<V, T, NQ, 4>(rows, n, d, k, p, ldp, alpha, out, ldo, pf_at(k));
       k += 4;
     }
   }
   if (k + 2 <= nv) {
-    accumulate_piece<V, T, NQ, 2>(rows, n, d, k, p, ldp, alpha, out, ldo);
+    accumulate_piece<V, T, NQ, 2>(rows, n, d, k, p, ldp, alpha, out, ldo, pf_at(k));
     k += 2;
   }
-  if (k < nv) accumulate_piece<V, T, NQ, 1>(rows, n, d, k, p, ldp, alpha, out, ldo);
+  if (k < nv) accumulate_piece<V, T, NQ, 1>(rows, n, d, k, p, ldp, alpha, out, ldo, pf_at(k));
 }
 
 // Query heads two at a time (JetMoE's top-2 slots share each KV head), then one.
 template <class V, DType T>
 void scores_typed(const uint8_t* rows, int64_t n, int64_t d, const float* q, int64_t ldq, int64_t nq, float scale,
                   float* s, int64_t lds) {
+  size_t pf = decode_prefetch_bytes();  // the first pair of heads prefetches; the rest re-read from cache
   int64_t j = 0;
-  for (; j + 2 <= nq; j += 2) scores_rows<V, T, 2>(rows, n, d, q + j * ldq, ldq, scale, s + j * lds, lds);
-  if (j < nq) scores_rows<V, T, 1>(rows, n, d, q + j * ldq, ldq, scale, s + j * lds, lds);
+  for (; j + 2 <= nq; j += 2, pf = 0) scores_rows<V, T, 2>(rows, n, d, q + j * ldq, ldq, scale, s + j * lds, lds, pf);
+  if (j < nq) scores_rows<V, T, 1>(rows, n, d, q + j * ldq, ldq, scale, s + j * lds, lds, pf);
 }
 
 template <class V, DType T>
 void accumulate_typed(const uint8_t* rows, int64_t n, int64_t d, const float* p, int64_t ldp, int64_t nq,
                       const float* alpha, float* out, int64_t ldo) {
+  size_t pf = decode_prefetch_bytes();
   int64_t j = 0;
-  for (; j + 2 <= nq; j += 2) accumulate_rows<V, T, 2>(rows, n, d, p + j * ldp, ldp, alpha + j, out + j * ldo, ldo);
-  if (j < nq) accumulate_rows<V, T, 1>(rows, n, d, p + j * ldp, ldp, alpha + j, out + j * ldo, ldo);
+  for (; j + 2 <= nq; j += 2, pf = 0)
+    accumulate_rows<V, T, 2>(rows, n, d, p + j * ldp, ldp, alpha + j, out + j * ldo, ldo, pf);
+  if (j < nq) accumulate_rows<V, T, 1>(rows, n, d, p + j * ldp, ldp, alpha + j, out + j * ldo, ldo, pf);
 }
 
 // Heads whose size is not a multiple of the vector width (or over 512 values) take the scalar path.

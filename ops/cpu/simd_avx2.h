@@ -34,6 +34,19 @@ struct Avx2 {
   static vec load_i8(const int8_t* p) {  // `width` signed bytes, widened to float
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
   }
+  // For exp (ops/cpu/vec_math_simd.h).
+  using mask = __m256;
+  static vec sub(vec a, vec b) { return _mm256_sub_ps(a, b); }
+  static vec div(vec a, vec b) { return _mm256_div_ps(a, b); }
+  static vec min(vec a, vec b) { return _mm256_min_ps(a, b); }
+  static vec max(vec a, vec b) { return _mm256_max_ps(a, b); }
+  static vec round(vec a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static mask greater(vec a, vec b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static vec blend(vec a, vec b, mask m) { return _mm256_blendv_ps(a, b, m); }  // b where m
+  static vec scale_pow2(vec p, vec n) {  // p * 2^n, n integral with -126 <= n <= 127 (2^n a normal float)
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  }
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cpu/cpu_isa.h"
 #include "ops/cpu/float_dot.h"
+#include "ops/cpu/vec_math.h"
 #include "quant/stream_prefetch.h"
 #include "quant/qdot.h"
 #include "quant/quantize.h"
@@ -190,6 +191,50 @@ TEST_P(CpuOps, SiluMulGateHalfFirst) {
         ASSERT_NEAR(h[t * F + i], g / (1 + std::exp(-g)) * u, 1e-6 * (1 + std::fabs(g * u))) << T << "x" << F << " t " << t << " i " << i;
       }
     EXPECT_EQ(h.back(), -7.0f);
+  }
+}
+
+// The vector silu kernels against a double-precision reference, value by value: every gate
+// from -100 to 100 in small steps (both ends of exp's range, where the kernel clamps or returns
+// +inf), special values, and lengths that leave a scalar tail. Relative to the value, plus 1e-36:
+// below about -88.7 exp(-g) overflows float and silu is -0 (std::exp too) where it is ~1e-37.
+TEST_P(CpuOps, SiluKernelMatchesDoubleReference) {
+  std::vector<float> g;
+  for (float v = -100.0f; v <= 100.0f; v += 0.0137f) g.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 88.0f, 88.8f, -88.5f, -88.7f, -88.8f, -87.5f, -95.0f, -103.5f, 1e30f, -1e30f})
+    g.push_back(v);
+  const auto silu = vec_math_kernels(GetParam()).silu_mul;
+  for (size_t n : {g.size(), size_t{13}, size_t{1}}) {
+    std::vector<float> u(n), out(n + 1, 5.0f);
+    for (size_t i = 0; i < n; ++i) u[i] = i % 3 == 0 ? -1.5f : 1.0f;
+    silu(g.data(), u.data(), static_cast<int64_t>(n), out.data());
+    for (size_t i = 0; i < n; ++i) {
+      const double x = g[i], want = x / (1.0 + std::exp(-x)) * u[i];
+      ASSERT_NEAR(out[i], want, 4e-7 * std::fabs(want) + 1e-36) << "gate " << x << " (" << isa_name(GetParam()) << ")";
+    }
+    EXPECT_EQ(out[n], 5.0f);
+  }
+}
+
+// The softmax's exponentials: exp(p - shift) value by value against double, and their sum (the
+// scores a softmax sees: shift = the maximum, so every exponent is <= 0, down to where exp
+// underflows), with a scalar tail.
+TEST_P(CpuOps, ExpSumKernelMatchesDoubleReference) {
+  const auto exp_sum = vec_math_kernels(GetParam()).exp_sum;
+  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{100}, int64_t{1001}}) {
+    std::vector<float> p(static_cast<size_t>(n) + 1, 9.0f);
+    for (int64_t i = 0; i < n; ++i) p[static_cast<size_t>(i)] = 3.0f - 0.11f * static_cast<float>(i % 997);
+    const std::vector<float> in = p;
+    const float shift = 3.0f;
+    const float sum = exp_sum(p.data(), n, shift);
+    double want_sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = std::exp(static_cast<double>(in[static_cast<size_t>(i)]) - shift);
+      want_sum += want;
+      ASSERT_NEAR(p[static_cast<size_t>(i)], want, 4e-7 * want + 1e-40) << "i " << i << " (" << isa_name(GetParam()) << ")";
+    }
+    EXPECT_NEAR(sum, want_sum, 1e-6 * want_sum) << n;
+    EXPECT_EQ(p[static_cast<size_t>(n)], 9.0f);
   }
 }
 
