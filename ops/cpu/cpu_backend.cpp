@@ -233,9 +233,8 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
     // The first rows of both streams into L2 now; the kernels prefetch the rest as they go, the
     // same distance ahead (kv_rows_simd.h). V's head start arrives while the keys are scored.
     if (const size_t pf = decode_prefetch_bytes()) {
-      const size_t kb = static_cast<size_t>(n) * cache.k_row_bytes(), vb = static_cast<size_t>(n) * cache.v_row_bytes();
-      for (size_t o = 0; o < std::min(pf, kb); o += 64) __builtin_prefetch(K + o, 0, 2);
-      for (size_t o = 0; o < std::min(pf, vb); o += 64) __builtin_prefetch(V + o, 0, 2);
+      prefetch_lines_l2(K, std::min(pf, static_cast<size_t>(n) * cache.k_row_bytes()));
+      prefetch_lines_l2(V, std::min(pf, static_cast<size_t>(n) * cache.v_row_bytes()));
     }
     kv.scores(cache.k_type(), K, n, d, q + head0, ld, slots, scale, p.data(), n);
     for (int64_t j = 0; j < slots; ++j) inv[static_cast<size_t>(j)] = 1.0f / softmax_unnormalised(p.data() + j * n, n);

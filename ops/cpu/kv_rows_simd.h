@@ -13,15 +13,9 @@
 namespace jetmoe {
 namespace {
 
-// The cache lines of [p, p + bytes) into L2. Decode attention streams each KV head's rows once
-// (tens of KB at short contexts, MB at long ones); on the Xeon the L2 streamer stops at every 4 KiB
-// page, so the kernels prefetch the row decode_prefetch_bytes() ahead (quant/stream_prefetch.h).
-inline void prefetch_lines(const uint8_t* p, size_t bytes) {
-  const auto first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
-  for (uintptr_t a = first; a < reinterpret_cast<uintptr_t>(p) + bytes; a += 64)
-    __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 2);
-}
-
+// Decode attention streams each KV head's rows once (tens of KB at short contexts, MB at long
+// ones); on the Xeon the L2 streamer stops at every 4 KiB page, so scores and accumulate prefetch
+// the row decode_prefetch_bytes() ahead (quant/stream_prefetch.h; 0 = none, as on AMD).
 template <class V>
 void kv_widen_simd(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, float* out) {
   constexpr int64_t W = V::width;
@@ -85,7 +79,7 @@ void scores_rows(const uint8_t* rows, int64_t n, int64_t d, const float* q, int6
   const size_t rb = dtype_row_bytes(T, static_cast<size_t>(d));
   const int64_t nv = d / W;
   for (int64_t r = 0; r < n; ++r) {
-    if (pf) prefetch_lines(rows + static_cast<size_t>(r) * rb + pf, rb);
+    if (pf) prefetch_lines_l2(rows + static_cast<size_t>(r) * rb + pf, rb);
     const RowReader<V, T> R(rows + static_cast<size_t>(r) * rb, d);
     typename V::vec acc[NQ][2];
     for (int j = 0; j < NQ; ++j) acc[j][0] = acc[j][1] = V::zero();
@@ -116,7 +110,7 @@ void accumulate_piece(const uint8_t* rows, int64_t n, int64_t d, int64_t k0, con
   for (int j = 0; j < NQ; ++j)
     for (int v = 0; v < NV; ++v) acc[j][v] = V::zero();
   for (int64_t r = 0; r < n; ++r) {
-    if (pf) prefetch_lines(rows + static_cast<size_t>(r) * rb + pf, rb);
+    if (pf) prefetch_lines_l2(rows + static_cast<size_t>(r) * rb + pf, rb);
     const RowReader<V, T> R(rows + static_cast<size_t>(r) * rb, d);
     typename V::vec c[NQ];
     for (int j = 0; j < NQ; ++j) c[j] = V::set1(p[j * ldp + r]);
