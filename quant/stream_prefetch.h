@@ -1,7 +1,8 @@
 // How far ahead the one-token (decode) kernels prefetch their weight stream, in bytes: those of
 // the interleaved int8/int4 layouts, GGUF-layout Q4_K (mmapped files) and the float
-// (F32/BF16/F16) row kernel; 0 = no software prefetch, the hardware prefetchers alone. (The
-// GGUF-layout Q8_0/Q4_0 kernels keep their own fixed 2 KiB, measured on Zen 5.)
+// (F32/BF16/F16) row kernel, and decode attention's KV rows (ops/cpu/kv_rows_simd.h); 0 = no
+// software prefetch, the hardware prefetchers alone. (The GGUF-layout Q8_0/Q4_0 kernels keep
+// their own fixed 2 KiB, measured on Zen 5.)
 //
 // Why it depends on the CPU: one core of a many-core Intel Xeon reads memory at a rate set by how
 // many cache-line misses it keeps in flight, and its L2 streamer stops at every 4 KiB boundary;
