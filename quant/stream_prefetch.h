@@ -21,15 +21,19 @@
 
 namespace jetmoe {
 
-// Asks for the cache lines of [p, p + bytes) to be brought into L2 (a hint: never faults, so it
-// may run past the end of a buffer). For streams whose lines a kernel reads soon after. Static:
-// the per-ISA files include this with their own -m flags, and an inline function with external
-// linkage could reach portable code compiled with them.
-static inline void prefetch_lines_l2(const void* p, size_t bytes) {
+// Asks for every cache line of [p, p + bytes) (a hint: never faults, so it may run past the end
+// of a buffer). Static: the per-ISA files include this with their own -m flags, and an inline
+// function with external linkage could reach portable code compiled with them.
+template <int kWrite, int kLocality>
+static inline void prefetch_lines(const void* p, size_t bytes) {
   const auto begin = reinterpret_cast<uintptr_t>(p);
   for (uintptr_t a = begin & ~uintptr_t{63}; a < begin + bytes; a += 64)
-    __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 2);
+    __builtin_prefetch(reinterpret_cast<const void*>(a), kWrite, kLocality);
 }
+// Into L2, for reading: streams whose lines a kernel reads soon after.
+static inline void prefetch_lines_l2(const void* p, size_t bytes) { prefetch_lines<0, 2>(p, bytes); }
+// Into L1 with write intent: lines about to be stored to.
+static inline void prefetch_lines_for_write(void* p, size_t bytes) { prefetch_lines<1, 3>(p, bytes); }
 
 // The distance in use: JETMOE_PREFETCH if set, else decode_prefetch_default(). Throws
 // std::runtime_error naming the variable when its value is not a valid distance.

@@ -119,21 +119,23 @@ void CpuBackend::matmul_float_gemm(const MatmulJob& j) {
 const float* CpuBackend::rope_table(const int32_t* pos, int64_t T, int64_t head_dim, float theta) {
   const int64_t half = head_dim / 2;
   RopeTable& r = rope_table_;
-  if (r.theta == theta && r.head_dim == head_dim && r.pos.size() == static_cast<size_t>(T) &&
-      std::equal(r.pos.begin(), r.pos.end(), pos))
+  const bool same_freq = r.theta == theta && r.head_dim == head_dim;
+  if (same_freq && r.pos.size() == static_cast<size_t>(T) && std::equal(r.pos.begin(), r.pos.end(), pos))
     return r.cos_sin.data();
-  r.theta = theta;
-  r.head_dim = head_dim;
+  if (!same_freq) {
+    r.theta = theta;
+    r.head_dim = head_dim;
+    r.inv_freq.resize(static_cast<size_t>(half));
+    for (int64_t m = 0; m < half; ++m)
+      r.inv_freq[static_cast<size_t>(m)] =
+          1.0f / std::pow(theta, static_cast<float>(2 * m) / static_cast<float>(head_dim));
+  }
   r.pos.assign(pos, pos + T);
-  std::vector<float> inv_freq(static_cast<size_t>(half));
-  for (int64_t m = 0; m < half; ++m)
-    inv_freq[static_cast<size_t>(m)] =
-        1.0f / std::pow(theta, static_cast<float>(2 * m) / static_cast<float>(head_dim));
   r.cos_sin.resize(static_cast<size_t>(T * 2 * half));
   for (int64_t t = 0; t < T; ++t) {
     float* c = r.cos_sin.data() + t * 2 * half;
     for (int64_t m = 0; m < half; ++m) {
-      const float a = static_cast<float>(pos[t]) * inv_freq[static_cast<size_t>(m)];
+      const float a = static_cast<float>(pos[t]) * r.inv_freq[static_cast<size_t>(m)];
       c[m] = std::cos(a);
       c[half + m] = std::sin(a);
     }
@@ -169,17 +171,14 @@ void CpuBackend::kv_store(KvCache& cache, int layer, const float* k, const float
   // A decode step's rows go to 2 x kv_heads places far apart that the weight stream has evicted:
   // asking for every line before the first store lets the misses overlap (Xeon VM, 32 rows of 512
   // bytes after 30 MB streamed: 5.6 -> 3.1 us per layer).
-  if (T <= 2) {
-    const auto want = [](uint8_t* p, size_t bytes) {
-      for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 1, 3);
-      __builtin_prefetch(p + bytes - 1, 1, 3);
-    };
+  if (T <= 2)
     for (int64_t t = 0; t < T; ++t)
       for (int h = 0; h < cache.kv_heads(); ++h) {
-        want(cache.k_rows(layer, h) + static_cast<size_t>(pos[t]) * cache.k_row_bytes(), cache.k_row_bytes());
-        want(cache.v_rows(layer, h) + static_cast<size_t>(pos[t]) * cache.v_row_bytes(), cache.v_row_bytes());
+        prefetch_lines_for_write(cache.k_rows(layer, h) + static_cast<size_t>(pos[t]) * cache.k_row_bytes(),
+                                 cache.k_row_bytes());
+        prefetch_lines_for_write(cache.v_rows(layer, h) + static_cast<size_t>(pos[t]) * cache.v_row_bytes(),
+                                 cache.v_row_bytes());
       }
-  }
   for (int64_t t = 0; t < T; ++t) {
     const size_t p = static_cast<size_t>(pos[t]);
     for (int h = 0; h < cache.kv_heads(); ++h) {
@@ -192,10 +191,10 @@ void CpuBackend::kv_store(KvCache& cache, int layer, const float* k, const float
 namespace {
 
 // softmax in place over p[0..n); returns the sum of the exponentials (the caller divides by it).
-float softmax_unnormalised(float* p, int64_t n) {
+float softmax_unnormalised(float* p, int64_t n, const VecMathKernels& vm) {
   float mx = -INFINITY;
   for (int64_t j = 0; j < n; ++j) mx = std::max(mx, p[j]);
-  return vec_math_kernels(active_isa()).exp_sum(p, n, mx);
+  return vm.exp_sum(p, n, mx);
 }
 
 }  // namespace
@@ -218,6 +217,8 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
   const int64_t items = T * nkv;
   const int64_t work = items * slots * (slot[T - 1] + 1) * d;
   const KvRowKernels& kv = kv_row_kernels(active_isa());
+  const VecMathKernels& vm = vec_math_kernels(active_isa());
+  const size_t pf = decode_prefetch_bytes();
   const int64_t ld = nkv * d;  // from one slot's query (and output) head to the next slot's
   const auto item = [&](int64_t it) {
     static thread_local std::vector<float> p, inv;  // kept between calls: no allocation per token
@@ -232,12 +233,12 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
     const int64_t head0 = (t * slots * nkv + h) * d;  // q and out are [T, slots, nkv, d]
     // The first rows of both streams into L2 now; the kernels prefetch the rest as they go, the
     // same distance ahead (kv_rows_simd.h). V's head start arrives while the keys are scored.
-    if (const size_t pf = decode_prefetch_bytes()) {
+    if (pf) {
       prefetch_lines_l2(K, std::min(pf, static_cast<size_t>(n) * cache.k_row_bytes()));
       prefetch_lines_l2(V, std::min(pf, static_cast<size_t>(n) * cache.v_row_bytes()));
     }
     kv.scores(cache.k_type(), K, n, d, q + head0, ld, slots, scale, p.data(), n);
-    for (int64_t j = 0; j < slots; ++j) inv[static_cast<size_t>(j)] = 1.0f / softmax_unnormalised(p.data() + j * n, n);
+    for (int64_t j = 0; j < slots; ++j) inv[static_cast<size_t>(j)] = 1.0f / softmax_unnormalised(p.data() + j * n, n, vm);
     kv.accumulate(cache.v_type(), V, n, d, p.data(), n, slots, inv.data(), out + head0, ld);
   };
   WorkerTeam::shared().run(items, item, work >= kCpuParallelMinWork);
@@ -268,6 +269,7 @@ void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, con
   const int64_t n_items = static_cast<int64_t>(items.size());
   const int64_t work = T * slots * nkv * (slot[T - 1] + 1 - (first ? first[0] : 0)) * d;
   const KvWidenFn widen = kv_row_kernels(active_isa()).widen;
+  const VecMathKernels& vm = vec_math_kernels(active_isa());
 #pragma omp parallel if (work >= kCpuParallelMinWork)
   {
     static thread_local std::vector<float> S, Kf, Vf;  // kept between calls, grown as needed
@@ -295,7 +297,7 @@ void CpuBackend::attention_prefill(const float* q, int64_t T, int64_t slots, con
         for (int64_t r = 0; r < nq; ++r) {
           float* row = S.data() + r * nk;
           const int64_t n = slot[w.t0 + r] + 1 - k0;  // causal: keys up to this token's own slot
-          const float inv = 1.0f / softmax_unnormalised(row, n);
+          const float inv = 1.0f / softmax_unnormalised(row, n, vm);
           for (int64_t c = 0; c < n; ++c) row[c] *= inv;
           std::fill(row + n, row + nk, 0.0f);
         }

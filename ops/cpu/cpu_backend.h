@@ -54,10 +54,12 @@ class CpuBackend : public Backend {
                          const KvCache& cache, int layer, float* out);
 
   // rope's cos/sin table ([T][cos half | sin half]) for the last positions asked, kept between
-  // calls: decode asks for the same position 2 x layers times per step.
+  // calls: decode asks for the same position 2 x layers times per step. inv_freq belongs to
+  // (theta, head_dim) and is computed when they change.
   struct RopeTable {
     float theta = 0.0f;
     int64_t head_dim = 0;
+    std::vector<float> inv_freq;
     std::vector<int32_t> pos;
     std::vector<float> cos_sin;
   };
