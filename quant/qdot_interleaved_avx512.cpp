@@ -44,6 +44,7 @@ namespace {
 // Software prefetch into L2 (quant/stream_prefetch.h says when and why): on the Xeon VM the
 // kernels and the read probe streamed faster this way than into L1.
 inline void prefetch_l2(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1); }
+inline void prefetch_l1(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
 inline __m512i bcast4(const int8_t* p) {
   int32_t v;
@@ -173,6 +174,11 @@ void matvec(const MatArgs& a) {
         const uint8_t* p = G + o.quants + a.prefetch;
         for (size_t l = 0; l < 16 * F::kQuantBytes; l += 64) prefetch_l2(p + l);
         if (b % 2 == 0) prefetch_l2(G + o.scales + a.prefetch);
+      }
+      if (a.prefetch_l1) {  // the same lines again, nearer, into L1 (quant/stream_prefetch.h)
+        const uint8_t* p = G + o.quants + a.prefetch_l1;
+        for (size_t l = 0; l < 16 * F::kQuantBytes; l += 64) prefetch_l1(p + l);
+        if (b % 2 == 0) prefetch_l1(G + o.scales + a.prefetch_l1);
       }
       const __m512i s = F::block_sum(G + o.quants, x[b]);
       const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(G + o.scales)));

@@ -33,6 +33,7 @@ struct MatArgs {
   int64_t T;
   int64_t r0, r1;
   size_t prefetch = 0;  // one-token kernels: prefetch distance in bytes (0 = none; quant/stream_prefetch.h)
+  size_t prefetch_l1 = 0;  // and the shorter one into L1 (l1_prefetch_bytes(prefetch))
 };
 
 using KernelFn = void (*)(const MatArgs&);

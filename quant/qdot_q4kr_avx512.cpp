@@ -121,6 +121,9 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
         if (a.prefetch)
           for (size_t l = kQ4KRPrefetchLines * static_cast<size_t>(c); l < kQ4KRPrefetchLines * static_cast<size_t>(c + 1); ++l)
             _mm_prefetch(reinterpret_cast<const char*>(blk + a.prefetch + 64 * l), _MM_HINT_T1);
+        if (a.prefetch_l1)  // the same lines again, nearer, into L1 (quant/stream_prefetch.h)
+          for (size_t l = kQ4KRPrefetchLines * static_cast<size_t>(c); l < kQ4KRPrefetchLines * static_cast<size_t>(c + 1); ++l)
+            _mm_prefetch(reinterpret_cast<const char*>(blk + a.prefetch_l1 + 64 * l), _MM_HINT_T0);
         __m512i se = _mm512_setzero_si512(), so = _mm512_setzero_si512();
         for (int k = 0; k < 8; ++k) {
           const __m512i v = _mm512_loadu_si512(q + 64 * k);

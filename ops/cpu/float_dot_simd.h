@@ -21,19 +21,23 @@ inline typename V::vec load_w(const void* base, int64_t i) {
 }
 
 // Up to 4 tokens share each loaded weight vector: the weight row is read from memory once. One
-// token (decode) prefetches the row prefetch bytes ahead into L2, like the int8/int4 decode
-// kernels (quant/stream_prefetch.h: rows are contiguous, so this runs into the next rows).
+// token (decode) prefetches the row prefetch bytes ahead into L2 and half that into L1, like the
+// int8/int4 decode kernels (quant/stream_prefetch.h: rows are contiguous, so this runs into the
+// next rows).
 template <class V, DType WT, int NT>
 void dot_tokens(const void* row, const float* x, int64_t ldx, int64_t n, float* out, size_t prefetch) {
   constexpr int64_t W = V::width;
   constexpr size_t kStepBytes = 2 * W * (WT == DType::F32 ? 4 : 2);
+  const size_t prefetch_l1 = l1_prefetch_bytes(prefetch);
   typename V::vec acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = V::zero();
   int64_t i = 0;
   for (; i + 2 * W <= n; i += 2 * W) {
     if (NT == 1 && prefetch) {
-      const char* p = static_cast<const char*>(row) + static_cast<size_t>(i) * (kStepBytes / (2 * W)) + prefetch;
-      for (size_t l = 0; l < kStepBytes; l += 64) __builtin_prefetch(p + l, 0, 2);
+      const char* p = static_cast<const char*>(row) + static_cast<size_t>(i) * (kStepBytes / (2 * W));
+      for (size_t l = 0; l < kStepBytes; l += 64) __builtin_prefetch(p + prefetch + l, 0, 2);
+      if (prefetch_l1)
+        for (size_t l = 0; l < kStepBytes; l += 64) __builtin_prefetch(p + prefetch_l1 + l, 0, 3);
     }
     const auto w0 = load_w<V, WT>(row, i), w1 = load_w<V, WT>(row, i + W);
     for (int t = 0; t < NT; ++t) {

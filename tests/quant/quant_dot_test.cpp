@@ -331,7 +331,8 @@ TEST(QuantDot, EveryIsaReadsWeightsAtAnyAlignment) {
 
 TEST(QuantDot, DecodePrefetchDistanceChangesNoResult) {
   // The one-token kernels (interleaved layouts, and GGUF-layout Q4_K) prefetch ahead of the
-  // stream by the process-wide distance (quant/stream_prefetch.h); every distance must give the
+  // stream by the process-wide distance, the interleaved ones also half of it into L1
+  // (quant/stream_prefetch.h); every distance must give the
   // scalar kernel's sums, including sub-ranges whose prefetches run past the end of the weights.
   const size_t saved = decode_prefetch_bytes();
   for (size_t distance : {size_t{0}, size_t{64}, size_t{4096}, size_t{65536}}) {
@@ -358,6 +359,11 @@ TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
     }
   }
   EXPECT_EQ(decode_prefetch_bytes(), saved);
+  // The kernels' second, nearer prefetch into L1: half the distance in whole lines, none with none.
+  EXPECT_EQ(l1_prefetch_bytes(4096), 2048u);
+  EXPECT_EQ(l1_prefetch_bytes(192), 64u);
+  EXPECT_EQ(l1_prefetch_bytes(64), 0u);
+  EXPECT_EQ(l1_prefetch_bytes(0), 0u);
   const std::string vendor = cpu_vendor();
   EXPECT_EQ(decode_prefetch_default(), vendor == "GenuineIntel" ? 4096u : 0u) << vendor;
 }
