@@ -38,9 +38,9 @@ static inline void prefetch_lines_for_write(void* p, size_t bytes) { prefetch_li
 // The one-token kernels of the interleaved int8/int4 layouts (Q8_0R, Q4_0R, Q4_KR) and the float
 // row kernel ask for each line a second time, l1_prefetch_bytes() ahead, into L1. What kept the
 // int4 kernels from the probe's rate was their arithmetic per byte, not their loads: Q4_0R and
-// Q8_0R share one loop and layout, and Q8_0R (half the arithmetic per byte) streamed at 99-101%
-// of the probe where Q4_0R made 91-95%; a Q4_0R with half its arithmetic (wrong sums, the same
-// loads) made 99%. With the lines in L1 by the time the loads reach them, fewer loads wait at
+// Q8_0R share one loop and layout, and Q8_0R (half the arithmetic per byte) streamed at 97-102%
+// of the probe where Q4_0R made 86-97%; a Q4_0R with half its arithmetic (wrong sums, the same
+// loads) made 99% where the real one made 91-93%. With the lines in L1 by the time the loads reach them, fewer loads wait at
 // the head of the reorder window and more of the arithmetic overlaps the stream. Xeon VM, a
 // harness alternating each kernel with the probe in one process (400 MB per pass, median of the
 // per-pass ratios), Q4_0R: 2 threads 87.5 -> 91.6-92.6% (L1 distances 512-2048), 88.5 -> 92.2-92.8,
