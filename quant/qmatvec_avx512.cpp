@@ -197,7 +197,8 @@ void prep_q4_k(const BlockQ8_K* x, int64_t nb, Q4KGroup* g) {
   }
 }
 
-inline void q4_k_row(const uint8_t* W, size_t stride, int64_t r, const Q4KGroup* g, int64_t nb, float* y, size_t pf) {
+inline void q4_k_row(const uint8_t* W, size_t stride, int64_t r, const Q4KGroup* g, int64_t nb, float* y, size_t pf,
+                     size_t pf_l1) {
   const BlockQ4_K* w = reinterpret_cast<const BlockQ4_K*>(W + static_cast<size_t>(r) * stride);
   const __m512i m4 = _mm512_set1_epi8(0x0f);
   // int16 scale lanes for the four products: [sc_a x 16 | sc_b x 16]
@@ -214,6 +215,12 @@ inline void q4_k_row(const uint8_t* W, size_t stride, int64_t r, const Q4KGroup*
       _mm_prefetch(p, _MM_HINT_T1);
       _mm_prefetch(p + 64, _MM_HINT_T1);
       _mm_prefetch(p + 143, _MM_HINT_T1);
+    }
+    if (pf_l1) {  // and again, nearer, into L1 (quant/stream_prefetch.h)
+      const char* p = reinterpret_cast<const char*>(w + b) + pf_l1;
+      _mm_prefetch(p, _MM_HINT_T0);
+      _mm_prefetch(p + 64, _MM_HINT_T0);
+      _mm_prefetch(p + 143, _MM_HINT_T0);
     }
     alignas(16) uint8_t sm[16];
     q4k_unpack_scales(w[b].scales, sm);
@@ -257,7 +264,7 @@ void avx512_matvec_q4_0(const MatArgs& a) { matvec<Q4Group, 4, prep_q4_0, q4_0_r
 void avx512_matvec_q4_k(const MatArgs& a) {
   Q4KGroup g[kMaxElems / 256];
   prep_q4_k(reinterpret_cast<const BlockQ8_K*>(a.X), a.nb, g);
-  for (int64_t r = a.r0; r < a.r1; ++r) q4_k_row(a.W, a.w_stride, r, g, a.nb, a.Y, a.prefetch);
+  for (int64_t r = a.r0; r < a.r1; ++r) q4_k_row(a.W, a.w_stride, r, g, a.nb, a.Y, a.prefetch, a.prefetch_l1);
 }
 
 void avx512_matvec_q8_0(const MatArgs& a) { matvec<Q8Group, 2, prep_q8_0, q8_0_row>(a); }
