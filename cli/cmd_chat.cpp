@@ -57,6 +57,11 @@ bool read_message(std::string& out) {
   out.clear();
   bool block = false;
   for (const char* prompt = "> ";;) {
+    // libedit prints the prompt first and only then switches the terminal to its own mode (at its
+    // first read), so a Ctrl-D pressed just as the prompt appeared met the cooked terminal, which
+    // turned it into an end-of-file mark that the switch then dropped: the chat ignored it (the pty
+    // test saw this once in 20-40 runs). Switching first closes that window.
+    rl_prep_terminal(1);
     std::unique_ptr<char, decltype(&std::free)> line(readline(prompt), &std::free);
     if (!line) return false;
     std::string s(line.get());
@@ -99,6 +104,7 @@ class ChatRepl {
     std::fprintf(stderr, "jetmoe chat: %s, context %d tokens. /help for commands; Ctrl-C stops a reply, Ctrl-D quits.\n",
                  lm_.files->path.c_str(), session_.ctx_size());
     install_sigint();
+    rl_initialize();  // once, before read_message's rl_prep_terminal needs the editor (readline would make it)
     std::string msg;
     while (read_message(msg)) {
       if (msg.empty()) continue;
