@@ -37,19 +37,19 @@ static inline void prefetch_lines_for_write(void* p, size_t bytes) { prefetch_li
 
 // The one-token kernels of the interleaved int8/int4 layouts (Q8_0R, Q4_0R, Q4_KR), GGUF-layout
 // Q4_K and the float row kernel ask for each line a second time, l1_prefetch_bytes() ahead, into
-// L1. What kept the
-// int4 kernels from the probe's rate was their arithmetic per byte, not their loads: Q4_0R and
-// Q8_0R share one loop and layout, and Q8_0R (half the arithmetic per byte) streamed at 97-102%
-// of the probe where Q4_0R made 86-97%; a Q4_0R with half its arithmetic (wrong sums, the same
-// loads) made 99% where the real one made 91-93%. With the lines in L1 by the time the loads reach them, fewer loads wait at
-// the head of the reorder window and more of the arithmetic overlaps the stream. Xeon VM, a
-// harness alternating each kernel with the probe in one process (400 MB per pass, median of the
-// per-pass ratios), Q4_0R: 2 threads 87.5 -> 91.6-92.6% (L1 distances 512-2048), 88.5 -> 92.2-92.8,
-// 87.6 -> 90.9; one thread 90.4 -> 100.0, 88.0 -> 91.8. 24-layer decode with both versions'
-// repetitions interleaved: 2 threads q4_0 93 -> 96%, q4_k 91 -> 95%; one thread q4_0 9.88 -> 10.42
-// tok/s, q4_k 10.10 -> 10.33, q8_0 6.39 -> 6.65; bf16 (8 layers) one thread 92 -> 96%, two 89 -> 90%.
-// GGUF-layout Q4_K (mmapped .gguf files), kernel bench, one thread from memory, three alternating
-// pairs: 11.5 / 11.2 / 9.0 -> 12.4 / 11.0 / 10.9 GB/s.
+// L1. What kept the int4 kernels from the probe's rate was their arithmetic per byte, not their
+// loads: Q4_0R and Q8_0R share one loop and layout, and Q8_0R (half the arithmetic per byte)
+// streamed at 97-102% of the probe where Q4_0R made 86-97%; a Q4_0R with half its arithmetic
+// (wrong sums, the same loads) made 99% where the real one made 91-93%. With the lines in L1 by
+// the time the loads reach them, fewer loads wait at the head of the reorder window and more of
+// the arithmetic overlaps the stream. Xeon VM, a harness alternating each kernel with the probe
+// in one process (400 MB per pass, median of the per-pass ratios), Q4_0R: 2 threads 87.5 ->
+// 91.6-92.6% (L1 distances 512-2048), 88.5 -> 92.2-92.8, 87.6 -> 90.9; one thread 90.4 -> 100.0,
+// 88.0 -> 91.8. 24-layer decode with both versions' repetitions interleaved: 2 threads q4_0 93 ->
+// 96%, q4_k 91 -> 95%; one thread q4_0 9.88 -> 10.42 tok/s, q4_k 10.10 -> 10.33, q8_0 6.39 ->
+// 6.65; bf16 (8 layers) one thread 92 -> 96%, two 89 -> 90%. GGUF-layout Q4_K (mmapped .gguf
+// files), kernel bench, one thread from memory, three alternating pairs: 11.5 / 11.2 / 9.0 ->
+// 12.4 / 11.0 / 10.9 GB/s.
 // Half the L2 distance, in whole lines (2048 bytes at the Intel default); 0 when that is 0.
 // Static for the reason prefetch_lines is.
 static inline size_t l1_prefetch_bytes(size_t l2_distance) { return l2_distance / 2 / 64 * 64; }

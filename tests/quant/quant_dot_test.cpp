@@ -331,9 +331,9 @@ TEST(QuantDot, EveryIsaReadsWeightsAtAnyAlignment) {
 
 TEST(QuantDot, DecodePrefetchDistanceChangesNoResult) {
   // The one-token kernels (interleaved layouts, and GGUF-layout Q4_K) prefetch ahead of the
-  // stream by the process-wide distance, the interleaved ones also half of it into L1
-  // (quant/stream_prefetch.h); every distance must give the
-  // scalar kernel's sums, including sub-ranges whose prefetches run past the end of the weights.
+  // stream by the process-wide distance into L2 and by half of it into L1
+  // (quant/stream_prefetch.h); every distance must give the scalar kernel's sums, including
+  // sub-ranges whose prefetches run past the end of the weights.
   const size_t saved = decode_prefetch_bytes();
   for (size_t distance : {size_t{0}, size_t{64}, size_t{4096}, size_t{65536}}) {
     set_decode_prefetch_bytes(distance);
