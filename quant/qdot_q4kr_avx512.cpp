@@ -24,16 +24,10 @@
 #if JETMOE_QDOT_AVX512
 #include <immintrin.h>
 
-#include <cstring>
+#include "quant/vnni_avx512.h"
 
 namespace jetmoe::qdot_detail {
 namespace {
-
-inline __m512i bcast4(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
-}
 
 // vpshufb index that moves byte j of every int32 lane to its low byte (the rest zero).
 inline __m512i byte_to_lane(int j) {
@@ -109,7 +103,8 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
     if constexpr (NT == 1) {
       // Decode: each quant register is loaded once for both of its sub-blocks, and the two
       // sub-blocks' dot products are two independent chains (on Zen 4, one thread, in L2:
-      // 1.2x the speed of one sub-block at a time).
+      // 1.2x the speed of one sub-block at a time), their activation bytes broadcast memory
+      // operands (quant/vnni_avx512.h: a third fewer instructions per byte).
 #pragma GCC unroll 4
       for (int c = 0; c < 4; ++c) {
         const uint8_t* q = blk + 512 * static_cast<size_t>(c);
@@ -127,8 +122,8 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
         __m512i se = _mm512_setzero_si512(), so = _mm512_setzero_si512();
         for (int k = 0; k < 8; ++k) {
           const __m512i v = _mm512_loadu_si512(q + 64 * k);
-          se = _mm512_dpbusd_epi32(se, _mm512_and_si512(v, lo4), bcast4(xq + 4 * k));
-          so = _mm512_dpbusd_epi32(so, _mm512_and_si512(v, hi4), bcast4(xq + 32 + 4 * k));
+          se = dpbusd_bcast4(se, _mm512_and_si512(v, lo4), xq + 4 * k);
+          so = dpbusd_bcast4(so, _mm512_and_si512(v, hi4), xq + 32 + 4 * k);
         }
         isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(se, sub_scale(sc, 2 * c)));
         iodd[0] = _mm512_add_epi32(iodd[0], _mm512_mullo_epi32(so, sub_scale(sc, 2 * c + 1)));
