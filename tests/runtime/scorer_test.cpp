@@ -123,7 +123,9 @@ TEST_F(ScorerTest, TopKAlternativesAreSortedAndIncludeTheArgmax) {
     EXPECT_GE(t.top[0].second, t.top[1].second);
     EXPECT_GE(t.top[1].second, t.top[2].second);
     EXPECT_GE(t.top[0].second, t.logprob - 1e-9);
-    if (t.is_argmax) EXPECT_EQ(t.top[0].first, t.id);
+    if (t.is_argmax) {
+      EXPECT_EQ(t.top[0].first, t.id);
+    }
   }
 }
 
