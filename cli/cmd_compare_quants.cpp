@@ -147,12 +147,6 @@ nlohmann::json in_child(const std::string& what, const std::function<nlohmann::j
   return j;
 }
 
-std::string fmt(double v, int prec) {
-  char b[64];
-  std::snprintf(b, sizeof b, "%.*f", prec, v);
-  return b;
-}
-
 void run_compare(const CompareOptions& o) {
   const std::string path = o.model.resolved_model();
   // Tokenize in the parent: only the tokenizer and config are touched (weights stay unmapped pages).
