@@ -479,7 +479,7 @@ void add_bench_command(CLI::App& app) {
   sub->add_option("--json-file", o->json_file, "Also write the JSON object to this file");
   sub->add_option("--prefetch", o->prefetch,
                   "Decode prefetch distances in bytes to compare, comma-separated, e.g. 0,4096: one decode row each, repetitions "
-                  "interleaved (default: this CPU's setting, JETMOE_PREFETCH or 4096 on Intel, 0 elsewhere)");
+                  "interleaved (default: this CPU's setting, JETMOE_PREFETCH or 8192 on Intel, 0 elsewhere)");
   sub->add_option("--device", o->device, "Run on cpu or cuda (a CUDA build without a usable GPU falls back to the CPU, saying so)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   sub->callback([o] { run_bench(*o); });

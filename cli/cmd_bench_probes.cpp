@@ -48,13 +48,16 @@ uint64_t sum_range(const uint64_t* p, size_t begin, size_t end) {
 // must count it or the ratio would flatter them. PrefetchL1 = true asks for each line again 2 KiB
 // ahead into L1, as the decode kernels have done since 2026-12-04 evening (quant/stream_prefetch.h):
 // on the Xeon VM that loop read 3% more (median per-pass ratio 1.034 at one thread, 1.029 at
-// two; q8_0 decode had read at 101-102% of the probe without it).
-template <bool Prefetch, bool PrefetchL1 = false>
+// two; q8_0 decode had read at 101-102% of the probe without it). Distance = 8192 and 16384 are
+// the same loop further ahead (L1 at half): when the decode kernels' default went to 8 KiB
+// (quant/stream_prefetch.h), this loop read 1-2% more at 8 KiB than at 4 KiB too (Xeon VM,
+// median per-pass ratio 1.009 at one thread, 1.021 at two), so the probe tries those distances.
+template <bool Prefetch, bool PrefetchL1 = false, size_t Distance = 4096>
 __attribute__((target("avx2"))) uint64_t sum_range_avx2(const uint64_t* p, size_t begin, size_t end) {
   __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
   for (size_t i = begin; i < end; i += 8) {
-    if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(p + i) + 4096, _MM_HINT_T1);
-    if constexpr (PrefetchL1) _mm_prefetch(reinterpret_cast<const char*>(p + i) + 2048, _MM_HINT_T0);
+    if constexpr (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(p + i) + Distance, _MM_HINT_T1);
+    if constexpr (PrefetchL1) _mm_prefetch(reinterpret_cast<const char*>(p + i) + Distance / 2, _MM_HINT_T0);
     a0 = _mm256_add_epi64(a0, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i)));
     a1 = _mm256_add_epi64(a1, _mm256_load_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
   }
@@ -74,6 +77,8 @@ std::vector<SumFn> sum_loops() {
     f.push_back(sum_range_avx2<false>);
     f.push_back(sum_range_avx2<true>);
     f.push_back(sum_range_avx2<true, true>);
+    f.push_back(sum_range_avx2<true, true, 8192>);
+    f.push_back(sum_range_avx2<true, true, 16384>);
   }
 #endif
   return f;

@@ -30,7 +30,7 @@ std::atomic<long long> g_distance{-1};
 
 }  // namespace
 
-size_t decode_prefetch_default() { return cpu_vendor() == "GenuineIntel" ? 4096 : 0; }
+size_t decode_prefetch_default() { return cpu_vendor() == "GenuineIntel" ? 8192 : 0; }
 
 size_t decode_prefetch_bytes() {
   long long v = g_distance.load(std::memory_order_acquire);

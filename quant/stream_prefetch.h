@@ -13,6 +13,15 @@
 // 83-98% of that probe, bf16 (8 layers) from 57-60% to 86-89%. On the Zen 4 / Zen 5 test VMs the
 // same prefetch made the kernels slower (24 vs 26-28 GB/s), so AMD and other CPUs default to 0.
 //
+// The Intel default was 4 KiB until the int4 loops issued fewer instructions per byte
+// (quant/vnni_avx512.h); streaming faster, they need more bytes in flight. Harness as in
+// vnni_avx512.h, 11264 x 2048, 2 threads, 4096 -> 8192 bytes: Q4_KR 95.6 -> 100.0% of the probe,
+// Q4_0R 97.9 -> 100.1%, Q8_0R 100.0 -> 100.5% (2048 x 5632 Q4_KR 95.8 -> 99.8%); 12288 no better
+// at 2 threads. 24-layer decode, distances interleaved in one process: one thread q4_k / q4_0
+// 95 -> 97% of the probe, q8_0 98% either way; two threads q4_k +1.5%, q4_0 and q8_0 within
+// noise; bf16 (8 layers) 93 -> 96% (one thread), 93 -> 95% (two). The read probe was given the
+// longer distance too (cli/cmd_bench_probes.cpp).
+//
 // JETMOE_PREFETCH=<bytes> (0 .. 65536, a multiple of 64) overrides the default.
 #pragma once
 #include <cstddef>
@@ -51,7 +60,7 @@ static inline void prefetch_lines_for_write(void* p, size_t bytes) { prefetch_li
 // files), kernel bench, one thread from memory, three alternating pairs: 11.5 / 11.2 / 9.0 ->
 // 12.4 / 11.0 / 10.9 GB/s.
 // (Later the int4 loops issued fewer instructions per byte: quant/vnni_avx512.h.)
-// Half the L2 distance, in whole lines (2048 bytes at the Intel default); 0 when that is 0.
+// Half the L2 distance, in whole lines (4096 bytes at the Intel default); 0 when that is 0.
 // Static for the reason prefetch_lines is.
 static inline size_t l1_prefetch_bytes(size_t l2_distance) { return l2_distance / 2 / 64 * 64; }
 
@@ -59,7 +68,7 @@ static inline size_t l1_prefetch_bytes(size_t l2_distance) { return l2_distance 
 // std::runtime_error naming the variable when its value is not a valid distance.
 size_t decode_prefetch_bytes();
 
-// This CPU's default: 4096 on Intel, 0 elsewhere.
+// This CPU's default: 8192 on Intel, 0 elsewhere.
 size_t decode_prefetch_default();
 
 // Overrides the distance for this process (benchmarks and tests); same range as the variable.

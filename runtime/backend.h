@@ -51,6 +51,12 @@ inline MatmulJob matmul_job(const float* x, int64_t T, const WeightView& W, floa
   return j;
 }
 
+// Memory that an op will read soon (Backend::read_soon).
+struct ReadRange {
+  const void* p = nullptr;
+  size_t bytes = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -74,6 +80,13 @@ class Backend {
   };
   virtual void begin_step(const StepShape& step) {}
   virtual void end_step(bool completed) {}
+
+  // A hint, before the op whose parallel loop comes last before `ranges` are read: what the op
+  // after it reads first (a decode step's next sublayer start reads its router rows, norm gain
+  // and bias, small tensors that tens of MB of weight streaming have evicted from every cache).
+  // The CPU backend fetches them on the calling thread once that loop has no more rows for it,
+  // while the other threads finish theirs. The ranges are copied. The default ignores it.
+  virtual void read_soon(const ReadRange* ranges, size_t n) {}
 
   // ---- Activation memory ----
   // `bytes` of the backend's memory, 64-byte aligned (never null; throws std::bad_alloc or

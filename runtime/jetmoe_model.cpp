@@ -172,6 +172,17 @@ void JetMoeModel::start_sublayer(const Act& a, int64_t T, const std::vector<floa
                    a.gates);
 }
 
+// Decode: the next sublayer's start reads the finished sublayer's bias, a norm gain and a router
+// (the final norm after the last layer: no router), all evicted by the layer's weight stream; the
+// backend may fetch them while the last loop before it ends (Backend::read_soon).
+void JetMoeModel::read_soon_next_start(const std::vector<float>& bias, const std::vector<float>& norm,
+                                       const WeightView& router) {
+  const ReadRange ranges[] = {{bias.data(), bias.size() * sizeof(float)},
+                              {norm.data(), norm.size() * sizeof(float)},
+                              {router.data, router.data ? router.nbytes() : 0}};
+  be_.read_soon(ranges, router.data ? 3 : 2);
+}
+
 // The k experts each token chose, copied to the routing trace (a host copy: the ids live in the
 // backend's memory).
 void JetMoeModel::trace_experts(const Act& a, int64_t T, std::vector<int32_t>& dst) {
@@ -203,6 +214,7 @@ void JetMoeModel::moa(const Act& a, int layer, int64_t T, const int32_t* pos, co
 
   // Output projections of the same experts (each slot's heads through its own expert); their
   // gated sum and the bias join the residual at the next sublayer's start.
+  if (T == 1) read_soon_next_start(s.moa_bias, s.post_norm, s.moe_router_view);
   be_.expert_matmul(a.att, T, k, true, a.experts, lw.moa.o_experts, a.y, nullptr);
 }
 
@@ -217,6 +229,11 @@ void JetMoeModel::moe(const Act& a, int layer, int64_t T, RoutingTrace* trace, c
 
   // z = W_in[e] m for each (token, slot), h = silu(gate) * up, then W_out[e] h into y, which joins
   // x at the next sublayer's start.
+  if (T == 1) {
+    const bool last = layer + 1 == cfg_.num_hidden_layers;
+    const LayerSmall& next = small_[static_cast<size_t>(last ? layer : layer + 1)];
+    read_soon_next_start(s.moe_bias, last ? final_norm_ : next.input_norm, last ? WeightView{} : next.moa_router_view);
+  }
   be_.expert_mlp(a.a, T, k, a.experts, lw.moe.w_in, lw.moe.w_out, a.z, a.h, a.y);
 }
 

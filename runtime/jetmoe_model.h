@@ -66,6 +66,7 @@ class JetMoeModel {
   void start_sublayer(const Act& a, int64_t T, const std::vector<float>& norm, const WeightView& router,
                       const float* pending_bias);
   void trace_experts(const Act& a, int64_t T, std::vector<int32_t>& dst);
+  void read_soon_next_start(const std::vector<float>& bias, const std::vector<float>& norm, const WeightView& router);
 
   JetMoeConfig cfg_;
   JetMoeWeights w_;

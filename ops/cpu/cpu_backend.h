@@ -42,6 +42,7 @@ class CpuBackend : public Backend {
                        float* x) override;
   void expert_mlp(const float* x, int64_t T, int64_t k, const int32_t* experts, const WeightView& w_in,
                   const WeightView& w_out, float* z, float* h, float* y) override;
+  void read_soon(const ReadRange* ranges, size_t n) override;
 
  private:
   // Jobs whose rows are split over threads (quantized weights, or few tokens): one parallel
@@ -76,6 +77,10 @@ class CpuBackend : public Backend {
   std::vector<uint8_t> act_q_;     // activations quantized for int8/int4 dot products, all jobs
   std::vector<size_t> act_off_;    // offset of each job's quantized activations in act_q_
   std::vector<RowChunk> chunks_;   // kept between calls: no allocation per decoded token
+  // read_soon's ranges waiting for the next matmul_row_jobs loop, those of the loop running, and
+  // those expert_mlp holds back for its second loop (three buffers that trade places: no
+  // allocation per decoded token).
+  std::vector<ReadRange> read_soon_, tail_reads_, held_reads_;
   struct QuantPiece {              // a piece of one job's activations to quantize
     int32_t job;
     int64_t t0, t1;                // tokens

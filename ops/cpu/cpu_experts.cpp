@@ -33,10 +33,11 @@ void CpuBackend::route_topk(const float* logits, int64_t T, int64_t E, int64_t k
 }
 
 // Decode's sublayer start. The router's E float rows (64 KB for JetMoE-8B) are in no cache by
-// then: a layer streams tens of MB between two routers, and one core reads them at its
-// miss-limited rate (~5 us on the Xeon VM, with the memory bus otherwise idle). Half the rows on
-// each of two threads fetch them in about half the time; each logit is the same row dot product
-// as matmul's.
+// then unless read_soon named them: a layer streams tens of MB between two routers, and one core
+// reads them at its miss-limited rate (~5 us on the Xeon VM, with the memory bus otherwise idle).
+// Named, the last loop's caller fetched them into its L2 and this thread computes every logit
+// (sublayer start 9.2 -> 6.4 us); not named, half the rows on each of two threads fetch them in
+// about half the time. Each logit is the same row dot product as matmul's.
 void CpuBackend::norm_route(const float* x, int64_t T, int64_t n, const float* gain, float eps, const WeightView& router,
                             int64_t k, float* a, float* logits, int32_t* experts, float* gates) {
   if (T != 1 || dtype_is_quantized(router.dtype) || router.cols() != n)
@@ -46,8 +47,11 @@ void CpuBackend::norm_route(const float* x, int64_t T, int64_t n, const float* g
   const FloatDotFn dot = float_dot_for(active_isa());
   const auto* base = static_cast<const uint8_t*>(router.data);
   const size_t rb = router.row_bytes();
-  WorkerTeam::shared().run(2, [&](int64_t half) {
-    for (int64_t e = half * E / 2; e < (half + 1) * E / 2; ++e)
+  const bool fetched = std::any_of(tail_reads_.begin(), tail_reads_.end(),
+                                   [&](const ReadRange& r) { return r.p == router.data; });
+  const int64_t parts = fetched ? 1 : 2;
+  WorkerTeam::shared().run(parts, [&](int64_t part) {
+    for (int64_t e = part * E / parts; e < (part + 1) * E / parts; ++e)
       dot(router.dtype, base + static_cast<size_t>(e) * rb, a, n, 1, n, logits + e);
   });
   route_topk(logits, T, E, k, experts, gates);
@@ -153,7 +157,17 @@ void CpuBackend::expert_matmul(const float* x, int64_t T, int64_t k, bool per_sl
 // Decode takes the copy-free path of expert_matmul.
 void CpuBackend::expert_mlp(const float* x, int64_t T, int64_t k, const int32_t* experts, const WeightView& w_in,
                             const WeightView& w_out, float* z, float* h, float* y) {
-  if (T == 1) return Backend::expert_mlp(x, T, k, experts, w_in, w_out, z, h, y);
+  if (T == 1) {
+    // Decode, copy-free (expert_matmul). A read_soon hint belongs to the second loop: what it
+    // names is read after W_out's rows, and W_in's would evict it from L2 again.
+    held_reads_.swap(read_soon_);
+    read_soon_.clear();
+    expert_matmul(x, T, k, false, experts, w_in, z, nullptr);
+    silu_mul(z, T * k, w_out.shape.back(), h);
+    read_soon_.swap(held_reads_);
+    expert_matmul(h, T, k, true, experts, w_out, y, nullptr);
+    return;
+  }
   if (w_in.shape.size() != 3 || w_out.shape.size() != 3)
     throw std::invalid_argument("expert_mlp: '" + w_in.name + "' / '" + w_out.name + "' are not [E, out, in] tensors");
   const int64_t E = w_in.shape[0], H = w_in.shape[2], F = w_out.shape[2], out = w_out.shape[1], n = T * k;

@@ -16,6 +16,7 @@
 #include "ops/cpu/float_dot.h"
 #include "ops/cpu/worker_team.h"
 #include "quant/qdot.h"
+#include "quant/stream_prefetch.h"
 
 namespace jetmoe {
 namespace {
@@ -36,6 +37,10 @@ constexpr int64_t kMinChunkRows = 64;
 // threads wait; with the team's workers spinning between loops a loop costs well under that.
 constexpr int64_t kQuantPieceElems = 1024;
 constexpr int64_t kQuantParallelElems = 4096;
+// How far before a loop's end its caller fetches the read_soon ranges: the last this many bytes
+// of weight rows (both threads' share) are a few microseconds of streaming, long enough for the
+// ranges (~80 KB for JetMoE-8B's sublayer start) to arrive, short enough for them to stay in L2.
+constexpr size_t kReadSoonLeadBytes = size_t{512} << 10;
 
 }  // namespace
 
@@ -100,9 +105,27 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
 
   const FloatDotFn dot = float_dot_for(active_isa());
   const int64_t n_chunks = static_cast<int64_t>(chunks_.size());
+  // The read_soon ranges: the caller fetches them when it claims one of the chunks that hold the
+  // loop's last kReadSoonLeadBytes of weight rows, or else once it has no more chunks to claim.
+  tail_reads_.swap(read_soon_);
+  read_soon_.clear();
+  int64_t lead_chunk = n_chunks;
+  for (size_t after = 0; !tail_reads_.empty() && lead_chunk > 0; --lead_chunk) {
+    const RowChunk& rc = chunks_[static_cast<size_t>(lead_chunk - 1)];
+    const MatmulJob& j = jobs[rc.job];
+    after += static_cast<size_t>(rc.r1 - rc.r0) * dtype_row_bytes(j.dtype, static_cast<size_t>(j.cols));
+    if (after > kReadSoonLeadBytes) break;
+  }
+  bool reads_fetched = tail_reads_.empty();  // touched by the caller only
+  const WorkerTeam::Tail fetch_reads = [&] {
+    if (reads_fetched) return;
+    reads_fetched = true;
+    for (const ReadRange& r : tail_reads_) prefetch_lines_l2(r.p, r.bytes);
+  };
   const auto run_chunk = [&](int64_t c) {
     const RowChunk& rc = chunks_[static_cast<size_t>(c)];
     const MatmulJob& j = jobs[rc.job];
+    if (c >= lead_chunk && !WorkerTeam::on_worker_thread()) fetch_reads();
     if (dtype_is_quantized(j.dtype)) {
       const uint8_t* xq = act_q_.data() + act_off_[static_cast<size_t>(rc.job)];
       if (j.T == 1)
@@ -120,7 +143,9 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
       for (int64_t t = 0; t < j.T; ++t) j.y[t * j.ldy + r] = out[t];
     }
   };
-  team.run(n_chunks, run_chunk, parallel);
+  team.run(n_chunks, run_chunk, parallel, &fetch_reads);
 }
+
+void CpuBackend::read_soon(const ReadRange* ranges, size_t n) { read_soon_.assign(ranges, ranges + n); }
 
 }  // namespace jetmoe

@@ -18,6 +18,8 @@ inline void cpu_relax() {
 #endif
 }
 
+thread_local bool t_worker = false;
+
 inline uint32_t epoch_of(uint64_t claim) { return static_cast<uint32_t>(claim >> 32); }
 
 // The low word of a claim when no item may be taken (at or past any loop's count).
@@ -70,7 +72,10 @@ void WorkerTeam::work(uint32_t epoch) {
   }
 }
 
+bool WorkerTeam::on_worker_thread() { return t_worker; }
+
 void WorkerTeam::worker_loop(uint32_t seen) {
+  t_worker = true;
   while (!stopping_.load(std::memory_order_acquire)) {
     // Spin for the next loop, checking the clock every 64 pauses; then sleep.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
@@ -93,11 +98,15 @@ void WorkerTeam::worker_loop(uint32_t seen) {
   }
 }
 
-void WorkerTeam::run(int64_t n_items, const Body& body, bool parallel) {
-  if (n_items <= 0) return;
+void WorkerTeam::run(int64_t n_items, const Body& body, bool parallel, const Tail* tail) {
+  if (n_items <= 0) {
+    if (tail) (*tail)();
+    return;
+  }
   const int threads = omp_get_max_threads();
   if (!parallel || n_items < 2 || threads < 2) {
     for (int64_t i = 0; i < n_items; ++i) body(i);
+    if (tail) (*tail)();
     return;
   }
   if (n_items >= kClosed) throw std::invalid_argument("WorkerTeam::run: too many items in one loop");
@@ -117,6 +126,14 @@ void WorkerTeam::run(int64_t n_items, const Body& body, bool parallel) {
   wake_.fetch_add(1, std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_seq_cst) > 0) wake_.notify_all();
   work(epoch_);
+  if (tail) {
+    try {  // the other threads' items still use `body`: wait for them before rethrowing
+      (*tail)();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+  }
   // Items still running on other threads: spin a while, then let the scheduler run them.
   for (int spins = 0; done_.load(std::memory_order_acquire) < n_items; ++spins) {
     if (spins < 4096)

@@ -37,6 +37,7 @@ namespace jetmoe {
 class WorkerTeam {
  public:
   using Body = std::function<void(int64_t item)>;
+  using Tail = std::function<void()>;
 
   // The process's team (created on first use).
   static WorkerTeam& shared();
@@ -48,8 +49,13 @@ class WorkerTeam {
 
   // Runs body(i) for every i in [0, n_items), spread over omp_get_max_threads() threads (this
   // one included); returns when all are done. Runs inline on this thread when `parallel` is false
-  // (the caller's "too little work to share"), n_items < 2 or one thread is asked.
-  void run(int64_t n_items, const Body& body, bool parallel = true);
+  // (the caller's "too little work to share"), n_items < 2 or one thread is asked. `tail` (may
+  // be null) runs on this thread once it has no more items to claim, before it waits for items
+  // still running elsewhere (CpuBackend: fetching what the next op reads, Backend::read_soon).
+  void run(int64_t n_items, const Body& body, bool parallel = true, const Tail* tail = nullptr);
+
+  // True on the team's worker threads, false on any caller of run().
+  static bool on_worker_thread();
 
   // Threads of the current team, the caller included (0 before the first parallel run).
   int threads() const { return static_cast<int>(workers_.size()) + (workers_.empty() ? 0 : 1); }

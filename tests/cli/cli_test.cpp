@@ -85,7 +85,9 @@ TEST(Cli, DeviceCudaRunsFallsBackOrSaysWhy) {
     return;
   }
   EXPECT_EQ(rc, 0) << err_and_out;
-  if (!cuda.usable) EXPECT_THAT(err_and_out, HasSubstr("running on the CPU instead"));
+  if (!cuda.usable) {
+    EXPECT_THAT(err_and_out, HasSubstr("running on the CPU instead"));
+  }
   ASSERT_EQ(run_command(cmd + " 2>/dev/null", &out), 0);
   EXPECT_EQ(nlohmann::json::parse(out)["generated_ids"], g["greedy"]["generated_ids"]);
 }

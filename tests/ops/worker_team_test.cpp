@@ -1,6 +1,6 @@
 // WorkerTeam (ops/cpu/worker_team.h): every item of every loop runs exactly once, on more than
 // one thread when asked, through many back-to-back loops (sleeping and spinning workers), thread
-// count changes and body exceptions.
+// count changes and body exceptions; the caller's tail runs once its claims are done.
 #include "ops/cpu/worker_team.h"
 
 #include <gtest/gtest.h>
@@ -108,6 +108,66 @@ TEST(WorkerTeam, RethrowsABodyExceptionAfterTheLoop) {
                std::runtime_error);
   EXPECT_EQ(ran.load(), 200);  // the other items still ran
   // and the team still works
+  std::atomic<int> again{0};
+  team.run(50, [&](int64_t) { again.fetch_add(1); });
+  EXPECT_EQ(again.load(), 50);
+}
+
+// The tail runs once, on the caller, when every item has been claimed (the caller found none
+// left), and run() still returns only after every item is done; items elsewhere run on workers.
+TEST(WorkerTeam, TailRunsOnTheCallerAfterItsLastClaim) {
+  ThreadCount tc(2);
+  WorkerTeam team;
+  const auto me = std::this_thread::get_id();
+  std::atomic<int> started{0}, done{0}, on_worker{0}, off_worker{0};
+  int tails = 0, started_at_tail = -1;
+  bool tail_on_caller = false, tail_on_worker = true;
+  const WorkerTeam::Tail tail = [&] {
+    ++tails;
+    started_at_tail = started.load();
+    tail_on_caller = std::this_thread::get_id() == me;
+    tail_on_worker = WorkerTeam::on_worker_thread();
+  };
+  team.run(
+      40,
+      [&](int64_t) {
+        started.fetch_add(1);
+        (std::this_thread::get_id() == me ? off_worker : on_worker).fetch_add(WorkerTeam::on_worker_thread() ? 1 : 0);
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+        done.fetch_add(1);
+      },
+      true, &tail);
+  EXPECT_EQ(tails, 1);
+  EXPECT_TRUE(tail_on_caller);
+  EXPECT_FALSE(tail_on_worker);
+  EXPECT_EQ(started_at_tail, 40);
+  EXPECT_EQ(done.load(), 40);
+  EXPECT_EQ(off_worker.load(), 0);  // the caller is never a worker thread
+  EXPECT_GT(on_worker.load(), 0);   // the worker's items are
+  // Inline runs (not parallel, and no items at all) run the tail after the items too.
+  int count = 0, count_at_tail = -1;
+  const WorkerTeam::Tail tail2 = [&] { count_at_tail = count; };
+  team.run(7, [&](int64_t) { ++count; }, false, &tail2);
+  EXPECT_EQ(count_at_tail, 7);
+  count_at_tail = -1;
+  team.run(0, [&](int64_t) { ++count; }, true, &tail2);
+  EXPECT_EQ(count_at_tail, 7);
+}
+
+TEST(WorkerTeam, RethrowsATailExceptionAfterTheItems) {
+  ThreadCount tc(2);
+  WorkerTeam team;
+  std::atomic<int> done{0};
+  const WorkerTeam::Tail tail = [] { throw std::runtime_error("tail"); };
+  EXPECT_THROW(team.run(
+                   50,
+                   [&](int64_t) {
+                     std::this_thread::sleep_for(std::chrono::microseconds(200));
+                     done.fetch_add(1);
+                   },
+                   true, &tail),
+               std::runtime_error);
+  EXPECT_EQ(done.load(), 50);
   std::atomic<int> again{0};
   team.run(50, [&](int64_t) { again.fetch_add(1); });
   EXPECT_EQ(again.load(), 50);

@@ -365,7 +365,7 @@ TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
   EXPECT_EQ(l1_prefetch_bytes(64), 0u);
   EXPECT_EQ(l1_prefetch_bytes(0), 0u);
   const std::string vendor = cpu_vendor();
-  EXPECT_EQ(decode_prefetch_default(), vendor == "GenuineIntel" ? 4096u : 0u) << vendor;
+  EXPECT_EQ(decode_prefetch_default(), vendor == "GenuineIntel" ? 8192u : 0u) << vendor;
 }
 
 TEST(QuantDot, DispatchUsesActiveIsa) {
