@@ -99,12 +99,8 @@ void WorkerTeam::worker_loop(uint32_t seen) {
 }
 
 void WorkerTeam::run(int64_t n_items, const Body& body, bool parallel, const Tail* tail) {
-  if (n_items <= 0) {
-    if (tail) (*tail)();
-    return;
-  }
   const int threads = omp_get_max_threads();
-  if (!parallel || n_items < 2 || threads < 2) {
+  if (!parallel || n_items < 2 || threads < 2) {  // inline (no items at all included)
     for (int64_t i = 0; i < n_items; ++i) body(i);
     if (tail) (*tail)();
     return;
