@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/cpu/row_lanes.h"
 #include "runtime/backend.h"
 
 namespace jetmoe {
@@ -67,16 +68,14 @@ class CpuBackend : public Backend {
   RopeTable rope_table_;
   const float* rope_table(const int32_t* pos, int64_t T, int64_t head_dim, float theta);
 
-  // A contiguous range of one job's rows: the unit of work of matmul_row_jobs.
-  struct RowChunk {
-    int32_t job;
-    int64_t r0, r1;
-  };
-
   std::vector<float> widen_;       // float copy of a chunk of weight rows for GEMM (never whole tensors)
   std::vector<uint8_t> act_q_;     // activations quantized for int8/int4 dot products, all jobs
   std::vector<size_t> act_off_;    // offset of each job's quantized activations in act_q_
-  std::vector<RowChunk> chunks_;   // kept between calls: no allocation per decoded token
+  // How matmul_row_jobs' threads share the rows (ops/cpu/row_lanes.h), and its inputs: kept
+  // between calls, no allocation per decoded token.
+  RowLanes lanes_;
+  std::vector<int64_t> lane_rows_;
+  std::vector<size_t> lane_row_bytes_;
   // read_soon's ranges waiting for the next matmul_row_jobs loop, those of the loop running, and
   // those expert_mlp holds back for its second loop (three buffers that trade places: no
   // allocation per decoded token).

@@ -3,11 +3,10 @@
 // quantized weights at any token count and float weights at few tokens (decode).
 //
 // All jobs of a group (e.g. the two experts a decode step selected) run in one parallel loop:
-// the rows are cut into contiguous chunks, long ones first and shorter ones last, handed out
-// dynamically (a thread that shares its core with another process simply takes fewer), and each
-// chunk streams its weight rows sequentially. Quantized weights are never dequantized to float
-// in memory: the activations are quantized once (int8 blocks) and the integer kernels of
-// quant/qdot.h run.
+// each thread streams its own contiguous lane of the rows, equal in bytes, and then steals pieces
+// from the backs of the others' (ops/cpu/row_lanes.h; a thread that shares its core with another
+// process simply takes fewer). Quantized weights are never dequantized to float in memory: the
+// activations are quantized once (int8 blocks) and the integer kernels of quant/qdot.h run.
 #include <omp.h>
 
 #include <algorithm>
@@ -21,25 +20,27 @@
 namespace jetmoe {
 namespace {
 
-// Row chunks are guided: each is 1/(kGuidedDivisor x threads) of the group's rows not yet cut
-// (rounded to kRowQuantum, at least kMinChunkRows), so the first chunks are long streams and the
-// last ones short, and the threads finish a loop within one short chunk of each other (equal
-// chunks of 1/8 of the group left one thread up to 1/8 of a loop idle at its end).
-constexpr int64_t kGuidedDivisor = 2;
-// Chunk sizes are multiples of this many rows (a multiple of every kernel's row tile).
+// Pieces are multiples of this many rows (a multiple of every kernel's row tile).
 constexpr int64_t kRowQuantum = 16;
-// The shortest chunk: 64 rows of a 2048-wide int4 matrix are 74 KB, a few microseconds of
-// streaming against well under a microsecond to claim and start a chunk.
-constexpr int64_t kMinChunkRows = 64;
+// The smallest piece, in weight bytes: about 2 us of one core's streaming on the Xeon VM, against
+// well under a microsecond to take a piece and start its stream. The threads end a loop within
+// about one such piece of each other.
+constexpr size_t kMinPieceBytes = size_t{32} << 10;
+// The largest piece a thread takes from its own lane: a piece is contiguous with the thread's
+// previous one, so cutting the lane finer costs a compare-and-swap per piece, and a thread the
+// scheduler stops (another process on its core) holds back at most this much of its lane from
+// the threads that would steal it (about 15 us of one core's streaming).
+constexpr size_t kMaxFrontPieceBytes = size_t{256} << 10;
 // Activation quantization: pieces of about this many elements (a multiple of every activation
 // block: 32 or 256), on the team from this many elements in all. Decode's activations are a few
 // thousand values, microseconds of work, but serial work on the caller's thread is time the other
 // threads wait; with the team's workers spinning between loops a loop costs well under that.
 constexpr int64_t kQuantPieceElems = 1024;
 constexpr int64_t kQuantParallelElems = 4096;
-// How far before a loop's end its caller fetches the read_soon ranges: the last this many bytes
-// of weight rows (both threads' share) are a few microseconds of streaming, long enough for the
-// ranges (~80 KB for JetMoE-8B's sublayer start) to arrive, short enough for them to stay in L2.
+// How far before a loop's end its caller fetches the read_soon ranges: once at most this many
+// bytes of weight rows are left to take (both threads' share) it is a few microseconds of
+// streaming, long enough for the ranges (~80 KB for JetMoE-8B's sublayer start) to arrive, short
+// enough for them to stay in L2.
 constexpr size_t kReadSoonLeadBytes = size_t{512} << 10;
 
 }  // namespace
@@ -50,12 +51,11 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
   // all fed the same normalised hidden state) share one quantized copy.
   act_off_.assign(n_jobs, 0);
   size_t act_bytes = 0;
-  int64_t total_rows = 0, work = 0;
+  int64_t work = 0;
   quant_pieces_.clear();
   int64_t quant_elems = 0;
   for (size_t i = 0; i < n_jobs; ++i) {
     const MatmulJob& j = jobs[i];
-    total_rows += j.rows;
     work += j.rows * j.cols * j.T;
     if (!dtype_is_quantized(j.dtype)) continue;
     size_t same = i;
@@ -91,41 +91,29 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
   team.run(static_cast<int64_t>(quant_pieces_.size()), quantize, quant_elems >= kQuantParallelElems);
 
   const bool parallel = work >= kCpuParallelMinWork;
-  const int64_t threads = parallel ? omp_get_max_threads() : 1;
-  chunks_.clear();
-  int64_t left = total_rows;
-  for (size_t i = 0; i < n_jobs; ++i)
-    for (int64_t r0 = 0; r0 < jobs[i].rows;) {
-      int64_t chunk = (left / (kGuidedDivisor * threads) + kRowQuantum - 1) / kRowQuantum * kRowQuantum;
-      chunk = std::min(std::max(chunk, kMinChunkRows), jobs[i].rows - r0);
-      chunks_.push_back({static_cast<int32_t>(i), r0, r0 + chunk});
-      r0 += chunk;
-      left -= chunk;
-    }
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  lane_rows_.clear();
+  lane_row_bytes_.clear();
+  for (size_t i = 0; i < n_jobs; ++i) {
+    lane_rows_.push_back(jobs[i].rows);
+    lane_row_bytes_.push_back(dtype_row_bytes(jobs[i].dtype, static_cast<size_t>(jobs[i].cols)));
+  }
+  lanes_.plan(lane_rows_, lane_row_bytes_, threads, kRowQuantum, kMinPieceBytes, kMaxFrontPieceBytes);
 
-  const FloatDotFn dot = float_dot_for(active_isa());
-  const int64_t n_chunks = static_cast<int64_t>(chunks_.size());
-  // The read_soon ranges: the caller fetches them when it claims one of the chunks that hold the
-  // loop's last kReadSoonLeadBytes of weight rows, or else once it has no more chunks to claim.
+  // The read_soon ranges: the caller fetches them once a piece it takes leaves at most
+  // kReadSoonLeadBytes of rows untaken, or else once it has no more pieces to take.
   tail_reads_.swap(read_soon_);
   read_soon_.clear();
-  int64_t lead_chunk = n_chunks;
-  for (size_t after = 0; !tail_reads_.empty() && lead_chunk > 0; --lead_chunk) {
-    const RowChunk& rc = chunks_[static_cast<size_t>(lead_chunk - 1)];
-    const MatmulJob& j = jobs[rc.job];
-    after += static_cast<size_t>(rc.r1 - rc.r0) * dtype_row_bytes(j.dtype, static_cast<size_t>(j.cols));
-    if (after > kReadSoonLeadBytes) break;
-  }
   bool reads_fetched = tail_reads_.empty();  // touched by the caller only
   const WorkerTeam::Tail fetch_reads = [&] {
     if (reads_fetched) return;
     reads_fetched = true;
     for (const ReadRange& r : tail_reads_) prefetch_lines_l2(r.p, r.bytes);
   };
-  const auto run_chunk = [&](int64_t c) {
-    const RowChunk& rc = chunks_[static_cast<size_t>(c)];
+  const FloatDotFn dot = float_dot_for(active_isa());
+  const auto run_piece = [&](const RowLanes::Piece& rc) {
     const MatmulJob& j = jobs[rc.job];
-    if (c >= lead_chunk && !WorkerTeam::on_worker_thread()) fetch_reads();
+    if (!reads_fetched && !WorkerTeam::on_worker_thread() && lanes_.bytes_left() <= kReadSoonLeadBytes) fetch_reads();
     if (dtype_is_quantized(j.dtype)) {
       const uint8_t* xq = act_q_.data() + act_off_[static_cast<size_t>(rc.job)];
       if (j.T == 1)
@@ -143,7 +131,9 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
       for (int64_t t = 0; t < j.T; ++t) j.y[t * j.ldy + r] = out[t];
     }
   };
-  team.run(n_chunks, run_chunk, parallel, &fetch_reads);
+  // One item per lane: whichever thread claims item k drains lane k first (the caller, claiming
+  // first, usually lane 0), then steals from the others.
+  team.run(threads, [&](int64_t lane) { lanes_.drain(static_cast<int>(lane), run_piece); }, parallel, &fetch_reads);
 }
 
 void CpuBackend::read_soon(const ReadRange* ranges, size_t n) { read_soon_.assign(ranges, ranges + n); }
