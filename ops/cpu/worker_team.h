@@ -1,5 +1,6 @@
 // WorkerTeam: the threads that run the CPU backend's many short parallel loops of a decode step
-// (the weight-row chunks of every matmul, attention over the KV heads).
+// (every matmul's weight rows, one item per thread's lane: ops/cpu/row_lanes.h; attention over
+// the KV heads).
 //
 // Why not an OpenMP region per loop: a decode step of JetMoE-8B runs about 150 of them, each a
 // few hundred microseconds of streaming. With passive waiting (which jetmoe needs, see
