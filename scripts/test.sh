@@ -49,7 +49,7 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_REL
 cmake --build build-asan -j"$JOBS" --target jetmoe_tests
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 OMP_NUM_THREADS=2 OMP_WAIT_POLICY=passive \
   ./build-asan/tests/jetmoe_tests --gtest_brief=1 \
-  --gtest_filter='Safetensors*:HfConfig*:Gguf*:ChatTemplate*:Sampler*:Quant*:Repack*:KvRows*:EveryIsa/CpuOps*:RoutedExperts*:*BackendOps*:*GoldenTest*' \
+  --gtest_filter='Safetensors*:HfConfig*:Gguf*:ChatTemplate*:Sampler*:Quant*:Repack*:KvRows*:RowLanes*:EveryIsa/CpuOps*:RoutedExperts*:*BackendOps*:*GoldenTest*' \
   2>&1 | tee build-asan/gtest.log
 asan_passed=$(grep -Eo 'PASSED  \] [0-9]+' build-asan/gtest.log | awk '{print $NF}')
 elapsed "sanitizer build + tests"
