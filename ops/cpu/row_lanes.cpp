@@ -105,40 +105,44 @@ size_t RowLanes::bytes_left() const {
   return static_cast<size_t>(left);
 }
 
-// The owner's next piece: 1 / lanes of what its lane has left (so a thief arriving now finds as
-// much left to steal as the owner just took), within the job's minimum and front maximum.
-bool RowLanes::take_front(int lane, Piece* p) {
+// The one compare-and-swap loop of both ends: cut(f, b) names the piece of a non-empty lane
+// [f, b) as {job, v0, v1} in virtual rows, at its front (v0 == f) or its back (v1 == b); the
+// lane keeps the rest.
+template <class Cut>
+bool RowLanes::take(int lane, Piece* p, Cut cut) {
   std::atomic<uint64_t>& ends = lane_[lane].ends;
   uint64_t w = ends.load(std::memory_order_acquire);
   for (;;) {
     const int64_t f = front_of(w), b = back_of(w);
     if (f >= b) return false;
-    const int j = job_at(f);
-    const int64_t want = std::clamp((b - f) / n_lanes_, min_rows_[static_cast<size_t>(j)], max_front_[static_cast<size_t>(j)]);
-    const int64_t e = std::min(up(j, f + want), b);
-    if (ends.compare_exchange_weak(w, pack(e, b), std::memory_order_acq_rel, std::memory_order_acquire)) {
-      *p = {j, f - begin_[static_cast<size_t>(j)], e - begin_[static_cast<size_t>(j)]};
+    const VirtualPiece c = cut(f, b);
+    const uint64_t rest = c.v0 == f ? pack(c.v1, b) : pack(f, c.v0);
+    if (ends.compare_exchange_weak(w, rest, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      const int64_t job_begin = begin_[static_cast<size_t>(c.job)];
+      *p = {c.job, c.v0 - job_begin, c.v1 - job_begin};
       return true;
     }
   }
 }
 
+// The owner's next piece: 1 / lanes of what its lane has left (so a thief arriving now finds as
+// much left to steal as the owner just took), within the job's minimum and front maximum.
+bool RowLanes::take_front(int lane, Piece* p) {
+  return take(lane, p, [&](int64_t f, int64_t b) {
+    const int j = job_at(f);
+    const int64_t want = std::clamp((b - f) / n_lanes_, min_rows_[static_cast<size_t>(j)], max_front_[static_cast<size_t>(j)]);
+    return VirtualPiece{j, f, std::min(up(j, f + want), b)};
+  });
+}
+
 // A thief's piece from the back: 1 / (2 x lanes) of what is left (a lane whose owner never came
 // goes in few pieces), at least the job's minimum, not past the front.
 bool RowLanes::take_back(int lane, Piece* p) {
-  std::atomic<uint64_t>& ends = lane_[lane].ends;
-  uint64_t w = ends.load(std::memory_order_acquire);
-  for (;;) {
-    const int64_t f = front_of(w), b = back_of(w);
-    if (f >= b) return false;
+  return take(lane, p, [&](int64_t f, int64_t b) {
     const int j = job_at(b - 1);
     const int64_t want = std::max(min_rows_[static_cast<size_t>(j)], (b - f) / (2 * n_lanes_));
-    const int64_t s = std::max(down(j, b - want), f);
-    if (ends.compare_exchange_weak(w, pack(f, s), std::memory_order_acq_rel, std::memory_order_acquire)) {
-      *p = {j, s - begin_[static_cast<size_t>(j)], b - begin_[static_cast<size_t>(j)]};
-      return true;
-    }
-  }
+    return VirtualPiece{j, std::max(down(j, b - want), f), b};
+  });
 }
 
 }  // namespace jetmoe

@@ -64,6 +64,12 @@ class RowLanes {
   }
 
  private:
+  struct VirtualPiece {
+    int job;
+    int64_t v0, v1;  // virtual rows
+  };
+  template <class Cut>
+  bool take(int lane, Piece* p, Cut cut);
   bool take_front(int lane, Piece* p);
   bool take_back(int lane, Piece* p);
   int job_at(int64_t v) const;            // the job holding virtual row v
