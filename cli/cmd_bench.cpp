@@ -228,7 +228,9 @@ void run_bench(BenchOptions& o) {
   if (types.empty()) throw CLI::ValidationError("--quant", "no types given");
   // Decode prefetch distances: one row per value, their repetitions interleaved (A, B, A, B, ...)
   // so that a comparison sees the same minutes of this machine's moving bandwidth.
-  std::vector<size_t> prefetches;
+  // Without --prefetch, one row with this CPU's settings (JETMOE_PREFETCH, else each weight
+  // type's default: quant/stream_prefetch.h); a value given applies to every stream and type.
+  std::vector<std::optional<size_t>> prefetches;
   for (const std::string& v : split_list(o.prefetch)) {
     try {
       prefetches.push_back(parse_decode_prefetch_bytes(v, "'" + v + "'"));
@@ -236,8 +238,12 @@ void run_bench(BenchOptions& o) {
       throw CLI::ValidationError("--prefetch", e.what());
     }
   }
-  if (prefetches.empty()) prefetches.push_back(decode_prefetch_bytes());
+  if (prefetches.empty()) prefetches.push_back(std::nullopt);
   const bool sweep_prefetch = prefetches.size() > 1;
+  const auto use_prefetch = [](const std::optional<size_t>& p) {
+    if (p) set_decode_prefetch_bytes(*p);
+    else reset_decode_prefetch_bytes();
+  };
   std::vector<std::string> models;
   for (const std::string& m : o.models)
     for (const std::string& p : split_list(m)) models.push_back(p);
@@ -271,7 +277,10 @@ void run_bench(BenchOptions& o) {
   report["isa"] = isa_name(active_isa());
   report["cpu_vendor"] = cpu_vendor();
   report["cpu_features"] = cpu_feature_summary();
-  report["decode_prefetch_bytes"] = decode_prefetch_bytes();  // the default; each row has its own
+  // The settings in force outside the rows; each decode row has its own.
+  report["decode_prefetch_bytes"] = decode_prefetch_bytes();
+  report["decode_prefetch_q4_kr_bytes"] = decode_prefetch_bytes(DType::Q4_KR);
+  report["decode_prefetch"] = decode_prefetch_summary();
   report["omp_wait_policy"] = wait_policy ? wait_policy : "";
   report["openblas_core"] = openblas_get_corename();
   report["n_prompt"] = o.n_prompt;
@@ -334,14 +343,14 @@ void run_bench(BenchOptions& o) {
           const BandwidthResult bw = measure_bw();
           std::fprintf(stderr, "bench: %s %s t=%d: read bandwidth %.1f GB/s (median of %d, %.1f-%.1f)\n", L.name.c_str(),
                        L.type.c_str(), nt, bw.median_gbps, bw.passes, bw.min_gbps, bw.max_gbps);
-          set_decode_prefetch_bytes(prefetches[0]);
+          use_prefetch(prefetches[0]);
           if (o.warmup) {  // pages in every expert (a 64-token prompt picks them all) and starts the threads
             if (o.n_prompt > 0) run.prefill(cache, std::min(o.n_prompt, 64));
             if (o.n_gen > 0) run.decode(cache, 4);
           }
           // paired: the probe around each repetition (decode rows; empty for prefill)
           auto emit = [&](const std::string& test, bool decode, int n, const std::vector<double>& samples,
-                          const std::vector<double>& paired, bool busy, size_t prefetch) {
+                          const std::vector<double>& paired, bool busy) {
             const Stats s = summarize(samples);
             nlohmann::ordered_json r;
             r["model"] = L.name;
@@ -359,7 +368,8 @@ void run_bench(BenchOptions& o) {
             r["n_tokens"] = n;
             r["n_depth"] = o.depth;
             r["busy_neighbour"] = busy;
-            r["decode_prefetch_bytes"] = prefetch;
+            r["decode_prefetch_bytes"] = decode_prefetch_bytes();
+            r["decode_prefetch_q4_kr_bytes"] = decode_prefetch_bytes(DType::Q4_KR);
             r["tokens_per_second"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"mean", s.mean},
                                       {"stddev", s.stddev}, {"samples", s.samples}};
             r["active_weights_per_token"] = active;
@@ -388,17 +398,20 @@ void run_bench(BenchOptions& o) {
             std::vector<std::vector<double>> samples(variants), paired(variants);
             for (int rep = 0; rep < o.reps; ++rep)
               for (size_t v = 0; v < variants; ++v) {
-                set_decode_prefetch_bytes(prefetches[v]);
+                use_prefetch(prefetches[v]);
                 const double before = decode ? measure_bw().median_gbps : 0.0;
                 samples[v].push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
                 if (decode) paired[v].push_back(0.5 * (before + measure_bw().median_gbps));
                 std::fprintf(stderr, "bench: %s %s kv %s t=%d %s%s rep %d/%d: %.2f tok/s%s\n", L.name.c_str(), L.type.c_str(),
-                             kv_name.c_str(), nt, test.c_str(), decode && sweep_prefetch ? fmt(" prefetch %.0f", static_cast<double>(prefetches[v])).c_str() : "",
+                             kv_name.c_str(), nt, test.c_str(), decode && sweep_prefetch ? (" prefetch " + decode_prefetch_summary()).c_str() : "",
                              rep + 1, o.reps, samples[v].back(),
                              decode ? fmt(" (read probe around it %.1f GB/s)", paired[v].back()).c_str() : "");
               }
-            set_decode_prefetch_bytes(prefetches[0]);
-            for (size_t v = 0; v < variants; ++v) emit(test, decode, n, samples[v], paired[v], busy, prefetches[v]);
+            for (size_t v = 0; v < variants; ++v) {
+              use_prefetch(prefetches[v]);  // the row records the distances its repetitions used
+              emit(test, decode, n, samples[v], paired[v], busy);
+            }
+            use_prefetch(prefetches[0]);
           };
           const std::string at = o.depth > 0 ? " @ d" + std::to_string(o.depth) : "";
           if (o.n_prompt > 0) repeat("pp" + std::to_string(o.n_prompt) + at, false, o.n_prompt, false);
@@ -441,9 +454,9 @@ void run_bench(BenchOptions& o) {
   if (on_gpu)
     std::printf("\ndevice %s: weights in device memory; read bandwidth: a streaming read of %.2f GiB of device memory, median of %d passes\n",
                 report.value("backend", device).c_str(), o.bw_gib, o.bw_passes);
-  std::printf("\nisa %s, decode prefetch %zu bytes, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages; fastest read loop of each pass), median of %d passes "
+  std::printf("\nisa %s, decode prefetch %s, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages; fastest read loop of each pass), median of %d passes "
               "(decode rows: the probes around each repetition, and of BW = median of the per-repetition ratios)\n",
-              report["isa"].get<std::string>().c_str(), report["decode_prefetch_bytes"].get<size_t>(), wait_policy ? wait_policy : "(unset)",
+              report["isa"].get<std::string>().c_str(), report["decode_prefetch"].get<std::string>().c_str(), wait_policy ? wait_policy : "(unset)",
               report["openblas_core"].get<std::string>().c_str(), o.bw_gib, o.bw_passes);
 }
 
@@ -479,7 +492,8 @@ void add_bench_command(CLI::App& app) {
   sub->add_option("--json-file", o->json_file, "Also write the JSON object to this file");
   sub->add_option("--prefetch", o->prefetch,
                   "Decode prefetch distances in bytes to compare, comma-separated, e.g. 0,4096: one decode row each, repetitions "
-                  "interleaved (default: this CPU's setting, JETMOE_PREFETCH or 8192 on Intel, 0 elsewhere)");
+                  "interleaved; a value applies to every weight type (default: this CPU's settings, JETMOE_PREFETCH or 8192 on Intel; "
+                  "elsewhere 8192 for Q4_K weights held interleaved, 0 for the rest)");
   sub->add_option("--device", o->device, "Run on cpu or cuda (a CUDA build without a usable GPU falls back to the CPU, saying so)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   sub->callback([o] { run_bench(*o); });

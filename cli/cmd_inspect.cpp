@@ -91,7 +91,8 @@ void run_inspect(const InspectOptions& o) {
   j["cpu"] = {{"isa", isa_name(active_isa())},
               {"vendor", cpu_vendor()},
               {"features", cpu_feature_summary()},
-              {"decode_prefetch_bytes", decode_prefetch_bytes()}};
+              {"decode_prefetch_bytes", decode_prefetch_bytes()},
+              {"decode_prefetch_q4_kr_bytes", decode_prefetch_bytes(DType::Q4_KR)}};
   nlohmann::ordered_json tl = nlohmann::ordered_json::array();
   m->weights.for_each_tensor(c, [&](WeightView& v, TensorRole role, const std::vector<int64_t>&) {
     if (v.empty()) return;
@@ -119,7 +120,7 @@ void run_inspect(const InspectOptions& o) {
               human_bytes(static_cast<double>(kv_per_token) * ctx).c_str(), ctx);
   std::printf("tokenizer    %s\n", m->tokenizer ? m->tokenizer->path().c_str() : "(none: token ids only)");
   const std::string vendor = cpu_vendor();
-  std::printf("cpu kernels  %s, decode prefetch %zu bytes (%s, CPU has: %s)\n", isa_name(active_isa()), decode_prefetch_bytes(),
+  std::printf("cpu kernels  %s, decode prefetch %s (%s, CPU has: %s)\n", isa_name(active_isa()), decode_prefetch_summary().c_str(),
               vendor.empty() ? "unknown vendor" : vendor.c_str(), cpu_feature_summary().c_str());
   if (!o.tensors) return;
   std::printf("\n%-64s %-9s %-5s %-20s %s\n", "tensor", "role", "dtype", "shape", "bytes");

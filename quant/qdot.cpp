@@ -128,7 +128,7 @@ qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, in
   a.T = T;
   a.r0 = row_begin;
   a.r1 = row_end;
-  a.prefetch = T == 1 ? decode_prefetch_bytes() : 0;
+  a.prefetch = T == 1 ? decode_prefetch_bytes(wtype) : 0;
   a.prefetch_l1 = l1_prefetch_bytes(a.prefetch);
   return a;
 }

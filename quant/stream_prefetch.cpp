@@ -19,26 +19,56 @@ void check_distance(size_t bytes, const std::string& what) {
                              std::to_string(kMaxPrefetchBytes));
 }
 
-size_t distance_from_env() {
+// JETMOE_PREFETCH as a distance, or -1 when it is not set.
+long long override_from_env() {
   const char* env = std::getenv("JETMOE_PREFETCH");
-  if (env == nullptr || *env == '\0') return decode_prefetch_default();
-  return parse_decode_prefetch_bytes(env, std::string("JETMOE_PREFETCH='") + env + "'");
+  if (env == nullptr || *env == '\0') return -1;
+  return static_cast<long long>(parse_decode_prefetch_bytes(env, std::string("JETMOE_PREFETCH='") + env + "'"));
 }
 
-// -1 = not read yet.
-std::atomic<long long> g_distance{-1};
+// The override: -2 = not read from the environment yet, -1 = none, else the distance.
+std::atomic<long long> g_override{-2};
+
+long long current_override() {
+  long long v = g_override.load(std::memory_order_acquire);
+  if (v == -2) {
+    v = override_from_env();
+    g_override.store(v, std::memory_order_release);
+  }
+  return v;
+}
+
+bool is_intel() {
+  static const bool intel = cpu_vendor() == "GenuineIntel";
+  return intel;
+}
 
 }  // namespace
 
-size_t decode_prefetch_default() { return cpu_vendor() == "GenuineIntel" ? 8192 : 0; }
+size_t decode_prefetch_default() { return is_intel() ? 8192 : 0; }
+
+size_t decode_prefetch_default(DType weights) {
+  if (is_intel()) return 8192;
+  return weights == DType::Q4_KR ? 8192 : 0;
+}
 
 size_t decode_prefetch_bytes() {
-  long long v = g_distance.load(std::memory_order_acquire);
-  if (v < 0) {
-    v = static_cast<long long>(distance_from_env());
-    g_distance.store(v, std::memory_order_release);
-  }
-  return static_cast<size_t>(v);
+  const long long v = current_override();
+  return v >= 0 ? static_cast<size_t>(v) : decode_prefetch_default();
+}
+
+size_t decode_prefetch_bytes(DType weights) {
+  const long long v = current_override();
+  return v >= 0 ? static_cast<size_t>(v) : decode_prefetch_default(weights);
+}
+
+bool decode_prefetch_overridden() { return current_override() >= 0; }
+
+std::string decode_prefetch_summary() {
+  const size_t all = decode_prefetch_bytes(), q4kr = decode_prefetch_bytes(DType::Q4_KR);
+  std::string s = std::to_string(all) + " bytes";
+  if (q4kr != all) s += " (Q4_KR weights " + std::to_string(q4kr) + ")";
+  return s;
 }
 
 size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& what) {
@@ -54,7 +84,9 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 
 void set_decode_prefetch_bytes(size_t bytes) {
   check_distance(bytes, "decode prefetch distance " + std::to_string(bytes));
-  g_distance.store(static_cast<long long>(bytes), std::memory_order_release);
+  g_override.store(static_cast<long long>(bytes), std::memory_order_release);
 }
+
+void reset_decode_prefetch_bytes() { g_override.store(override_from_env(), std::memory_order_release); }
 
 }  // namespace jetmoe

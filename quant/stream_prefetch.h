@@ -28,6 +28,8 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/dtype.h"
+
 namespace jetmoe {
 
 // Asks for every cache line of [p, p + bytes) (a hint: never faults, so it may run past the end
@@ -64,15 +66,48 @@ static inline void prefetch_lines_for_write(void* p, size_t bytes) { prefetch_li
 // Static for the reason prefetch_lines is.
 static inline size_t l1_prefetch_bytes(size_t l2_distance) { return l2_distance / 2 / 64 * 64; }
 
-// The distance in use: JETMOE_PREFETCH if set, else decode_prefetch_default(). Throws
-// std::runtime_error naming the variable when its value is not a valid distance.
+// The distance in use for the streams that have no default of their own (the float row kernel,
+// decode attention's KV rows): the override if one is set (JETMOE_PREFETCH, or
+// set_decode_prefetch_bytes), else decode_prefetch_default(). Throws std::runtime_error naming
+// the variable when its value is not a valid distance.
 size_t decode_prefetch_bytes();
+
+// The distance the one-token kernel of weights of type `weights` uses: the override if one is
+// set, else decode_prefetch_default(weights).
+size_t decode_prefetch_bytes(DType weights);
 
 // This CPU's default: 8192 on Intel, 0 elsewhere.
 size_t decode_prefetch_default();
 
-// Overrides the distance for this process (benchmarks and tests); same range as the variable.
+// This CPU's default for one weight type's one-token kernel: 8192 on Intel; elsewhere 8192 for
+// Q4_KR and 0 for the rest. On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone
+// streamed faster with software prefetch: kernel bench, one thread from memory, three
+// alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s, where
+// Q4_0R went 37.5 / 32.2 / 39.2 -> 30.1 / 23.2 / 25.7, Q8_0R 39.9 / 32.2 / 38.7 -> 29.1 / 25.7 /
+// 26.0 and GGUF-layout Q4_K 29.4 / 28.0 / 26.6 -> 23.6 / 23.1 / 19.8 (the GGUF-layout Q8_0 / Q4_0
+// kernels keep their own 2 KiB: within noise). 24-layer q4_k decode, distances interleaved in one
+// process: two threads 29.7 -> 34.5 tok/s, one 12.6 -> 18.0 (4096 and 16384 no better); q4_0 and
+// q8_0 at two threads lost 9% and 24% with 8192. Why only Q4_KR: its decode loop holds longer
+// dependency chains per byte (8 vpdpbusd per chain and sub-block, then vpmulld by the scale),
+// so fewer of its loads fit in the core's reorder window and the hardware prefetchers alone do
+// not keep enough lines in flight; loading the scales after the quants (a monotonic stream) did
+// not change that.
+size_t decode_prefetch_default(DType weights);
+
+// Overrides the distance for this process, for every stream and type (benchmarks and tests);
+// same range as the variable.
 void set_decode_prefetch_bytes(size_t bytes);
+
+// Drops the override set by set_decode_prefetch_bytes: back to JETMOE_PREFETCH if set, else the
+// per-stream defaults.
+void reset_decode_prefetch_bytes();
+
+// True when an override is in force (JETMOE_PREFETCH or set_decode_prefetch_bytes).
+bool decode_prefetch_overridden();
+
+// The distances in use, for reports: "8192 bytes", or "0 bytes (Q4_KR weights 8192)" where a
+// weight type's default differs from the rest.
+std::string decode_prefetch_summary();
 
 // A distance written as decimal bytes ("4096"), as JETMOE_PREFETCH and `bench --prefetch` take
 // it. Throws std::runtime_error starting with `what` when it is not one.

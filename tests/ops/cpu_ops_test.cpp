@@ -111,7 +111,8 @@ TEST_P(CpuOps, FloatDecodeRowsAtEveryPrefetchDistance) {
         EXPECT_EQ(y, first);
       }
     }
-  set_decode_prefetch_bytes(saved);
+  reset_decode_prefetch_bytes();
+  EXPECT_EQ(decode_prefetch_bytes(), saved);
 }
 
 TEST_P(CpuOps, RmsNorm) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <stdexcept>
@@ -345,7 +346,8 @@ TEST(QuantDot, DecodePrefetchDistanceChangesNoResult) {
         check_against_scalar(make_problem(t, 80, 512, 3, 18), isa);
       }
   }
-  set_decode_prefetch_bytes(saved);
+  reset_decode_prefetch_bytes();
+  EXPECT_EQ(decode_prefetch_bytes(), saved);
 }
 
 TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
@@ -365,7 +367,33 @@ TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
   EXPECT_EQ(l1_prefetch_bytes(64), 0u);
   EXPECT_EQ(l1_prefetch_bytes(0), 0u);
   const std::string vendor = cpu_vendor();
-  EXPECT_EQ(decode_prefetch_default(), vendor == "GenuineIntel" ? 8192u : 0u) << vendor;
+  const bool intel = vendor == "GenuineIntel";
+  EXPECT_EQ(decode_prefetch_default(), intel ? 8192u : 0u) << vendor;
+  // Per weight type: Q4_KR's kernel prefetches on every CPU, the others on Intel only.
+  EXPECT_EQ(decode_prefetch_default(DType::Q4_KR), 8192u) << vendor;
+  for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_K, DType::Q8_0, DType::BF16})
+    EXPECT_EQ(decode_prefetch_default(t), intel ? 8192u : 0u) << vendor << " " << dtype_name(t);
+}
+
+TEST(QuantDot, DecodePrefetchOverrideCoversEveryTypeUntilReset) {
+  if (std::getenv("JETMOE_PREFETCH") != nullptr) GTEST_SKIP() << "JETMOE_PREFETCH is set: it is the override";
+  reset_decode_prefetch_bytes();
+  EXPECT_FALSE(decode_prefetch_overridden());
+  EXPECT_EQ(decode_prefetch_bytes(), decode_prefetch_default());
+  EXPECT_EQ(decode_prefetch_bytes(DType::Q4_KR), decode_prefetch_default(DType::Q4_KR));
+  EXPECT_EQ(decode_prefetch_bytes(DType::Q4_0R), decode_prefetch_default(DType::Q4_0R));
+  set_decode_prefetch_bytes(128);
+  EXPECT_TRUE(decode_prefetch_overridden());
+  for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR, DType::Q4_K, DType::F32})
+    EXPECT_EQ(decode_prefetch_bytes(t), 128u) << dtype_name(t);
+  EXPECT_EQ(decode_prefetch_bytes(), 128u);
+  EXPECT_EQ(decode_prefetch_summary(), "128 bytes");
+  reset_decode_prefetch_bytes();
+  EXPECT_FALSE(decode_prefetch_overridden());
+  EXPECT_EQ(decode_prefetch_bytes(DType::Q4_KR), decode_prefetch_default(DType::Q4_KR));
+  const std::string summary = decode_prefetch_summary();
+  EXPECT_EQ(summary.find("Q4_KR") != std::string::npos, decode_prefetch_default(DType::Q4_KR) != decode_prefetch_default())
+      << summary;
 }
 
 TEST(QuantDot, DispatchUsesActiveIsa) {
