@@ -24,7 +24,8 @@ struct BandwidthResult {
 // A streaming-read probe: sums a buffer far larger than the caches with the current OpenMP thread
 // count, each thread reading one contiguous share (as the matvec kernels split weight rows). The
 // buffer is owned memory like the weights (huge pages when large), and each pass counts the
-// fastest of the read loops this CPU has (baseline and 32-byte loads).
+// fastest of the read loops this CPU has (baseline, 32-byte loads with and without software
+// prefetch, and 32-byte loads from two streams per thread).
 class ReadBandwidthProbe {
  public:
   // Allocates and first-touches `bytes` (rounded down to 64-byte lines) in parallel, so every page

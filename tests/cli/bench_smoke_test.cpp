@@ -23,7 +23,7 @@ nlohmann::json run_bench(const std::string& args) {
 
 TEST(BenchSmoke, GoldenCheckpointJsonFields) {
   ASSERT_TRUE(fs::exists(kTiny / "config.json")) << kTiny;
-  const auto j = run_bench("-m '" + kTiny.string() + "' -r 1 -p 8 -n 4 -t 1,2 --bw-gib 0.02 --busy");
+  const auto j = run_bench("-m '" + kTiny.string() + "' -r 1 -p 8 -n 4 -t 1,2 --bw-gib 0.0201 --busy");  // 0.0201: an odd number of lines per thread at 2
   ASSERT_TRUE(j.contains("results"));
   EXPECT_EQ(j["n_prompt"], 8);
   EXPECT_EQ(j["n_gen"], 4);
@@ -115,8 +115,12 @@ TEST(BenchSmoke, PrefetchSweepGivesOneDecodeRowPerDistance) {
   EXPECT_EQ(rs[1]["decode_prefetch_bytes"], 0);
   EXPECT_EQ(rs[2]["test"], "tg2");
   EXPECT_EQ(rs[2]["decode_prefetch_bytes"], 4096);
+  // A distance given applies to every weight type, Q4_KR's own default included.
+  EXPECT_EQ(rs[1]["decode_prefetch_q4_kr_bytes"], 0);
+  EXPECT_EQ(rs[2]["decode_prefetch_q4_kr_bytes"], 4096);
   for (size_t i = 1; i < 3; ++i) EXPECT_EQ(rs[i]["tokens_per_second"]["samples"].size(), 2u);
   EXPECT_TRUE(j.contains("decode_prefetch_bytes"));
+  EXPECT_TRUE(j.contains("decode_prefetch_q4_kr_bytes"));
 }
 
 TEST(BenchSmoke, BadArgumentsFailCleanly) {
