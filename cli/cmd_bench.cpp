@@ -202,6 +202,18 @@ struct Runner {
   }
 };
 
+// The distance each weight type's one-token kernel uses now, as {"BF16": 8192, ...}.
+nlohmann::ordered_json prefetch_by_type_json() {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [t, bytes] : decode_prefetch_by_type()) j[dtype_name(t)] = bytes;
+  return j;
+}
+
+// A --prefetch value as the progress lines name it.
+std::string prefetch_label(const std::optional<size_t>& p) {
+  return p ? std::to_string(*p) : "default (" + decode_prefetch_summary() + ")";
+}
+
 void run_bench(BenchOptions& o) {
   if (o.no_mmap && o.mlock) throw CLI::ValidationError("--no-mmap and --mlock", "choose one of them");
   if (o.reps < 1) throw CLI::ValidationError("-r", "at least one repetition");
@@ -232,6 +244,10 @@ void run_bench(BenchOptions& o) {
   // type's default: quant/stream_prefetch.h); a value given applies to every stream and type.
   std::vector<std::optional<size_t>> prefetches;
   for (const std::string& v : split_list(o.prefetch)) {
+    if (v == "default") {
+      prefetches.push_back(std::nullopt);
+      continue;
+    }
     try {
       prefetches.push_back(parse_decode_prefetch_bytes(v, "'" + v + "'"));
     } catch (const std::runtime_error& e) {
@@ -279,7 +295,7 @@ void run_bench(BenchOptions& o) {
   report["cpu_features"] = cpu_feature_summary();
   // The settings in force outside the rows; each decode row has its own.
   report["decode_prefetch_bytes"] = decode_prefetch_bytes();
-  report["decode_prefetch_q4_kr_bytes"] = decode_prefetch_bytes(DType::Q4_KR);
+  report["decode_prefetch_by_type"] = prefetch_by_type_json();
   report["decode_prefetch"] = decode_prefetch_summary();
   report["omp_wait_policy"] = wait_policy ? wait_policy : "";
   report["openblas_core"] = openblas_get_corename();
@@ -369,7 +385,8 @@ void run_bench(BenchOptions& o) {
             r["n_depth"] = o.depth;
             r["busy_neighbour"] = busy;
             r["decode_prefetch_bytes"] = decode_prefetch_bytes();
-            r["decode_prefetch_q4_kr_bytes"] = decode_prefetch_bytes(DType::Q4_KR);
+            r["decode_prefetch_by_type"] = prefetch_by_type_json();
+            r["decode_prefetch_default"] = !decode_prefetch_overridden();
             r["tokens_per_second"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"mean", s.mean},
                                       {"stddev", s.stddev}, {"samples", s.samples}};
             r["active_weights_per_token"] = active;
@@ -403,7 +420,7 @@ void run_bench(BenchOptions& o) {
                 samples[v].push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
                 if (decode) paired[v].push_back(0.5 * (before + measure_bw().median_gbps));
                 std::fprintf(stderr, "bench: %s %s kv %s t=%d %s%s rep %d/%d: %.2f tok/s%s\n", L.name.c_str(), L.type.c_str(),
-                             kv_name.c_str(), nt, test.c_str(), decode && sweep_prefetch ? (" prefetch " + decode_prefetch_summary()).c_str() : "",
+                             kv_name.c_str(), nt, test.c_str(), decode && sweep_prefetch ? (" prefetch " + prefetch_label(prefetches[v])).c_str() : "",
                              rep + 1, o.reps, samples[v].back(),
                              decode ? fmt(" (read probe around it %.1f GB/s)", paired[v].back()).c_str() : "");
               }
@@ -442,7 +459,7 @@ void run_bench(BenchOptions& o) {
                 r["model"].get<std::string>().c_str(), r["type"].get<std::string>().c_str(),
                 (r["cache_type_k"].get<std::string>() + "/" + r["cache_type_v"].get<std::string>()).c_str(),
                 r["load_mode"].get<std::string>().c_str(), r["threads"].get<int>(),
-                (r["test"].get<std::string>() + (decode && sweep_prefetch ? fmt(", prefetch %.0f", r["decode_prefetch_bytes"].get<double>()) : "")).c_str(),
+                (r["test"].get<std::string>() + (decode && sweep_prefetch ? ", prefetch " + (r["decode_prefetch_default"].get<bool>() ? std::string("default") : std::to_string(r["decode_prefetch_bytes"].get<size_t>())) : "")).c_str(),
                 t["median"].get<double>(), t["min"].get<double>(), t["max"].get<double>(),
                 decode ? "-" : fmt("%.1f", r["gflops_per_second"].get<double>()).c_str(),
                 decode ? bytes_text(r["weight_bytes_per_token"].get<double>()).c_str() : "-",
@@ -492,8 +509,8 @@ void add_bench_command(CLI::App& app) {
   sub->add_option("--json-file", o->json_file, "Also write the JSON object to this file");
   sub->add_option("--prefetch", o->prefetch,
                   "Decode prefetch distances in bytes to compare, comma-separated, e.g. 0,4096: one decode row each, repetitions "
-                  "interleaved; a value applies to every weight type (default: this CPU's settings, JETMOE_PREFETCH or 8192 on Intel; "
-                  "elsewhere 8192 for Q4_K weights held interleaved, 0 for the rest)");
+                  "interleaved; a number applies to every weight type, \"default\" is this CPU's settings (JETMOE_PREFETCH, or 8192 on "
+                  "Intel; elsewhere 8192 for interleaved Q4_K weights, 0 for the rest), which is also what runs without the option");
   sub->add_option("--device", o->device, "Run on cpu or cuda (a CUDA build without a usable GPU falls back to the CPU, saying so)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   sub->callback([o] { run_bench(*o); });

@@ -64,10 +64,27 @@ size_t decode_prefetch_bytes(DType weights) {
 
 bool decode_prefetch_overridden() { return current_override() >= 0; }
 
+std::vector<std::pair<DType, size_t>> decode_prefetch_by_type() {
+  std::vector<std::pair<DType, size_t>> v;
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q4_K, DType::Q8_0R, DType::Q4_0R, DType::Q4_KR})
+    v.emplace_back(t, decode_prefetch_bytes(t));
+  return v;
+}
+
 std::string decode_prefetch_summary() {
-  const size_t all = decode_prefetch_bytes(), q4kr = decode_prefetch_bytes(DType::Q4_KR);
-  std::string s = std::to_string(all) + " bytes";
-  if (q4kr != all) s += " (Q4_KR weights " + std::to_string(q4kr) + ")";
+  const size_t all = decode_prefetch_bytes();
+  std::string s = std::to_string(all) + " bytes", others;
+  // Types grouped by distance, in decode_prefetch_by_type()'s order.
+  std::vector<std::pair<size_t, std::string>> groups;
+  for (const auto& [t, bytes] : decode_prefetch_by_type()) {
+    if (bytes == all) continue;
+    auto g = groups.begin();
+    while (g != groups.end() && g->first != bytes) ++g;
+    if (g == groups.end()) groups.emplace_back(bytes, dtype_name(t));
+    else g->second += std::string(", ") + dtype_name(t);
+  }
+  for (const auto& [bytes, names] : groups) others += (others.empty() ? "" : "; ") + names + " weights " + std::to_string(bytes);
+  if (!others.empty()) s += " (" + others + ")";
   return s;
 }
 

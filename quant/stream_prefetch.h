@@ -27,6 +27,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "runtime/dtype.h"
 
@@ -81,17 +83,18 @@ size_t decode_prefetch_default();
 
 // This CPU's default for one weight type's one-token kernel: 8192 on Intel; elsewhere 8192 for
 // Q4_KR and 0 for the rest. On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone
-// streamed faster with software prefetch: kernel bench, one thread from memory, three
+// streamed faster with software prefetch. Kernel bench, one thread from memory, three
 // alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s, where
 // Q4_0R went 37.5 / 32.2 / 39.2 -> 30.1 / 23.2 / 25.7, Q8_0R 39.9 / 32.2 / 38.7 -> 29.1 / 25.7 /
 // 26.0 and GGUF-layout Q4_K 29.4 / 28.0 / 26.6 -> 23.6 / 23.1 / 19.8 (the GGUF-layout Q8_0 / Q4_0
-// kernels keep their own 2 KiB: within noise). 24-layer q4_k decode, distances interleaved in one
-// process: two threads 29.7 -> 34.5 tok/s, one 12.6 -> 18.0 (4096 and 16384 no better); q4_0 and
-// q8_0 at two threads lost 9% and 24% with 8192. Why only Q4_KR: its decode loop holds longer
-// dependency chains per byte (8 vpdpbusd per chain and sub-block, then vpmulld by the scale),
-// so fewer of its loads fit in the core's reorder window and the hardware prefetchers alone do
-// not keep enough lines in flight; loading the scales after the quants (a monotonic stream) did
-// not change that.
+// kernels keep their own 2 KiB). Decode, distances interleaved in one process (`bench
+// --prefetch`): 24-layer q4_k two threads 28.0 -> 35.6 and 29.7 -> 34.5 tok/s (two runs), one
+// thread 12.6 -> 18.0; q4_0 and q8_0 at two threads lost 9% and 24%; f32 (4 layers) 30.0 -> 25.7,
+// f16 53.1 -> 52.1; bf16 (8 layers) once 21.9 -> 27.7, then 24.3 -> 23.7 with 5 repetitions (no
+// default of its own). Why Q4_KR: its decode loop holds more dependent work per byte loaded
+// (chains of 8 vpdpbusd per sub-block, then vpmulld by its scale), so fewer of its loads fit in
+// the core's reorder window and the hardware prefetchers alone keep too few lines in flight;
+// loading the scales after the quants (a monotonic stream) did not change that.
 size_t decode_prefetch_default(DType weights);
 
 // Overrides the distance for this process, for every stream and type (benchmarks and tests);
@@ -105,8 +108,12 @@ void reset_decode_prefetch_bytes();
 // True when an override is in force (JETMOE_PREFETCH or set_decode_prefetch_bytes).
 bool decode_prefetch_overridden();
 
-// The distances in use, for reports: "8192 bytes", or "0 bytes (Q4_KR weights 8192)" where a
-// weight type's default differs from the rest.
+// The distance in use for each weight type that has a one-token kernel reading
+// decode_prefetch_bytes(type) (F32, F16, BF16, GGUF-layout Q4_K, Q8_0R, Q4_0R, Q4_KR), in that order.
+std::vector<std::pair<DType, size_t>> decode_prefetch_by_type();
+
+// The distances in use, for reports: "8192 bytes", or "0 bytes (Q4_KR weights 8192)" where some
+// weight types' distances differ from the rest.
 std::string decode_prefetch_summary();
 
 // A distance written as decimal bytes ("4096"), as JETMOE_PREFETCH and `bench --prefetch` take

@@ -66,7 +66,7 @@ void dot_all(const void* row, const float* x, int64_t ldx, int64_t T, int64_t n,
   switch (T - t) {
     case 3: dot_tokens<V, WT, 3>(row, x + t * ldx, ldx, n, out + t, 0); break;
     case 2: dot_tokens<V, WT, 2>(row, x + t * ldx, ldx, n, out + t, 0); break;
-    case 1: dot_tokens<V, WT, 1>(row, x + t * ldx, ldx, n, out + t, T == 1 ? decode_prefetch_bytes() : 0); break;
+    case 1: dot_tokens<V, WT, 1>(row, x + t * ldx, ldx, n, out + t, T == 1 ? decode_prefetch_bytes(WT) : 0); break;
     default: break;
   }
 }

@@ -115,12 +115,26 @@ TEST(BenchSmoke, PrefetchSweepGivesOneDecodeRowPerDistance) {
   EXPECT_EQ(rs[1]["decode_prefetch_bytes"], 0);
   EXPECT_EQ(rs[2]["test"], "tg2");
   EXPECT_EQ(rs[2]["decode_prefetch_bytes"], 4096);
-  // A distance given applies to every weight type, Q4_KR's own default included.
-  EXPECT_EQ(rs[1]["decode_prefetch_q4_kr_bytes"], 0);
-  EXPECT_EQ(rs[2]["decode_prefetch_q4_kr_bytes"], 4096);
+  // A distance given applies to every weight type, those with defaults of their own included.
+  for (const char* t : {"F32", "F16", "BF16", "Q4_K", "Q8_0R", "Q4_0R", "Q4_KR"}) {
+    EXPECT_EQ(rs[1]["decode_prefetch_by_type"][t], 0) << t;
+    EXPECT_EQ(rs[2]["decode_prefetch_by_type"][t], 4096) << t;
+  }
+  EXPECT_EQ(rs[1]["decode_prefetch_default"], false);
   for (size_t i = 1; i < 3; ++i) EXPECT_EQ(rs[i]["tokens_per_second"]["samples"].size(), 2u);
   EXPECT_TRUE(j.contains("decode_prefetch_bytes"));
-  EXPECT_TRUE(j.contains("decode_prefetch_q4_kr_bytes"));
+  EXPECT_TRUE(j.contains("decode_prefetch_by_type"));
+}
+
+TEST(BenchSmoke, PrefetchDefaultIsAValueToCompare) {
+  // "default" = this CPU's per-type settings, beside a distance for every type.
+  const auto j = run_bench("-m '" + kTiny.string() + "' -r 1 -p 4 -n 2 -t 1 --bw-gib 0.02 --prefetch default,64");
+  const auto& rs = j["results"];
+  ASSERT_EQ(rs.size(), 3u) << rs.dump(1);  // pp4 once, tg2 per value
+  EXPECT_EQ(rs[1]["decode_prefetch_default"], true);
+  EXPECT_EQ(rs[1]["decode_prefetch_by_type"], j["decode_prefetch_by_type"]);  // the run's own defaults
+  EXPECT_EQ(rs[2]["decode_prefetch_default"], false);
+  EXPECT_EQ(rs[2]["decode_prefetch_by_type"]["Q4_KR"], 64);
 }
 
 TEST(BenchSmoke, BadArgumentsFailCleanly) {

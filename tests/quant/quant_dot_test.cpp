@@ -369,9 +369,9 @@ TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
   const std::string vendor = cpu_vendor();
   const bool intel = vendor == "GenuineIntel";
   EXPECT_EQ(decode_prefetch_default(), intel ? 8192u : 0u) << vendor;
-  // Per weight type: Q4_KR's kernel prefetches on every CPU, the others on Intel only.
+  // Per weight type: the Q4_KR kernel prefetches on every CPU, the others on Intel only.
   EXPECT_EQ(decode_prefetch_default(DType::Q4_KR), 8192u) << vendor;
-  for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_K, DType::Q8_0, DType::BF16})
+  for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_K, DType::Q8_0, DType::F32, DType::F16, DType::BF16})
     EXPECT_EQ(decode_prefetch_default(t), intel ? 8192u : 0u) << vendor << " " << dtype_name(t);
 }
 
@@ -391,9 +391,21 @@ TEST(QuantDot, DecodePrefetchOverrideCoversEveryTypeUntilReset) {
   reset_decode_prefetch_bytes();
   EXPECT_FALSE(decode_prefetch_overridden());
   EXPECT_EQ(decode_prefetch_bytes(DType::Q4_KR), decode_prefetch_default(DType::Q4_KR));
+  // Every type with a one-token kernel is listed with its distance; the summary names the types
+  // whose distance differs from the rest.
+  const auto by_type = decode_prefetch_by_type();
+  ASSERT_EQ(by_type.size(), 7u);
   const std::string summary = decode_prefetch_summary();
-  EXPECT_EQ(summary.find("Q4_KR") != std::string::npos, decode_prefetch_default(DType::Q4_KR) != decode_prefetch_default())
-      << summary;
+  for (const auto& [t, bytes] : by_type) {
+    EXPECT_EQ(bytes, decode_prefetch_default(t)) << dtype_name(t);
+    const std::string name = dtype_name(t);  // a whole word of the list: "F16" is in "BF16"
+    bool named = false;
+    for (const char* before : {"(", " "})
+      for (const char* after : {",", " "}) named = named || summary.find(before + name + after) != std::string::npos;
+    EXPECT_EQ(named, bytes != decode_prefetch_default()) << dtype_name(t) << ": " << summary;
+  }
+  if (decode_prefetch_default() == 0) EXPECT_EQ(summary, "0 bytes (Q4_KR weights 8192)");
+  else EXPECT_EQ(summary, "8192 bytes");
 }
 
 TEST(QuantDot, DispatchUsesActiveIsa) {
