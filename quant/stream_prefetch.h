@@ -11,7 +11,9 @@
 // 8.7-11.6 GB/s without and 14.3-15.3 GB/s prefetching 4 KiB ahead into L2 (the read probe
 // gains 12-15% the same way and has a prefetching loop too); 24-layer decode went from 66-85% to
 // 83-98% of that probe, bf16 (8 layers) from 57-60% to 86-89%. On the Zen 4 / Zen 5 test VMs the
-// same prefetch made the kernels slower (24 vs 26-28 GB/s), so AMD and other CPUs default to 0.
+// same prefetch made the kernels slower (24 vs 26-28 GB/s), so AMD and other CPUs default to 0,
+// except for the Q4_KR kernel, which streamed faster with it on Zen 5 (decode_prefetch_default
+// (DType) below).
 //
 // The Intel default was 4 KiB until the int4 loops issued fewer instructions per byte
 // (quant/vnni_avx512.h); streaming faster, they need more bytes in flight. Harness as in
