@@ -71,11 +71,9 @@ class CpuBackend : public Backend {
   std::vector<float> widen_;       // float copy of a chunk of weight rows for GEMM (never whole tensors)
   std::vector<uint8_t> act_q_;     // activations quantized for int8/int4 dot products, all jobs
   std::vector<size_t> act_off_;    // offset of each job's quantized activations in act_q_
-  // How matmul_row_jobs' threads share the rows (ops/cpu/row_lanes.h), and its inputs: kept
-  // between calls, no allocation per decoded token.
+  // How matmul_row_jobs' threads share the rows (ops/cpu/row_lanes.h): kept between calls, no
+  // allocation per decoded token.
   RowLanes lanes_;
-  std::vector<int64_t> lane_rows_;
-  std::vector<size_t> lane_row_bytes_;
   // read_soon's ranges waiting for the next matmul_row_jobs loop, those of the loop running, and
   // those expert_mlp holds back for its second loop (three buffers that trade places: no
   // allocation per decoded token).

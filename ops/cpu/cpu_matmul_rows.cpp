@@ -92,13 +92,9 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
 
   const bool parallel = work >= kCpuParallelMinWork;
   const int threads = parallel ? omp_get_max_threads() : 1;
-  lane_rows_.clear();
-  lane_row_bytes_.clear();
-  for (size_t i = 0; i < n_jobs; ++i) {
-    lane_rows_.push_back(jobs[i].rows);
-    lane_row_bytes_.push_back(dtype_row_bytes(jobs[i].dtype, static_cast<size_t>(jobs[i].cols)));
-  }
-  lanes_.plan(lane_rows_, lane_row_bytes_, threads, kRowQuantum, kMinPieceBytes, kMaxFrontPieceBytes);
+  lanes_.clear_jobs();
+  for (size_t i = 0; i < n_jobs; ++i) lanes_.add_job(jobs[i].rows, dtype_row_bytes(jobs[i].dtype, static_cast<size_t>(jobs[i].cols)));
+  lanes_.plan(threads, kRowQuantum, kMinPieceBytes, kMaxFrontPieceBytes);
 
   // The read_soon ranges: the caller fetches them once a piece it takes leaves at most
   // kReadSoonLeadBytes of rows untaken, or else once it has no more pieces to take.

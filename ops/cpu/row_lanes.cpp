@@ -25,24 +25,37 @@ int64_t quanta_rows(size_t bytes, size_t rb, int64_t quantum, bool round_up) {
 
 }  // namespace
 
+void RowLanes::clear_jobs() {
+  begin_.assign(1, 0);
+  job_bytes_.assign(1, 0.0);
+  row_bytes_.clear();
+}
+
+void RowLanes::add_job(int64_t rows, size_t row_bytes) {
+  if (rows < 0) throw std::invalid_argument("RowLanes::add_job: job " + std::to_string(row_bytes_.size()) + " has negative rows");
+  if (begin_.back() + rows >= kMaxRows) throw std::invalid_argument("RowLanes::add_job: 2^31 rows or more");
+  row_bytes_.push_back(std::max<size_t>(row_bytes, 1));
+  begin_.push_back(begin_.back() + rows);
+  job_bytes_.push_back(job_bytes_.back() + static_cast<double>(rows) * static_cast<double>(row_bytes_.back()));
+}
+
 void RowLanes::plan(const std::vector<int64_t>& rows, const std::vector<size_t>& row_bytes, int lanes, int64_t quantum,
                     size_t min_piece_bytes, size_t max_front_bytes) {
-  if (lanes < 1 || quantum < 1 || rows.size() != row_bytes.size())
-    throw std::invalid_argument("RowLanes::plan: " + std::to_string(lanes) + " lanes, quantum " + std::to_string(quantum) +
-                                ", " + std::to_string(rows.size()) + " jobs with " + std::to_string(row_bytes.size()) +
-                                " row sizes");
-  const size_t n = rows.size();
-  begin_.assign(n + 1, 0);
-  job_bytes_.assign(n + 1, 0.0);
-  row_bytes_.resize(n);
+  if (rows.size() != row_bytes.size())
+    throw std::invalid_argument("RowLanes::plan: " + std::to_string(rows.size()) + " jobs with " +
+                                std::to_string(row_bytes.size()) + " row sizes");
+  clear_jobs();
+  for (size_t i = 0; i < rows.size(); ++i) add_job(rows[i], row_bytes[i]);
+  plan(lanes, quantum, min_piece_bytes, max_front_bytes);
+}
+
+void RowLanes::plan(int lanes, int64_t quantum, size_t min_piece_bytes, size_t max_front_bytes) {
+  if (lanes < 1 || quantum < 1)
+    throw std::invalid_argument("RowLanes::plan: " + std::to_string(lanes) + " lanes, quantum " + std::to_string(quantum));
+  const size_t n = row_bytes_.size();
   min_rows_.resize(n);
   max_front_.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    if (rows[i] < 0) throw std::invalid_argument("RowLanes::plan: job " + std::to_string(i) + " has negative rows");
-    begin_[i + 1] = begin_[i] + rows[i];
-    if (begin_[i + 1] >= kMaxRows) throw std::invalid_argument("RowLanes::plan: 2^31 rows or more");
-    row_bytes_[i] = std::max<size_t>(row_bytes[i], 1);
-    job_bytes_[i + 1] = job_bytes_[i] + static_cast<double>(rows[i]) * static_cast<double>(row_bytes_[i]);
     min_rows_[i] = quanta_rows(min_piece_bytes, row_bytes_[i], quantum, true);
     max_front_[i] = std::max(min_rows_[i], quanta_rows(max_front_bytes, row_bytes_[i], quantum, false));
   }
@@ -65,7 +78,7 @@ void RowLanes::plan(const std::vector<int64_t>& rows, const std::vector<size_t>&
       if (job < n) {
         const double in_job = (target - job_bytes_[job]) / static_cast<double>(row_bytes_[job]);
         const int64_t offset = static_cast<int64_t>(in_job / static_cast<double>(quantum) + 0.5) * quantum;
-        end = begin_[job] + std::min(offset, rows[job]);
+        end = std::min(begin_[job] + offset, begin_[job + 1]);
       }
       end = std::max(end, prev);
     }

@@ -35,13 +35,22 @@ class RowLanes {
     int64_t r0, r1;  // rows of that job
   };
 
-  // Plans `lanes` lanes over jobs of rows[i] rows of row_bytes[i] bytes each. A stolen piece is
-  // at least min_piece_bytes of weights (rounded up to whole quanta), as is any piece of a lane's
-  // front once the lane has little left; a front piece is at most max_front_bytes (rounded down to
-  // whole quanta, at least the minimum), so a thread that stops for a while (a busy core) holds
-  // back little of its lane. Throws std::invalid_argument on lanes < 1, quantum < 1, mismatched
-  // lists, negative rows or 2^31 rows or more in all. Not thread-safe against drain(): plan
-  // before the loop starts.
+  // A plan's jobs, in order: clear_jobs(), then add_job for each (no allocation once the
+  // vectors have grown). add_job throws std::invalid_argument on negative rows or 2^31 rows or
+  // more in all.
+  void clear_jobs();
+  void add_job(int64_t rows, size_t row_bytes);
+
+  // Plans `lanes` lanes over the jobs added since clear_jobs(). A stolen piece is at least
+  // min_piece_bytes of weights (rounded up to whole quanta), as is any piece of a lane's front
+  // once the lane has little left; a front piece is at most max_front_bytes (rounded down to whole
+  // quanta, at least the minimum), so a thread that stops for a while (a busy core) holds back
+  // little of its lane. Throws std::invalid_argument on lanes < 1 or quantum < 1. Not
+  // thread-safe against drain(): plan before the loop starts.
+  void plan(int lanes, int64_t quantum, size_t min_piece_bytes, size_t max_front_bytes);
+
+  // The same over jobs of rows[i] rows of row_bytes[i] bytes each (clear_jobs, add_job for each,
+  // plan); also throws on lists of different lengths.
   void plan(const std::vector<int64_t>& rows, const std::vector<size_t>& row_bytes, int lanes, int64_t quantum,
             size_t min_piece_bytes, size_t max_front_bytes);
 
@@ -83,8 +92,8 @@ class RowLanes {
   std::unique_ptr<Lane[]> lane_;
   int n_lanes_ = 0, lane_capacity_ = 0;
   int64_t quantum_ = 1;
-  std::vector<int64_t> begin_;      // virtual row where job i starts; begin_[n] = all rows
-  std::vector<double> job_bytes_;   // weight bytes before job i; job_bytes_[n] = all
+  std::vector<int64_t> begin_{0};     // virtual row where job i starts; begin_[n] = all rows
+  std::vector<double> job_bytes_{0};  // weight bytes before job i; job_bytes_[n] = all
   std::vector<size_t> row_bytes_;   // per job
   std::vector<int64_t> min_rows_;   // per job: the smallest piece, whole quanta
   std::vector<int64_t> max_front_;  // per job: the largest front piece, whole quanta
