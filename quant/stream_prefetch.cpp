@@ -73,19 +73,10 @@ std::vector<std::pair<DType, size_t>> decode_prefetch_by_type() {
 
 std::string decode_prefetch_summary() {
   const size_t all = decode_prefetch_bytes();
-  std::string s = std::to_string(all) + " bytes", others;
-  // Types grouped by distance, in decode_prefetch_by_type()'s order.
-  std::vector<std::pair<size_t, std::string>> groups;
-  for (const auto& [t, bytes] : decode_prefetch_by_type()) {
-    if (bytes == all) continue;
-    auto g = groups.begin();
-    while (g != groups.end() && g->first != bytes) ++g;
-    if (g == groups.end()) groups.emplace_back(bytes, dtype_name(t));
-    else g->second += std::string(", ") + dtype_name(t);
-  }
-  for (const auto& [bytes, names] : groups) others += (others.empty() ? "" : "; ") + names + " weights " + std::to_string(bytes);
-  if (!others.empty()) s += " (" + others + ")";
-  return s;
+  std::string others;
+  for (const auto& [t, bytes] : decode_prefetch_by_type())
+    if (bytes != all) others += (others.empty() ? "" : ", ") + std::string(dtype_name(t)) + " weights " + std::to_string(bytes);
+  return std::to_string(all) + " bytes" + (others.empty() ? "" : " (" + others + ")");
 }
 
 size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& what) {

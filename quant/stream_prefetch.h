@@ -114,8 +114,8 @@ bool decode_prefetch_overridden();
 // decode_prefetch_bytes(type) (F32, F16, BF16, GGUF-layout Q4_K, Q8_0R, Q4_0R, Q4_KR), in that order.
 std::vector<std::pair<DType, size_t>> decode_prefetch_by_type();
 
-// The distances in use, for reports: "8192 bytes", or "0 bytes (Q4_KR weights 8192)" where some
-// weight types' distances differ from the rest.
+// The distances in use, for reports: "8192 bytes", or "0 bytes (Q4_KR weights 8192)" naming each
+// weight type whose distance differs from the rest.
 std::string decode_prefetch_summary();
 
 // A distance written as decimal bytes ("4096"), as JETMOE_PREFETCH and `bench --prefetch` take
