@@ -74,11 +74,10 @@ void JetMoeWeights::for_each_tensor(const JetMoeConfig& c, const TensorFn& f) {
   if (!tied_head) f(lm_head, TensorRole::Head, {V, H});
 }
 
-JetMoeWeights bind_weights(const JetMoeConfig& cfg, const TensorSource& src) {
+JetMoeWeights named_weights(const JetMoeConfig& cfg) {
   JetMoeWeights w;
   w.tied_head = cfg.tie_word_embeddings;
   w.layers.resize(static_cast<size_t>(cfg.num_hidden_layers));
-  // Names first, in the same walk order as for_each_tensor.
   w.embed.name = "model.embed_tokens.weight";
   for (int i = 0; i < cfg.num_hidden_layers; ++i) {
     LayerWeights& l = w.layers[static_cast<size_t>(i)];
@@ -96,7 +95,11 @@ JetMoeWeights bind_weights(const JetMoeConfig& cfg, const TensorSource& src) {
   }
   w.final_norm.name = "model.norm.weight";
   w.lm_head.name = "lm_head.weight";
+  return w;
+}
 
+JetMoeWeights bind_weights(const JetMoeConfig& cfg, const TensorSource& src) {
+  JetMoeWeights w = named_weights(cfg);
   w.for_each_tensor(cfg, [&](WeightView& v, TensorRole role, const std::vector<int64_t>& expect) {
     const TensorInfo* t = src.find(v.name);
     if (t == nullptr) {

@@ -72,6 +72,10 @@ struct JetMoeWeights {
   void for_each_tensor(const JetMoeConfig& cfg, const TensorFn& f);
 };
 
+// The weights of a model of this config with every view named (Hugging Face layout) and nothing
+// bound yet: what bind_weights and the synthetic model (loader/synthetic_model.h) fill.
+JetMoeWeights named_weights(const JetMoeConfig& cfg);
+
 // Fills every view from `src` by name, checking shapes (LoadError naming the tensor, expected and
 // actual shape) and that a missing tensor is reported by name. The expert biases may be absent
 // (the reference initialises them to zero): they are then left empty.

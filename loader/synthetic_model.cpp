@@ -79,26 +79,7 @@ std::vector<Spec> tensor_specs(const JetMoeConfig& cfg, const std::string& type)
     is_float = false;
   }
 
-  JetMoeWeights w;
-  w.tied_head = cfg.tie_word_embeddings;
-  w.layers.resize(static_cast<size_t>(cfg.num_hidden_layers));
-  w.embed.name = "model.embed_tokens.weight";
-  for (int i = 0; i < cfg.num_hidden_layers; ++i) {
-    LayerWeights& l = w.layers[static_cast<size_t>(i)];
-    l.input_norm.name = layer_tensor_name(i, "input_layernorm.weight");
-    l.post_attn_norm.name = layer_tensor_name(i, "post_attention_layernorm.weight");
-    l.moa.kv_proj.name = layer_tensor_name(i, "self_attention.kv_proj.weight");
-    l.moa.router.name = layer_tensor_name(i, "self_attention.experts.router.layer.weight");
-    l.moa.q_experts.name = layer_tensor_name(i, "self_attention.experts.input_linear.weight");
-    l.moa.o_experts.name = layer_tensor_name(i, "self_attention.experts.output_linear.weight");
-    l.moa.bias.name = layer_tensor_name(i, "self_attention.experts.bias");
-    l.moe.router.name = layer_tensor_name(i, "mlp.router.layer.weight");
-    l.moe.w_in.name = layer_tensor_name(i, "mlp.input_linear.weight");
-    l.moe.w_out.name = layer_tensor_name(i, "mlp.output_linear.weight");
-    l.moe.bias.name = layer_tensor_name(i, "mlp.bias");
-  }
-  w.final_norm.name = "model.norm.weight";
-  w.lm_head.name = "lm_head.weight";
+  JetMoeWeights w = named_weights(cfg);
 
   std::vector<Spec> specs;
   w.for_each_tensor(cfg, [&](WeightView& v, TensorRole role, const std::vector<int64_t>& shape) {
