@@ -68,6 +68,23 @@ struct BlockLayout {
   }
   static uint16_t d(const uint8_t* row, int64_t, int64_t b) { return reinterpret_cast<const Block*>(row)[b].d; }
 };
+// The NR x NT tile of a Q8_0 / Q4_0 kernel K over the whole row: K::step takes a pair of blocks
+// (TWO) or the odd last one.
+template <class K, int NR, int NT>
+inline void pair_step_tile(const MatArgs& a, int64_t r, int64_t t) {
+  const uint8_t* w[NR];
+  const BlockQ8_0* x[NT];
+  for (int i = 0; i < NR; ++i) w[i] = a.W + (r + i) * a.w_stride;
+  for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_0*>(a.X + (t + j) * a.x_stride);
+  __m512 acc[NR][NT];
+  for (int i = 0; i < NR; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
+  int64_t b = 0;
+  for (; b + 2 <= a.nb; b += 2) K::template step<NR, NT, true>(w, a.nb, x, b, acc);
+  if (b < a.nb) K::template step<NR, NT, false>(w, a.nb, x, b, acc);
+  store_tile<NR, NT>(a, r, t, acc);
+}
+
 // ---- Q8_0 x Q8_0 -------------------------------------------------------------------------
 template <class L>
 struct Q8_0K {
@@ -96,17 +113,7 @@ struct Q8_0K {
 
   template <int NR, int NT>
   static void tile(const MatArgs& a, int64_t r, int64_t t) {
-    const uint8_t* w[NR];
-    const BlockQ8_0* x[NT];
-    for (int i = 0; i < NR; ++i) w[i] = a.W + (r + i) * a.w_stride;
-    for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_0*>(a.X + (t + j) * a.x_stride);
-    __m512 acc[NR][NT];
-    for (int i = 0; i < NR; ++i)
-      for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
-    int64_t b = 0;
-    for (; b + 2 <= a.nb; b += 2) step<NR, NT, true>(w, a.nb, x, b, acc);
-    if (b < a.nb) step<NR, NT, false>(w, a.nb, x, b, acc);
-    store_tile<NR, NT>(a, r, t, acc);
+    pair_step_tile<Q8_0K, NR, NT>(a, r, t);
   }
 };
 
@@ -137,17 +144,7 @@ struct Q4_0K {
 
   template <int NR, int NT>
   static void tile(const MatArgs& a, int64_t r, int64_t t) {
-    const uint8_t* w[NR];
-    const BlockQ8_0* x[NT];
-    for (int i = 0; i < NR; ++i) w[i] = a.W + (r + i) * a.w_stride;
-    for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_0*>(a.X + (t + j) * a.x_stride);
-    __m512 acc[NR][NT];
-    for (int i = 0; i < NR; ++i)
-      for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
-    int64_t b = 0;
-    for (; b + 2 <= a.nb; b += 2) step<NR, NT, true>(w, a.nb, x, b, acc);
-    if (b < a.nb) step<NR, NT, false>(w, a.nb, x, b, acc);
-    store_tile<NR, NT>(a, r, t, acc);
+    pair_step_tile<Q4_0K, NR, NT>(a, r, t);
   }
 };
 
