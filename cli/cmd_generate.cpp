@@ -108,13 +108,7 @@ void add_generate_command(CLI::App& app) {
   sub->add_option("--prompt-ids", o->prompt_ids, "Prompt as comma-separated token ids (no BOS is added)");
   sub->add_option("-n,--n-predict", o->n_predict, "Tokens to generate (-1: until EOS or the context is full)")
       ->check(CLI::Range(-1, 1 << 30));
-  sub->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->check(CLI::Range(0.0, 100.0));
-  sub->add_option("--top-k", o->sampling.top_k, "Top-k sampling (0: off)")->check(CLI::NonNegativeNumber);
-  sub->add_option("--top-p", o->sampling.top_p, "Top-p (nucleus) sampling (1.0: off)")->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--min-p", o->sampling.min_p, "Min-p sampling (0.0: off)")->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--repeat-penalty", o->sampling.repeat_penalty, "Repetition penalty (1.0: off)")->check(CLI::Range(0.0, 100.0));
-  sub->add_option("--repeat-last-n", o->sampling.repeat_last_n, "Tokens the repetition penalty looks back over")
-      ->check(CLI::NonNegativeNumber);
+  add_sampling_options(*sub, o->sampling, false);
   sub->add_option("-s,--seed", o->seed, "Random seed (-1: random)");
   sub->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past the end-of-sequence token");
   sub->add_option("--format", o->format, "Output: streamed text, or one JSON object with generated_ids")

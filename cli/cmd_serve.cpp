@@ -308,11 +308,7 @@ void add_serve_command(CLI::App& app) {
       ->check(CLI::IsMember(builtin_template_names()));
   sub->add_option("--max-queue", o->max_queue, "Requests waiting or running before new ones get 503")->check(CLI::Range(1, 1024));
   sub->add_option("--max-body", o->max_body, "Largest request body in bytes")->check(CLI::Range(size_t{1024}, size_t{1} << 30));
-  sub->add_option("--temp", o->sampling.temperature, "Default temperature (requests override)")->check(CLI::Range(0.0, 100.0));
-  sub->add_option("--top-k", o->sampling.top_k, "Default top-k")->check(CLI::NonNegativeNumber);
-  sub->add_option("--top-p", o->sampling.top_p, "Default top-p")->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--min-p", o->sampling.min_p, "Default min-p")->check(CLI::Range(0.0, 1.0));
-  sub->add_option("--repeat-penalty", o->sampling.repeat_penalty, "Default repetition penalty")->check(CLI::Range(0.0, 100.0));
+  add_sampling_options(*sub, o->sampling, true);
   sub->callback([o] { run_serve(*o); });
 }
 

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -105,6 +106,21 @@ std::string read_text_file(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+void add_sampling_options(CLI::App& app, SamplingParams& p, bool server_defaults) {
+  const auto help = [&](std::string what) {  // `what` starts in lower case
+    if (server_defaults) return "Default " + what + " (requests override)";
+    what[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(what[0])));
+    return what;
+  };
+  app.add_option("--temp", p.temperature, help("temperature (0: greedy)"))->check(CLI::Range(0.0, 100.0));
+  app.add_option("--top-k", p.top_k, help("top-k sampling (0: off)"))->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", p.top_p, help("top-p (nucleus) sampling (1.0: off)"))->check(CLI::Range(0.0, 1.0));
+  app.add_option("--min-p", p.min_p, help("min-p sampling (0.0: off)"))->check(CLI::Range(0.0, 1.0));
+  app.add_option("--repeat-penalty", p.repeat_penalty, help("repetition penalty (1.0: off)"))->check(CLI::Range(0.0, 100.0));
+  app.add_option("--repeat-last-n", p.repeat_last_n, help("tokens the repetition penalty looks back over"))
+      ->check(CLI::NonNegativeNumber);
 }
 
 }  // namespace jetmoe::cli

@@ -11,6 +11,7 @@
 #include "loader/model_files.h"
 #include "runtime/backend.h"
 #include "runtime/jetmoe_model.h"
+#include "runtime/sampler.h"
 
 namespace jetmoe::cli {
 
@@ -32,6 +33,11 @@ struct ModelOptions {
   void apply_threads() const;
   int effective_threads() const;
 };
+
+// The sampling flags (--temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n) into
+// `p`, declared once so their ranges agree; `server_defaults` words the help for a server, whose
+// values are the defaults that requests override.
+void add_sampling_options(CLI::App& app, SamplingParams& p, bool server_defaults);
 
 // A model ready to run: files, backend and forward pass.
 struct LoadedModel {

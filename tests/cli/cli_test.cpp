@@ -20,11 +20,14 @@ std::string bin() { return jetmoe::test::jetmoe_binary(); }
 
 std::string join(const std::vector<int32_t>& v) {
   std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  for (size_t i = 0; i < v.size(); ++i) {  // (appended piece by piece: GCC 12 warns falsely on "," + string&&)
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
   return s;
 }
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+std::string q(const fs::path& p) { return std::string("'").append(p.string()).append("'"); }
 
 TEST(Cli, HelpOnEverySubcommand) {
   std::string out;
@@ -183,6 +186,9 @@ TEST(Cli, BadInputGivesClearErrors) {
       {"score -m " + q(cut) + " --ids 1,2", "model.safetensors"},
       {"generate -m " + q(golden) + " -p 'hello'", "no tokenizer.model"},
       {"generate --temp -3", "--temp"},
+      // the sampling flags are declared once (add_sampling_options) for generate, chat and serve
+      {"chat --top-p 2", "--top-p: Value 2 not in range"},
+      {"serve --repeat-last-n -1", "--repeat-last-n: Value -1 not in range"},
       {"generate --bogus-flag", "bogus"},
       {"tokenize -p \"$(printf '\\377\\376')\"", "UTF-8"},
       {"generate -p 'Emma' -n 2 -ctk q4_1", "--cache-type-k"},
