@@ -29,11 +29,8 @@ QuantMix quant_mix(const std::string& name) {
 
 std::vector<std::string> quant_mix_names() { return {"q8_0", "q4_0", "q4_k", "q4_0-pure", "q4_k-pure"}; }
 
-namespace {
-
-// The next type down that the row length allows: Q4_K -> Q4_0 -> Q8_0 -> F32 (a fallback is never
-// less precise than the type asked for).
-DType fit_type(DType want, int64_t cols) {
+DType fit_quant_type(DType want, int64_t cols) {
+  if (!dtype_is_quantized(want)) return want;
   const DType chain[] = {DType::Q4_K, DType::Q4_0, DType::Q8_0};
   bool started = false;
   for (DType t : chain) {
@@ -42,8 +39,6 @@ DType fit_type(DType want, int64_t cols) {
   }
   return DType::F32;
 }
-
-}  // namespace
 
 std::unique_ptr<MemoryTensorSource> quantize_weights(const JetMoeConfig& cfg, JetMoeWeights w, const QuantMix& mix,
                                                      QuantizeReport* report, bool strict) {
@@ -74,7 +69,7 @@ std::unique_ptr<MemoryTensorSource> quantize_weights(const JetMoeConfig& cfg, Je
         throw std::invalid_argument("tensor '" + v.name + "' has rows of " + std::to_string(cols) +
                                     " elements, not a multiple of the " + dtype_name(want) + " block size " +
                                     std::to_string(dtype_block_elems(want)));
-      t = fit_type(want, cols);
+      t = fit_quant_type(want, cols);
       rep.fallbacks.push_back(v.name + ": " + dtype_name(want) + " -> " + dtype_name(t) + " (rows of " +
                               std::to_string(cols) + ")");
     }

@@ -26,6 +26,11 @@ struct QuantMix {
 QuantMix quant_mix(const std::string& name);
 std::vector<std::string> quant_mix_names();
 
+// The type rows of `cols` elements get when `want` is asked for: `want` when its block divides the
+// row (or it is not a block type), else the next type down that does, Q4_K -> Q4_0 -> Q8_0 -> F32
+// (a fallback is never less precise than the type asked for).
+DType fit_quant_type(DType want, int64_t cols);
+
 struct QuantizeReport {
   size_t float_bytes = 0, quantized_bytes = 0;
   std::vector<std::string> fallbacks;  // tensors whose rows do not divide the block: next type down

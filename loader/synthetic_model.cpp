@@ -43,19 +43,6 @@ struct Spec {
   DType dtype = DType::F32;
 };
 
-// The next type down that the row length allows (Q4_K -> Q4_0 -> Q8_0 -> F32), as
-// quantize_weights does: the synthetic model has the layout a quantized checkpoint would have.
-DType fit_type(DType want, int64_t cols) {
-  if (!dtype_is_quantized(want)) return want;
-  const DType chain[] = {DType::Q4_K, DType::Q4_0, DType::Q8_0};
-  bool started = false;
-  for (DType t : chain) {
-    started = started || t == want;
-    if (started && cols % static_cast<int64_t>(dtype_block_elems(t)) == 0) return t;
-  }
-  return DType::F32;
-}
-
 // Every tensor of the model with its role, shape and the type `type` gives it. The names are
 // those bind_weights looks up (it checks them again when the model is bound).
 std::vector<Spec> tensor_specs(const JetMoeConfig& cfg, const std::string& type) {
@@ -95,7 +82,7 @@ std::vector<Spec> tensor_specs(const JetMoeConfig& cfg, const std::string& type)
         case TensorRole::Embedding: case TensorRole::Head: s.dtype = mix.embed_head; break;
         default: s.dtype = DType::F32;  // routers, norms, biases stay float in every mix
       }
-      s.dtype = fit_type(s.dtype, shape.back());
+      s.dtype = fit_quant_type(s.dtype, shape.back());  // the layout a quantized checkpoint would have
     }
     specs.push_back(std::move(s));
   });
