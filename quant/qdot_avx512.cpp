@@ -68,6 +68,7 @@ struct BlockLayout {
   }
   static uint16_t d(const uint8_t* row, int64_t, int64_t b) { return reinterpret_cast<const Block*>(row)[b].d; }
 };
+
 // The NR x NT tile of a Q8_0 / Q4_0 kernel K over the whole row: K::step takes a pair of blocks
 // (TWO) or the odd last one.
 template <class K, int NR, int NT>
