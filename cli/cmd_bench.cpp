@@ -202,13 +202,6 @@ struct Runner {
   }
 };
 
-// The distance each weight type's one-token kernel uses now, as {"BF16": 8192, ...}.
-nlohmann::ordered_json prefetch_by_type_json() {
-  nlohmann::ordered_json j = nlohmann::ordered_json::object();
-  for (const auto& [t, bytes] : decode_prefetch_by_type()) j[dtype_name(t)] = bytes;
-  return j;
-}
-
 // A --prefetch value as the progress lines name it.
 std::string prefetch_label(const std::optional<size_t>& p) {
   return p ? std::to_string(*p) : "default (" + decode_prefetch_summary() + ")";
@@ -295,7 +288,7 @@ void run_bench(BenchOptions& o) {
   report["cpu_features"] = cpu_feature_summary();
   // The settings in force outside the rows; each decode row has its own.
   report["decode_prefetch_bytes"] = decode_prefetch_bytes();
-  report["decode_prefetch_by_type"] = prefetch_by_type_json();
+  report["decode_prefetch_by_type"] = decode_prefetch_by_type_json();
   report["decode_prefetch"] = decode_prefetch_summary();
   report["omp_wait_policy"] = wait_policy ? wait_policy : "";
   report["openblas_core"] = openblas_get_corename();
@@ -385,7 +378,7 @@ void run_bench(BenchOptions& o) {
             r["n_depth"] = o.depth;
             r["busy_neighbour"] = busy;
             r["decode_prefetch_bytes"] = decode_prefetch_bytes();
-            r["decode_prefetch_by_type"] = prefetch_by_type_json();
+            r["decode_prefetch_by_type"] = decode_prefetch_by_type_json();
             r["decode_prefetch_default"] = !decode_prefetch_overridden();
             r["tokens_per_second"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"mean", s.mean},
                                       {"stddev", s.stddev}, {"samples", s.samples}};

@@ -88,13 +88,11 @@ void run_inspect(const InspectOptions& o) {
                    {"bytes_per_token", kv_per_token}, {"context", ctx},
                    {"bytes_at_context", kv_per_token * static_cast<size_t>(ctx)}};
   j["tokenizer"] = m->tokenizer ? m->tokenizer->path() : "";
-  nlohmann::ordered_json prefetch_by_type = nlohmann::ordered_json::object();
-  for (const auto& [t, bytes] : decode_prefetch_by_type()) prefetch_by_type[dtype_name(t)] = bytes;
   j["cpu"] = {{"isa", isa_name(active_isa())},
               {"vendor", cpu_vendor()},
               {"features", cpu_feature_summary()},
               {"decode_prefetch_bytes", decode_prefetch_bytes()},
-              {"decode_prefetch_by_type", prefetch_by_type}};
+              {"decode_prefetch_by_type", decode_prefetch_by_type_json()}};
   nlohmann::ordered_json tl = nlohmann::ordered_json::array();
   m->weights.for_each_tensor(c, [&](WeightView& v, TensorRole role, const std::vector<int64_t>&) {
     if (v.empty()) return;

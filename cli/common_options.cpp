@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "loader/quantize_weights.h"
+#include "quant/stream_prefetch.h"
 
 namespace jetmoe::cli {
 
@@ -121,6 +122,12 @@ void add_sampling_options(CLI::App& app, SamplingParams& p, bool server_defaults
   app.add_option("--repeat-penalty", p.repeat_penalty, help("repetition penalty (1.0: off)"))->check(CLI::Range(0.0, 100.0));
   app.add_option("--repeat-last-n", p.repeat_last_n, help("tokens the repetition penalty looks back over"))
       ->check(CLI::NonNegativeNumber);
+}
+
+nlohmann::ordered_json decode_prefetch_by_type_json() {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [t, bytes] : decode_prefetch_by_type()) j[dtype_name(t)] = bytes;
+  return j;
 }
 
 }  // namespace jetmoe::cli

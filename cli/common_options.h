@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <memory>
 #include <string>
@@ -38,6 +39,11 @@ struct ModelOptions {
 // `p`, declared once so their ranges agree; `server_defaults` words the help for a server, whose
 // values are the defaults that requests override.
 void add_sampling_options(CLI::App& app, SamplingParams& p, bool server_defaults);
+
+// The decode prefetch distance each weight type's one-token kernel uses now
+// (decode_prefetch_by_type, quant/stream_prefetch.h) as {"F32": 0, ..., "Q4_KR": 8192}, for the
+// JSON of `bench` and `inspect`.
+nlohmann::ordered_json decode_prefetch_by_type_json();
 
 // A model ready to run: files, backend and forward pass.
 struct LoadedModel {
