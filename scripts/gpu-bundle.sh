@@ -11,6 +11,8 @@ BUNDLE=${BUNDLE:-.gpu-bundle}
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib" "$BUNDLE"
+# scripts/test.sh builds only part of build-cuda's tests; the bundle needs the whole binary.
+cmake --build "$BUILD" -j"${JOBS:-$(nproc)}" --target jetmoe jetmoe_tests
 cp "$BUILD/jetmoe" "$BUILD/tests/jetmoe_tests" "$stage/bin/"
 for f in "$stage"/bin/*; do
   ldd "$f" | awk '/=> \// {print $3}'
