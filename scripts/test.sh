@@ -44,8 +44,8 @@ elapsed "CUDA build + tests"
 echo "== sanitizer build (ASan + UBSan): loader, parsers, kernels, ops, routing and the golden forward pass"
 # -O1 with line tables only: half the compile time of -O2 -g (this build was 14 of the suite's
 # 23 minutes on 2 cores), and sanitizer reports still name file and line. It builds only
-# jetmoe_sanitizer_tests (tests/CMakeLists.txt lists its tests): on the Zen 5 VM, 2 cores, 214 s
-# where the whole jetmoe_tests with the CLI took 521 s.
+# jetmoe_sanitizer_tests and jetmoe (tests/CMakeLists.txt says which tests): on the Zen 5 VM,
+# 2 cores, about 410 s where the whole jetmoe_tests took about 520 s.
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" \
   -DJETMOE_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$JOBS" --target jetmoe_sanitizer_tests
