@@ -1,5 +1,6 @@
 // `jetmoe chat` through a pseudo-terminal (forkpty), as a person would use it: a streamed reply,
-// /reset, Ctrl-C stopping a reply, Ctrl-C at the prompt quitting; and the non-terminal mode.
+// /reset, Ctrl-C stopping a reply, Ctrl-C at the prompt quitting, Ctrl-D typed during a reply
+// quitting when it ends; and the non-terminal mode.
 #include <gtest/gtest.h>
 
 #include <poll.h>
@@ -127,6 +128,20 @@ TEST(ChatPty, CtrlCStopsAReplyThenCtrlDQuits) {
   ASSERT_TRUE(chat.wait_for("> ")) << chat.transcript();
   chat.send("\x04");  // Ctrl-D quits
   EXPECT_EQ(chat.wait_exit(), 0) << chat.transcript();
+}
+
+TEST(ChatPty, CtrlDDuringAReplyQuitsWhenItEnds) {
+  // The reply runs to -n tokens and ends by itself (a Ctrl-C would flush the terminal's typed-ahead
+  // input, the Ctrl-D with it, as in a shell). Its first line is the greedy reply's; 900 tokens
+  // leave the Ctrl-D time to arrive while the rest streams. The next prompt takes it and quits.
+  PtyChat chat({"--ignore-eos", "-n", "900"});
+  ASSERT_TRUE(chat.wait_for("> ")) << chat.transcript();
+  chat.send("Tell me everything about Pemberley.\r");
+  ASSERT_TRUE(chat.wait_for("Tell me everything about Pemberley.")) << chat.transcript();  // the echo
+  ASSERT_TRUE(chat.wait_for("And what is the matter?")) << chat.transcript();            // the reply started
+  chat.send("\x04");
+  ASSERT_TRUE(chat.wait_for("reply 900 tokens")) << chat.transcript();  // the reply ran to its end
+  EXPECT_EQ(chat.wait_exit(std::chrono::seconds(20)), 0) << chat.transcript();
 }
 
 TEST(ChatNonInteractive, PipedQuestionIsAnsweredOnce) {
