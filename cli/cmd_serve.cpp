@@ -95,6 +95,21 @@ class Writer {
   std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
 };
 
+// The rest of a content provider once it holds the model: `body` generates and writes the reply
+// (false: the client went away; the response is dropped). An exception becomes an OpenAI-style
+// 500 error in the reply (an SSE event when streaming), and the response then ends normally.
+template <class Body>
+bool reply_or_error(Writer& w, httplib::DataSink& sink, bool stream, Body&& body) {
+  try {
+    if (!body()) return false;
+  } catch (const std::exception& e) {
+    const json err = ApiError(500, e.what(), "server_error").body();
+    w.write(stream ? sse(err) : err.dump());
+  }
+  sink.done();
+  return true;
+}
+
 void chat_completions(ServeEngine& engine, const SamplingParams& defaults, const httplib::Request& req, httplib::Response& res) {
   auto cr = std::make_shared<ChatRequest>(parse_chat_request(parse_body(req.body), defaults));
   auto job = std::make_shared<Job>(Job{engine.admit(), cr->gen.stream ? ": queued\n\n" : " "});
@@ -110,7 +125,7 @@ void chat_completions(ServeEngine& engine, const SamplingParams& defaults, const
       return w.write(sse({{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", engine.model_name()},
                           {"choices", {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}}}}));
     };
-    try {
+    return reply_or_error(w, sink, cr->gen.stream, [&] {
       if (cr->gen.stream && !chunk({{"role", "assistant"}, {"content", ""}}, nullptr)) return false;
       const GenResult r = engine.generate(*prompt, cr->gen, true, [&](const std::string& text) {
         return cr->gen.stream ? chunk({{"content", text}}, nullptr) : w.heartbeat();
@@ -125,12 +140,8 @@ void chat_completions(ServeEngine& engine, const SamplingParams& defaults, const
                      {"usage", usage(r.prompt_ids.size(), r.generated_ids.size())}}
                     .dump());
       }
-    } catch (const std::exception& e) {
-      const json err = ApiError(500, e.what(), "server_error").body();
-      w.write(cr->gen.stream ? sse(err) : err.dump());
-    }
-    sink.done();
-    return true;
+      return true;
+    });
   });
 }
 
@@ -150,7 +161,7 @@ void completions(ServeEngine& engine, const SamplingParams& defaults, const http
       return w.write(sse({{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", engine.model_name()},
                           {"choices", {{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}}}}}));
     };
-    try {
+    return reply_or_error(w, sink, cr->gen.stream, [&] {
       json choices = json::array();
       size_t prompt_tokens = 0, completion_tokens = 0;
       for (size_t i = 0; i < prompts->size(); ++i) {
@@ -180,12 +191,8 @@ void completions(ServeEngine& engine, const SamplingParams& defaults, const http
         w.write(json{{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", engine.model_name()},
                      {"choices", choices}, {"usage", usage(prompt_tokens, completion_tokens)}}
                     .dump());
-    } catch (const std::exception& e) {
-      const json err = ApiError(500, e.what(), "server_error").body();
-      w.write(cr->gen.stream ? sse(err) : err.dump());
-    }
-    sink.done();
-    return true;
+      return true;
+    });
   });
 }
 
