@@ -290,6 +290,7 @@ void run_bench(BenchOptions& o) {
   report["decode_prefetch_bytes"] = decode_prefetch_bytes();
   report["decode_prefetch_by_type"] = decode_prefetch_by_type_json();
   report["decode_prefetch"] = decode_prefetch_summary();
+  report["decode_stream"] = decode_stream_summary();
   report["omp_wait_policy"] = wait_policy ? wait_policy : "";
   report["openblas_core"] = openblas_get_corename();
   report["n_prompt"] = o.n_prompt;
@@ -380,6 +381,7 @@ void run_bench(BenchOptions& o) {
             r["decode_prefetch_bytes"] = decode_prefetch_bytes();
             r["decode_prefetch_by_type"] = decode_prefetch_by_type_json();
             r["decode_prefetch_default"] = !decode_prefetch_overridden();
+            r["decode_stream"] = decode_stream_summary();
             r["tokens_per_second"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"mean", s.mean},
                                       {"stddev", s.stddev}, {"samples", s.samples}};
             r["active_weights_per_token"] = active;
@@ -464,9 +466,10 @@ void run_bench(BenchOptions& o) {
   if (on_gpu)
     std::printf("\ndevice %s: weights in device memory; read bandwidth: a streaming read of %.2f GiB of device memory, median of %d passes\n",
                 report.value("backend", device).c_str(), o.bw_gib, o.bw_passes);
-  std::printf("\nisa %s, decode prefetch %s, OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages; fastest read loop of each pass), median of %d passes "
+  std::printf("\nisa %s, decode prefetch %s (int8/int4 streams: %s), OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages; fastest read loop of each pass), median of %d passes "
               "(decode rows: the probes around each repetition, and of BW = median of the per-repetition ratios)\n",
-              report["isa"].get<std::string>().c_str(), report["decode_prefetch"].get<std::string>().c_str(), wait_policy ? wait_policy : "(unset)",
+              report["isa"].get<std::string>().c_str(), report["decode_prefetch"].get<std::string>().c_str(),
+              report["decode_stream"].get<std::string>().c_str(), wait_policy ? wait_policy : "(unset)",
               report["openblas_core"].get<std::string>().c_str(), o.bw_gib, o.bw_passes);
 }
 

@@ -128,8 +128,12 @@ qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, in
   a.T = T;
   a.r0 = row_begin;
   a.r1 = row_end;
-  a.prefetch = T == 1 ? decode_prefetch_bytes(wtype) : 0;
-  a.prefetch_l1 = l1_prefetch_bytes(a.prefetch);
+  if (T == 1) {  // the one-token kernels' stream plan (quant/stream_prefetch.h)
+    const DecodeStream s = decode_stream(wtype);
+    a.prefetch = s.l2;
+    a.prefetch_l1 = s.l1;
+    a.touch = s.touch;
+  }
   return a;
 }
 

@@ -37,6 +37,7 @@
 #if JETMOE_QDOT_AVX512
 #include <immintrin.h>
 
+#include "quant/stream_prefetch.h"
 #include "quant/vnni_avx512.h"
 
 namespace jetmoe::qdot_detail {
@@ -49,6 +50,7 @@ inline void prefetch_l1(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const 
 
 struct Q8Format {
   static constexpr size_t kQuantBytes = 32;
+  static constexpr int64_t kTouchBlocks = 4;  // 2 pairs, 34 lines, between demand touches
   static inline void load(const uint8_t* q, __m512i (&w)[8]) {
     const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
     for (int k = 0; k < 8; ++k) w[k] = _mm512_xor_si512(_mm512_loadu_si512(q + 64 * k), k80);
@@ -69,6 +71,7 @@ struct Q8Format {
 
 struct Q4Format {
   static constexpr size_t kQuantBytes = 16;
+  static constexpr int64_t kTouchBlocks = 8;  // 4 pairs, 36 lines, between demand touches
   static inline void load(const uint8_t* q, __m512i (&w)[8]) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int k = 0; k < 4; ++k) {
@@ -169,11 +172,13 @@ void matvec(const MatArgs& a) {
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales)));
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(dx)), acc);
   };
+  const uint8_t* const end = a.W + static_cast<size_t>(a.r1 / kInterleaveRows) * group_bytes;  // touches stay before
   for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) {
     const uint8_t* P = a.W + static_cast<size_t>(g) * group_bytes;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     int64_t b = 0;
     for (; b + 2 <= a.nb; b += 2, P += kPair) {
+      if (a.touch && b % F::kTouchBlocks == 0 && static_cast<size_t>(end - P) > a.touch) touch_line(P + a.touch);
       // The pair's lines a.prefetch bytes ahead into L2, and again a.prefetch_l1 ahead into L1
       // (quant/stream_prefetch.h); the stream is contiguous across pairs and groups.
       if (a.prefetch)

@@ -24,6 +24,7 @@
 #if JETMOE_QDOT_AVX512
 #include <immintrin.h>
 
+#include "quant/stream_prefetch.h"
 #include "quant/vnni_avx512.h"
 
 namespace jetmoe::qdot_detail {
@@ -95,8 +96,10 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
   const __m512i lo4 = _mm512_set1_epi8(0x0f), hi4 = _mm512_set1_epi8(static_cast<char>(0xf0));
   __m512 acc[NT];
   for (int j = 0; j < NT; ++j) acc[j] = _mm512_setzero_ps();
+  const uint8_t* const end = a.W + static_cast<size_t>(a.r1 / kInterleaveRows) * kInterleaveRows * a.w_stride;
   for (int64_t b = 0; b < a.nb; ++b) {
     const uint8_t* blk = G + kQ4KRBlockBytes * static_cast<size_t>(b);
+    if (NT == 1 && a.touch && static_cast<size_t>(end - blk) > a.touch) touch_line(blk + a.touch);
     const Scales sc = unpack_scales(blk);
     __m512i isum[NT], iodd[NT];
     for (int j = 0; j < NT; ++j) isum[j] = iodd[j] = _mm512_setzero_si512();

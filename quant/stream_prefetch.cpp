@@ -49,7 +49,33 @@ size_t decode_prefetch_default() { return is_intel() ? 8192 : 0; }
 
 size_t decode_prefetch_default(DType weights) {
   if (is_intel()) return 8192;
-  return weights == DType::Q4_KR ? 8192 : 0;
+  return weights == DType::Q4_KR || weights == DType::Q4_0R ? 8192 : 0;
+}
+
+DecodeStream decode_stream(DType weights) {
+  DecodeStream s;
+  s.l2 = decode_prefetch_bytes(weights);
+  if (decode_prefetch_overridden() || is_intel()) {
+    s.l1 = l1_prefetch_bytes(s.l2);
+    return s;
+  }
+  // AMD and the rest (stream_prefetch.h: the Zen 5 figures): Q4_0R prefetches into L2 only and
+  // touches; the other types keep an L1 prefetch at half their distance (0 for none).
+  if (weights == DType::Q4_0R)
+    s.touch = 2048;
+  else
+    s.l1 = l1_prefetch_bytes(s.l2);
+  return s;
+}
+
+std::string decode_stream_summary() {
+  std::string out;
+  for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
+    const DecodeStream s = decode_stream(t);
+    out += (out.empty() ? "" : ", ") + std::string(dtype_name(t)) + " L2 " + std::to_string(s.l2) + " L1 " + std::to_string(s.l1) +
+           " touch " + std::to_string(s.touch);
+  }
+  return out;
 }
 
 size_t decode_prefetch_bytes() {

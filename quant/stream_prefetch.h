@@ -12,8 +12,8 @@
 // gains 12-15% the same way and has a prefetching loop too); 24-layer decode went from 66-85% to
 // 83-98% of that probe, bf16 (8 layers) from 57-60% to 86-89%. On the Zen 4 / Zen 5 test VMs the
 // same prefetch made the kernels slower (24 vs 26-28 GB/s), so AMD and other CPUs default to 0,
-// except for the Q4_KR kernel, which streamed faster with it on Zen 5 (decode_prefetch_default
-// (DType) below).
+// except for the Q4_KR kernel, which streamed faster with it on Zen 5, and Q4_0R, which does
+// with demand touches added (decode_prefetch_default(DType) and decode_stream below).
 //
 // The Intel default was 4 KiB until the int4 loops issued fewer instructions per byte
 // (quant/vnni_avx512.h); streaming faster, they need more bytes in flight. Harness as in
@@ -50,6 +50,17 @@ static inline void prefetch_lines_l2(const void* p, size_t bytes) { prefetch_lin
 // Into L1 with write intent: lines about to be stored to.
 static inline void prefetch_lines_for_write(void* p, size_t bytes) { prefetch_lines<1, 3>(p, bytes); }
 
+// A demand load of the line at p whose value nobody uses (an asm statement, so the compiler keeps
+// it): unlike a prefetch it faults on unmapped memory, so p must lie inside the buffer.
+static inline void touch_line(const void* p) {
+#if defined(__x86_64__)
+  int v;
+  asm volatile("movl %1, %0" : "=r"(v) : "m"(*static_cast<const int*>(p)));
+#else
+  (void)*static_cast<const volatile char*>(p);
+#endif
+}
+
 // The one-token kernels of the interleaved int8/int4 layouts (Q8_0R, Q4_0R, Q4_KR), GGUF-layout
 // Q4_K and the float row kernel ask for each line a second time, l1_prefetch_bytes() ahead, into
 // L1. What kept the int4 kernels from the probe's rate was their arithmetic per byte, not their
@@ -84,7 +95,7 @@ size_t decode_prefetch_bytes(DType weights);
 size_t decode_prefetch_default();
 
 // This CPU's default for one weight type's one-token kernel: 8192 on Intel; elsewhere 8192 for
-// Q4_KR and 0 for the rest. On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone
+// Q4_KR and Q4_0R (the latter with touches and no L1 prefetch: decode_stream) and 0 for the rest. On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone
 // streamed faster with software prefetch. Kernel bench, one thread from memory, three
 // alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s, where
 // Q4_0R went 37.5 / 32.2 / 39.2 -> 30.1 / 23.2 / 25.7, Q8_0R 39.9 / 32.2 / 38.7 -> 29.1 / 25.7 /
@@ -121,5 +132,32 @@ std::string decode_prefetch_summary();
 // A distance written as decimal bytes ("4096"), as JETMOE_PREFETCH and `bench --prefetch` take
 // it. Throws std::runtime_error starting with `what` when it is not one.
 size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& what);
+
+// The whole plan of one weight type's one-token stream: its L2 prefetch distance (what
+// decode_prefetch_bytes(weights) says), the L1 one and the demand touches (MatArgs::touch: one
+// line `touch` bytes ahead every ~2 KiB of weights; the interleaved int8/int4 kernels).
+//
+// Why Q4_0R touches on AMD: on the Zen 5 test VM a plain read loop that prefetched every line
+// 8 KiB ahead into L2 and also loaded one line 2 KiB ahead every 36 lines read 0.95-1.42x as fast
+// as the probe's best loop before it (2 threads, 1 GiB of huge pages, median of per-round
+// ratios; the gain was largest when the plain loops read slowly), where the same prefetch
+// without those loads read slower than no prefetch at all. Lines that software prefetch has
+// already fetched never miss, so the hardware prefetchers, which follow misses, fall idle; a few
+// demand loads ahead keep them working. The Q4_0R kernel, same harness at decode's shapes, with
+// L2 8 KiB and touches 2-3 KiB ahead: 1.02-1.27x today's kernel without prefetch (L2 8 KiB
+// without the touches 0.90-0.98x, with an L1 prefetch too 1.02-1.07x); 24-layer q4_0 decode, 2
+// threads, the two binaries in ABBA order: 31.3-32.2 tok/s against 22.1-27.5 (medians 31.6 vs
+// 26.6). Q8_0R (touches alone: 1.045x in the harness) and Q4_KR (its 8 / 4 KiB prefetch plus
+// touches: 1.04-1.08x) showed no gain end to end (q8_0 16.5-17.3 vs 16.1-17.7 tok/s, q4_k
+// 26.3-33.1 vs 29.3-31.9), so they keep their plans. Not measured on the Xeon, which keeps
+// its plan (no touches). JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by
+// {distance, half of it, no touches}.
+struct DecodeStream {
+  size_t l2 = 0, l1 = 0, touch = 0;
+};
+DecodeStream decode_stream(DType weights);
+
+// "L2 8192, L1 4096, touch 0" for each type whose plan differs from decode_prefetch_summary()'s.
+std::string decode_stream_summary();
 
 }  // namespace jetmoe

@@ -1,5 +1,7 @@
 // Activation quantization and the qmatvec / qmatmul kernels of quant/qdot.h, on every ISA.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -11,6 +13,7 @@
 
 #include "ops/cpu/cpu_isa.h"
 #include "quant/qdot.h"
+#include "quant/qdot_kernels.h"
 #include "quant/qtypes.h"
 #include "quant/quantize.h"
 #include "quant/repack.h"
@@ -369,9 +372,10 @@ TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
   const std::string vendor = cpu_vendor();
   const bool intel = vendor == "GenuineIntel";
   EXPECT_EQ(decode_prefetch_default(), intel ? 8192u : 0u) << vendor;
-  // Per weight type: the Q4_KR kernel prefetches on every CPU, the others on Intel only.
+  // Per weight type: the Q4_KR and Q4_0R kernels prefetch on every CPU, the others on Intel only.
   EXPECT_EQ(decode_prefetch_default(DType::Q4_KR), 8192u) << vendor;
-  for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_K, DType::Q8_0, DType::F32, DType::F16, DType::BF16})
+  EXPECT_EQ(decode_prefetch_default(DType::Q4_0R), 8192u) << vendor;
+  for (DType t : {DType::Q8_0R, DType::Q4_K, DType::Q8_0, DType::F32, DType::F16, DType::BF16})
     EXPECT_EQ(decode_prefetch_default(t), intel ? 8192u : 0u) << vendor << " " << dtype_name(t);
 }
 
@@ -404,8 +408,100 @@ TEST(QuantDot, DecodePrefetchOverrideCoversEveryTypeUntilReset) {
       for (const char* after : {",", " "}) named = named || summary.find(before + name + after) != std::string::npos;
     EXPECT_EQ(named, bytes != decode_prefetch_default()) << dtype_name(t) << ": " << summary;
   }
-  if (decode_prefetch_default() == 0) EXPECT_EQ(summary, "0 bytes (Q4_KR weights 8192)");
+  if (decode_prefetch_default() == 0) EXPECT_EQ(summary, "0 bytes (Q4_0R weights 8192, Q4_KR weights 8192)");
   else EXPECT_EQ(summary, "8192 bytes");
+}
+
+TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
+  if (std::getenv("JETMOE_PREFETCH") != nullptr) GTEST_SKIP() << "JETMOE_PREFETCH is set: it is the override";
+  reset_decode_prefetch_bytes();
+  const bool intel = cpu_vendor() == "GenuineIntel";
+  for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR, DType::Q4_K, DType::BF16}) {
+    const DecodeStream s = decode_stream(t);
+    SCOPED_TRACE(dtype_name(t));
+    EXPECT_EQ(s.l2, decode_prefetch_default(t));
+    // Only Q4_0R off Intel touches, and it prefetches into L2 alone; every other plan keeps the L1
+    // prefetch at half the distance (quant/stream_prefetch.h).
+    const bool touches = !intel && t == DType::Q4_0R;
+    EXPECT_EQ(s.touch, touches ? 2048u : 0u);
+    EXPECT_EQ(s.l1, touches ? 0u : l1_prefetch_bytes(s.l2));
+  }
+  EXPECT_EQ(decode_stream_summary().find("Q4_0R L2 8192 L1 ") != std::string::npos, true) << decode_stream_summary();
+  set_decode_prefetch_bytes(4096);  // the override replaces every plan: no touches
+  for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
+    const DecodeStream s = decode_stream(t);
+    EXPECT_EQ(s.l2, 4096u) << dtype_name(t);
+    EXPECT_EQ(s.l1, 2048u) << dtype_name(t);
+    EXPECT_EQ(s.touch, 0u) << dtype_name(t);
+  }
+  reset_decode_prefetch_bytes();
+}
+
+// Weights that end exactly where an inaccessible page begins: a demand load past their end
+// faults (a prefetch would not).
+class GuardedCopy {
+ public:
+  explicit GuardedCopy(const std::vector<uint8_t>& bytes) {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t body = (bytes.size() + page - 1) / page * page;
+    len_ = body + page;
+    base_ = static_cast<uint8_t*>(mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (base_ == MAP_FAILED) throw std::runtime_error("mmap failed");
+    if (mprotect(base_ + body, page, PROT_NONE) != 0) throw std::runtime_error("mprotect failed");
+    data_ = base_ + body - bytes.size();
+    std::memcpy(data_, bytes.data(), bytes.size());
+  }
+  ~GuardedCopy() { munmap(base_, len_); }
+  GuardedCopy(const GuardedCopy&) = delete;
+  GuardedCopy& operator=(const GuardedCopy&) = delete;
+  const uint8_t* data() const { return data_; }
+
+ private:
+  uint8_t* base_ = nullptr;
+  uint8_t* data_ = nullptr;
+  size_t len_ = 0;
+};
+
+TEST(QuantDot, DecodeTouchesStayInsideTheWeightsAndChangeNoResult) {
+  // The interleaved one-token kernels' demand touches (MatArgs::touch) run ahead of the stream
+  // but never past the end of the rows they were given: with the weights against a guard page, a
+  // touch past them would crash this test. The sums must be bit for bit those without touches.
+  for (CpuIsa isa : supported_isas()) {
+    const qdot_detail::KernelTable& k = isa == CpuIsa::Avx512 ? qdot_detail::avx512_kernels()
+                                        : isa == CpuIsa::Avx2   ? qdot_detail::avx2_kernels()
+                                                                : qdot_detail::scalar_kernels();
+    for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
+      const int64_t n = 2048, rows = 64;
+      const Problem p = make_problem(t, rows, n, 1, 23);
+      const GuardedCopy w(p.W);
+      const int slot = t == DType::Q8_0R ? 3 : t == DType::Q4_0R ? 4 : 5;
+      for (int64_t r0 : {int64_t{0}, int64_t{48}})
+        for (size_t prefetch : {size_t{0}, size_t{8192}}) {
+          qdot_detail::MatArgs a;
+          a.W = w.data();
+          a.w_stride = dtype_row_bytes(t, n);
+          a.X = p.X.data();
+          a.x_stride = activation_row_bytes(t, n);
+          a.nb = n / static_cast<int64_t>(dtype_block_elems(t));
+          a.T = 1;
+          a.r0 = r0;
+          a.r1 = rows;
+          a.prefetch = prefetch;
+          std::vector<float> want(rows, -777.0f);
+          a.Y = want.data();
+          k.matvec[slot](a);
+          for (size_t touch : {size_t{64}, size_t{2048}, size_t{65536}}) {
+            SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " rows " + std::to_string(r0) + ".. prefetch " +
+                         std::to_string(prefetch) + " touch " + std::to_string(touch));
+            std::vector<float> got(rows, -777.0f);
+            a.Y = got.data();
+            a.touch = touch;
+            k.matvec[slot](a);
+            EXPECT_EQ(got, want);
+          }
+        }
+    }
+  }
 }
 
 TEST(QuantDot, DispatchUsesActiveIsa) {
