@@ -95,8 +95,9 @@ size_t decode_prefetch_bytes(DType weights);
 size_t decode_prefetch_default();
 
 // This CPU's default for one weight type's one-token kernel: 8192 on Intel; elsewhere 8192 for
-// Q4_KR and Q4_0R (the latter with touches and no L1 prefetch: decode_stream) and 0 for the rest. On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone
-// streamed faster with software prefetch. Kernel bench, one thread from memory, three
+// Q4_KR and Q4_0R (the latter with touches and no L1 prefetch: decode_stream) and 0 for the
+// rest. On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone streamed faster
+// with software prefetch (until Q4_0R got touches, decode_stream). Kernel bench, one thread from memory, three
 // alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s, where
 // Q4_0R went 37.5 / 32.2 / 39.2 -> 30.1 / 23.2 / 25.7, Q8_0R 39.9 / 32.2 / 38.7 -> 29.1 / 25.7 /
 // 26.0 and GGUF-layout Q4_K 29.4 / 28.0 / 26.6 -> 23.6 / 23.1 / 19.8 (the GGUF-layout Q8_0 / Q4_0
@@ -137,21 +138,20 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // decode_prefetch_bytes(weights) says), the L1 one and the demand touches (MatArgs::touch: one
 // line `touch` bytes ahead every ~2 KiB of weights; the interleaved int8/int4 kernels).
 //
-// Why Q4_0R touches on AMD: on the Zen 5 test VM a plain read loop that prefetched every line
-// 8 KiB ahead into L2 and also loaded one line 2 KiB ahead every 36 lines read 0.95-1.42x as fast
-// as the probe's best loop before it (2 threads, 1 GiB of huge pages, median of per-round
-// ratios; the gain was largest when the plain loops read slowly), where the same prefetch
-// without those loads read 0.92-1.04x (into L2 only) or 0.77-0.78x (with an L1 prefetch). Lines that software prefetch has
-// already fetched never miss, so the hardware prefetchers, which follow misses, fall idle; a few
-// demand loads ahead keep them working. The Q4_0R kernel, same harness at decode's shapes, with
-// L2 8 KiB and touches 2-3 KiB ahead: 0.94-1.27x today's kernel without prefetch (L2 8 KiB
-// without the touches 0.86-1.02x, with an L1 prefetch too 1.02-1.16x); 24-layer q4_0 decode, 2
-// threads, the two binaries in ABBA order: 27.4-32.2 tok/s against 22.1-27.5 (medians 31.6 vs
-// 26.6). Q8_0R (touches alone: 1.045x in the harness) and Q4_KR (its 8 / 4 KiB prefetch plus
-// touches: 0.96-1.08x) showed no gain end to end (q8_0 16.5-17.3 vs 16.1-17.7 tok/s, q4_k
-// 26.3-33.1 vs 29.3-31.9), so they keep their plans. Not measured on the Xeon, which keeps
-// its plan (no touches). JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by
-// {distance, half of it, no touches}.
+// Why Q4_0R touches on AMD: on the Zen 5 test VM a plain read loop that prefetched every line 8 KiB
+// ahead into L2 and also loaded one line 2 KiB ahead every 36 lines read 0.95-1.42x as fast as the
+// probe's best loop before it (2 threads, 1 GiB of huge pages, median of per-round ratios; the gain
+// was largest when the plain loops read slowly), where the same prefetch without those loads read
+// 0.92-1.04x (into L2 only) or 0.77-0.78x (with an L1 prefetch). A likely reason: lines that software prefetch
+// has already fetched never miss, so the hardware prefetchers, which follow misses, fall idle; a few
+// demand loads ahead keep them working. The Q4_0R kernel, same harness at decode's shapes, with L2
+// 8 KiB and touches 2-3 KiB ahead: 0.94-1.27x today's kernel without prefetch (L2 8 KiB without the
+// touches 0.86-1.02x, with an L1 prefetch too 1.02-1.16x); 24-layer q4_0 decode, 2 threads, the two
+// binaries in ABBA order: 27.4-32.2 tok/s against 22.1-27.5 (medians 31.6 vs 26.6). Q8_0R (touches
+// alone: 1.045x in the harness) and Q4_KR (its 8 / 4 KiB prefetch plus touches: 0.96-1.08x) showed
+// no gain end to end (q8_0 16.5-17.3 vs 16.1-17.7 tok/s, q4_k 26.3-33.1 vs 29.3-31.9), so they keep
+// their plans. Not measured on the Xeon, which keeps its plan (no touches). JETMOE_PREFETCH /
+// set_decode_prefetch_bytes replace every plan by {distance, half of it, no touches}.
 struct DecodeStream {
   size_t l2 = 0, l1 = 0, touch = 0;
 };
