@@ -142,16 +142,17 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // ahead into L2 and also loaded one line 2 KiB ahead every 36 lines read 0.95-1.42x as fast as the
 // probe's best loop before it (2 threads, 1 GiB of huge pages, median of per-round ratios; the gain
 // was largest when the plain loops read slowly), where the same prefetch without those loads read
-// 0.92-1.04x (into L2 only) or 0.77-0.78x (with an L1 prefetch). A likely reason: lines that software prefetch
-// has already fetched never miss, so the hardware prefetchers, which follow misses, fall idle; a few
-// demand loads ahead keep them working. The Q4_0R kernel, same harness at decode's shapes, with L2
-// 8 KiB and touches 2-3 KiB ahead: 0.94-1.27x today's kernel without prefetch (L2 8 KiB without the
-// touches 0.86-1.02x, with an L1 prefetch too 1.02-1.16x); 24-layer q4_0 decode, 2 threads, the two
-// binaries in ABBA order: 27.4-32.2 tok/s against 22.1-27.5 (medians 31.6 vs 26.6). Q8_0R (touches
-// alone: 1.045x in the harness) and Q4_KR (its 8 / 4 KiB prefetch plus touches: 0.96-1.08x) showed
-// no gain end to end (q8_0 16.5-17.3 vs 16.1-17.7 tok/s, q4_k 26.3-33.1 vs 29.3-31.9), so they keep
-// their plans. Not measured on the Xeon, which keeps its plan (no touches). JETMOE_PREFETCH /
-// set_decode_prefetch_bytes replace every plan by {distance, half of it, no touches}.
+// 0.92-1.04x (into L2 only) or 0.77-0.78x (with an L1 prefetch). A likely reason: lines that
+// software prefetch has already fetched never miss, so the hardware prefetchers, which follow
+// misses, fall idle; a few demand loads ahead keep them working. The Q4_0R kernel, same harness at
+// decode's shapes, with L2 8 KiB and touches 2-3 KiB ahead: 0.94-1.27x today's kernel without
+// prefetch (L2 8 KiB without the touches 0.86-1.02x, with an L1 prefetch too 1.02-1.16x); 24-layer
+// q4_0 decode, 2 threads, the two binaries in ABBA order: 27.4-32.2 tok/s against 22.1-27.5
+// (medians 31.6 vs 26.6). Q8_0R (touches alone: 1.045x in the harness) and Q4_KR (its 8 / 4 KiB
+// prefetch plus touches: 0.96-1.08x) showed no gain end to end (q8_0 16.5-17.3 vs 16.1-17.7 tok/s,
+// q4_k 26.3-33.1 vs 29.3-31.9), so they keep their plans. Not measured on the Xeon, which keeps its
+// plan (no touches). JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by {distance,
+// half of it, no touches}.
 struct DecodeStream {
   size_t l2 = 0, l1 = 0, touch = 0;
 };
