@@ -95,20 +95,19 @@ size_t decode_prefetch_bytes(DType weights);
 size_t decode_prefetch_default();
 
 // This CPU's default for one weight type's one-token kernel: 8192 on Intel; elsewhere 8192 for
-// Q4_KR and Q4_0R (the latter with touches and no L1 prefetch: decode_stream) and 0 for the
-// rest. On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone streamed faster
-// with software prefetch (until Q4_0R got touches, decode_stream). Kernel bench, one thread from memory, three
-// alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s, where
-// Q4_0R went 37.5 / 32.2 / 39.2 -> 30.1 / 23.2 / 25.7, Q8_0R 39.9 / 32.2 / 38.7 -> 29.1 / 25.7 /
-// 26.0 and GGUF-layout Q4_K 29.4 / 28.0 / 26.6 -> 23.6 / 23.1 / 19.8 (the GGUF-layout Q8_0 / Q4_0
-// kernels keep their own 2 KiB). Decode, distances interleaved in one process (`bench
+// Q4_KR and Q4_0R (the latter with touches and no L1 prefetch: decode_stream) and 0 for the rest.
+// On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone streamed faster with
+// software prefetch (until Q4_0R got touches, decode_stream). Kernel bench, one thread from memory,
+// three alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s,
+// where Q4_0R went 37.5 / 32.2 / 39.2 -> 30.1 / 23.2 / 25.7, Q8_0R 39.9 / 32.2 / 38.7 -> 29.1 /
+// 25.7 / 26.0 and GGUF-layout Q4_K 29.4 / 28.0 / 26.6 -> 23.6 / 23.1 / 19.8 (the GGUF-layout Q8_0 /
+// Q4_0 kernels keep their own 2 KiB). Decode, distances interleaved in one process (`bench
 // --prefetch`): 24-layer q4_k two threads 28.0 -> 35.6 and 29.7 -> 34.5 tok/s (two runs), one
 // thread 12.6 -> 18.0; q4_0 and q8_0 at two threads lost 9% and 24%; f32 (4 layers) 30.0 -> 25.7,
 // f16 53.1 -> 52.1; bf16 (8 layers) once 21.9 -> 27.7, then 24.3 -> 23.7 with 5 repetitions (no
-// default of its own). Why Q4_KR: its decode loop holds more dependent work per byte loaded
-// (chains of 8 vpdpbusd per sub-block, then vpmulld by its scale), so fewer of its loads fit in
-// the core's reorder window and the hardware prefetchers alone keep too few lines in flight;
-// loading the scales after the quants (a monotonic stream) did not change that.
+// default of its own). Why Q4_KR: not its arithmetic (with chains of 4 instead of 8 it kept its
+// speed, 2026-12-05 afternoon); likely its compiled loop's loads of the next super-block's scale
+// lines, 2-4 KiB ahead, which act as the demand touches of decode_stream below.
 size_t decode_prefetch_default(DType weights);
 
 // Overrides the distance for this process, for every stream and type (benchmarks and tests);
