@@ -24,7 +24,8 @@
 // the CPU (quant/stream_prefetch.h): on Zen 5, one core from huge-page memory, it read at 94-104%
 // of the plain streaming-read probe without, 89-96% prefetching 4 KiB ahead and 79-86% at 8-16
 // KiB; on the Xeon VM prefetching 4 KiB ahead, every line, was 1.1-1.6x faster (one line in 4 or
-// 16 was not).
+// 16 was not). On Zen 5 the Q4_0R loop gains from an L2 prefetch only together with a demand
+// touch of one line ahead every 4 pairs (MatArgs::touch; stream_prefetch.h, decode_stream).
 //
 // Loads are unaligned instructions: a group is 64-byte aligned only when the tensor is and a row
 // has an even number of blocks (owned weights are; test buffers need not be), and on aligned
