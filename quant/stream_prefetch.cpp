@@ -49,7 +49,8 @@ size_t decode_prefetch_default() { return is_intel() ? 8192 : 0; }
 
 size_t decode_prefetch_default(DType weights) {
   if (is_intel()) return 8192;
-  return weights == DType::Q4_KR || weights == DType::Q4_0R ? 8192 : 0;
+  if (weights == DType::Q4_KR) return 8192;
+  return weights == DType::Q4_0R ? 4096 : 0;  // with touches (decode_stream)
 }
 
 DecodeStream decode_stream(DType weights) {
@@ -62,7 +63,7 @@ DecodeStream decode_stream(DType weights) {
   // AMD and the rest (stream_prefetch.h: the Zen 5 figures): Q4_0R prefetches into L2 only and
   // touches; the other types keep an L1 prefetch at half their distance (0 for none).
   if (weights == DType::Q4_0R)
-    s.touch = 2048;
+    s.touch = 1024;
   else
     s.l1 = l1_prefetch_bytes(s.l2);
   return s;

@@ -95,7 +95,7 @@ size_t decode_prefetch_bytes(DType weights);
 size_t decode_prefetch_default();
 
 // This CPU's default for one weight type's one-token kernel: 8192 on Intel; elsewhere 8192 for
-// Q4_KR and Q4_0R (the latter with touches and no L1 prefetch: decode_stream) and 0 for the rest.
+// Q4_KR, 4096 for Q4_0R (with touches and no L1 prefetch: decode_stream) and 0 for the rest.
 // On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone streamed faster with
 // software prefetch (until Q4_0R got touches, decode_stream). Kernel bench, one thread from memory,
 // three alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s,
@@ -149,15 +149,21 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // q4_0 decode, 2 threads, the two binaries in ABBA order: 27.4-32.2 tok/s against 22.1-27.5
 // (medians 31.6 vs 26.6). Q8_0R (touches alone: 1.045x in the harness) and Q4_KR (its 8 / 4 KiB
 // prefetch plus touches: 0.96-1.08x) showed no gain end to end (q8_0 16.5-17.3 vs 16.1-17.7 tok/s,
-// q4_k 26.3-33.1 vs 29.3-31.9), so they keep their plans. Not measured on the Xeon, which keeps its
-// plan (no touches). JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by {distance,
-// half of it, no touches}.
+// q4_k 26.3-33.1 vs 29.3-31.9), so they keep their plans. The distances were then shortened to an
+// L2 prefetch 4 KiB and touches 1 KiB ahead: in the kernel harness 1.30x (2 threads) and 1.33x
+// (one) today's kernel where 8 / 2 KiB made 1.23x and 1.26x (3 / 1 KiB 1.25x / 1.35x, 2 KiB / 512
+// 1.17x / 1.33x); end to end, the two plans' binaries alternating, 31.5 / 33.5 / 36.9 tok/s against
+// 32.2 / 25.2 / 32.6 (of the probe 73 / 79 / 81% against 74 / 81 / 72%), and 4K / 1K ahead in 5 of 6
+// earlier pairs (one build, the plan from the environment; the loss in a slump of the machine,
+// probe 34 against 53 GB/s). Not measured on the Xeon,
+// which keeps its plan (no touches). JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan
+// by {distance, half of it, no touches}.
 struct DecodeStream {
   size_t l2 = 0, l1 = 0, touch = 0;
 };
 DecodeStream decode_stream(DType weights);
 
-// The plans of the interleaved types, "Q8_0R L2 0 L1 0 touch 0, Q4_0R L2 8192 L1 0 touch 2048, ...".
+// The plans of the interleaved types, "Q8_0R L2 0 L1 0 touch 0, Q4_0R L2 4096 L1 0 touch 1024, ...".
 std::string decode_stream_summary();
 
 }  // namespace jetmoe

@@ -372,9 +372,10 @@ TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
   const std::string vendor = cpu_vendor();
   const bool intel = vendor == "GenuineIntel";
   EXPECT_EQ(decode_prefetch_default(), intel ? 8192u : 0u) << vendor;
-  // Per weight type: the Q4_KR and Q4_0R kernels prefetch on every CPU, the others on Intel only.
+  // Per weight type: the Q4_KR and Q4_0R kernels prefetch on every CPU (Q4_0R 4 KiB off Intel,
+  // with touches), the others on Intel only.
   EXPECT_EQ(decode_prefetch_default(DType::Q4_KR), 8192u) << vendor;
-  EXPECT_EQ(decode_prefetch_default(DType::Q4_0R), 8192u) << vendor;
+  EXPECT_EQ(decode_prefetch_default(DType::Q4_0R), intel ? 8192u : 4096u) << vendor;
   for (DType t : {DType::Q8_0R, DType::Q4_K, DType::Q8_0, DType::F32, DType::F16, DType::BF16})
     EXPECT_EQ(decode_prefetch_default(t), intel ? 8192u : 0u) << vendor << " " << dtype_name(t);
 }
@@ -408,7 +409,7 @@ TEST(QuantDot, DecodePrefetchOverrideCoversEveryTypeUntilReset) {
       for (const char* after : {",", " "}) named = named || summary.find(before + name + after) != std::string::npos;
     EXPECT_EQ(named, bytes != decode_prefetch_default()) << dtype_name(t) << ": " << summary;
   }
-  if (decode_prefetch_default() == 0) EXPECT_EQ(summary, "0 bytes (Q4_0R weights 8192, Q4_KR weights 8192)");
+  if (decode_prefetch_default() == 0) EXPECT_EQ(summary, "0 bytes (Q4_0R weights 4096, Q4_KR weights 8192)");
   else EXPECT_EQ(summary, "8192 bytes");
 }
 
@@ -423,10 +424,13 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
     // Only Q4_0R off Intel touches, and it prefetches into L2 alone; every other plan keeps the L1
     // prefetch at half the distance (quant/stream_prefetch.h).
     const bool touches = !intel && t == DType::Q4_0R;
-    EXPECT_EQ(s.touch, touches ? 2048u : 0u);
+    EXPECT_EQ(s.touch, touches ? 1024u : 0u);
     EXPECT_EQ(s.l1, touches ? 0u : l1_prefetch_bytes(s.l2));
   }
-  EXPECT_EQ(decode_stream_summary().find("Q4_0R L2 8192 L1 ") != std::string::npos, true) << decode_stream_summary();
+  EXPECT_EQ(decode_stream_summary().find(std::string("Q4_0R L2 ") + (intel ? "8192 L1 4096 touch 0" : "4096 L1 0 touch 1024")) !=
+                std::string::npos,
+            true)
+      << decode_stream_summary();
   set_decode_prefetch_bytes(4096);  // the override replaces every plan: no touches
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
     const DecodeStream s = decode_stream(t);
