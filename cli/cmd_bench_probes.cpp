@@ -92,14 +92,14 @@ __attribute__((target("avx2"))) uint64_t sum_range_avx2_two_streams(const uint64
   return s;
 }
 
-// One stream with prefetch 8 KiB ahead into L2 and, every 36 lines, one demand load of the line
-// 2 KiB ahead (not summed: touch_line), the kind of stream the Q4_0R decode kernel reads off
-// Intel (quant/stream_prefetch.h, decode_stream: 4 KiB and 1 KiB there; in a plain loop the two
-// pairs of distances read alike, 1.29-1.34x the two-stream loop in one run). On the Zen 5 test VM this read 0.95-1.42x as fast
-// as the best loop above in the same minutes (2 threads, per-round ratios, 1 GiB of huge pages;
-// 58-62 GB/s where the loops above read 41-44 at that moment, about even when they were at
-// their fastest), where the same prefetch without the loads read 0.92-1.04x: the machine reads
-// more than the loops above showed, so the probe counts this loop too (2026-12-05 afternoon;
+// One stream with prefetch 8 KiB ahead into L2 and, every 36 lines, one demand load of the line 2
+// KiB ahead (not summed: touch_line), the kind of stream the Q4_0R decode kernel reads off Intel
+// (quant/stream_prefetch.h, decode_stream: 4 KiB and 1 KiB there; in a plain loop the two pairs of
+// distances read alike, 1.29-1.34x the two-stream loop in one run). On the Zen 5 test VM this read
+// 0.95-1.42x as fast as the best loop above in the same minutes (2 threads, per-round ratios, 1 GiB
+// of huge pages; 58-62 GB/s where the loops above read 41-44 at that moment, about even when they
+// were at their fastest), where the same prefetch without the loads read 0.92-1.04x: the machine
+// reads more than the loops above showed, so the probe counts this loop too (2026-12-05 afternoon;
 // the tables before do not have it).
 __attribute__((target("avx2"))) uint64_t sum_range_avx2_prefetch_touch(const uint64_t* p, size_t begin, size_t end) {
   constexpr size_t kPrefetch = 8192 / sizeof(uint64_t), kTouch = 2048 / sizeof(uint64_t);
