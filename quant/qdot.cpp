@@ -13,9 +13,9 @@
 #include "quant/stream_prefetch.h"
 
 namespace jetmoe {
-namespace {
+namespace qdot_detail {
 
-int type_index(DType t) {
+int kernel_index(DType t) {
   switch (t) {
     case DType::Q8_0: return 0;
     case DType::Q4_0: return 1;
@@ -26,6 +26,19 @@ int type_index(DType t) {
     default: return -1;
   }
 }
+
+const KernelTable& kernel_table(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Avx512: return avx512_kernels();
+    case CpuIsa::Avx2: return avx2_kernels();
+    case CpuIsa::Scalar: break;
+  }
+  return scalar_kernels();
+}
+
+}  // namespace qdot_detail
+
+namespace {
 
 // Round to nearest, ties to even (what std::nearbyint does in the default rounding mode), by the
 // 1.5 * 2^23 trick: exact for |v| < 2^22, inlined on the baseline x86-64 ISA where nearbyint is a
@@ -96,14 +109,6 @@ void quantize_q8_ks_blocks(const float* x, BlockQ8_KS* b, int64_t nb) {
   }
 }
 
-const qdot_detail::KernelTable& table_for(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::Avx512: return qdot_detail::avx512_kernels();
-    case CpuIsa::Avx2: return qdot_detail::avx2_kernels();
-    case CpuIsa::Scalar: break;
-  }
-  return qdot_detail::scalar_kernels();
-}
 
 qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, int64_t row_end,
                                int64_t n, const void* X, int64_t T, float* Y, int64_t ldy,
@@ -191,14 +196,14 @@ void run_matvec(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64
                 int64_t n, const void* xq, float* y) {
   const auto a = make_args(wtype, W, row_begin, row_end, n, xq, 1, y, 0, "qmatvec");
   if (row_end == row_begin) return;
-  table_for(isa).matvec[type_index(wtype)](a);
+  qdot_detail::kernel_table(isa).matvec[qdot_detail::kernel_index(wtype)](a);
 }
 
 void run_matmul(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
                 int64_t n, const void* Xq, int64_t T, float* Y, int64_t ldy) {
   const auto a = make_args(wtype, W, row_begin, row_end, n, Xq, T, Y, ldy, "qmatmul");
   if (row_end == row_begin || T == 0) return;
-  table_for(isa).matmul[type_index(wtype)](a);
+  qdot_detail::kernel_table(isa).matmul[qdot_detail::kernel_index(wtype)](a);
 }
 
 }  // namespace

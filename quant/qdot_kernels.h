@@ -17,6 +17,8 @@
 namespace jetmoe {
 struct BlockQ8_0Z;
 struct BlockQ8_KS;
+enum class CpuIsa;           // ops/cpu/cpu_isa.h
+enum class DType : uint8_t;  // runtime/dtype.h
 }  // namespace jetmoe
 
 namespace jetmoe::qdot_detail {
@@ -53,6 +55,9 @@ void scalar_q4_0r(const MatArgs& a);
 void scalar_q4_kr(const MatArgs& a);
 const KernelTable& avx2_kernels();    // scalar table when built without AVX2
 const KernelTable& avx512_kernels();  // scalar table when built without AVX-512
+// The table of one ISA (one of the three above), and a weight type's index in it (-1: none).
+const KernelTable& kernel_table(CpuIsa isa);
+int kernel_index(DType t);
 
 // The AVX-512 one-token kernels of qmatvec_avx512.cpp (defined only in builds with AVX-512
 // flags); rows longer than avx512_matvec_max_elems() must use the tiled kernels.

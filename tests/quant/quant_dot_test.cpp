@@ -471,14 +471,12 @@ TEST(QuantDot, DecodeTouchesStayInsideTheWeightsAndChangeNoResult) {
   // but never past the end of the rows they were given: with the weights against a guard page, a
   // touch past them would crash this test. The sums must be bit for bit those without touches.
   for (CpuIsa isa : supported_isas()) {
-    const qdot_detail::KernelTable& k = isa == CpuIsa::Avx512 ? qdot_detail::avx512_kernels()
-                                        : isa == CpuIsa::Avx2   ? qdot_detail::avx2_kernels()
-                                                                : qdot_detail::scalar_kernels();
+    const qdot_detail::KernelTable& k = qdot_detail::kernel_table(isa);
     for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
       const int64_t n = 2048, rows = 64;
       const Problem p = make_problem(t, rows, n, 1, 23);
       const GuardedCopy w(p.W);
-      const int slot = t == DType::Q8_0R ? 3 : t == DType::Q4_0R ? 4 : 5;
+      const int slot = qdot_detail::kernel_index(t);
       for (int64_t r0 : {int64_t{0}, int64_t{48}})
         for (size_t prefetch : {size_t{0}, size_t{8192}}) {
           qdot_detail::MatArgs a;
