@@ -54,9 +54,10 @@ size_t decode_prefetch_default(DType weights) {
 }
 
 DecodeStream decode_stream(DType weights) {
+  const long long v = current_override();
   DecodeStream s;
-  s.l2 = decode_prefetch_bytes(weights);
-  if (decode_prefetch_overridden() || is_intel()) {
+  s.l2 = v >= 0 ? static_cast<size_t>(v) : decode_prefetch_default(weights);
+  if (v >= 0 || is_intel()) {
     s.l1 = l1_prefetch_bytes(s.l2);
     return s;
   }

@@ -153,11 +153,11 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // L2 prefetch 4 KiB and touches 1 KiB ahead: in the kernel harness 1.30x (2 threads) and 1.33x
 // (one) today's kernel where 8 / 2 KiB made 1.23x and 1.26x (3 / 1 KiB 1.25x / 1.35x, 2 KiB / 512
 // 1.17x / 1.33x); end to end, the two plans' binaries alternating, 31.5 / 33.5 / 36.9 tok/s against
-// 32.2 / 25.2 / 32.6 (of the probe 73 / 79 / 81% against 74 / 81 / 72%), and 4K / 1K ahead in 5 of 6
-// earlier pairs (one build, the plan from the environment; the loss in a slump of the machine,
-// probe 34 against 53 GB/s). Not measured on the Xeon,
-// which keeps its plan (no touches). JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan
-// by {distance, half of it, no touches}.
+// 32.2 / 25.2 / 32.6 (of the probe 73 / 79 / 81% against 74 / 81 / 72%), and 4K / 1K ahead in 5 of
+// 6 earlier pairs (one build, the plan from the environment; the loss in a slump of the machine,
+// probe 34 against 53 GB/s). Not measured on the Xeon, which keeps its plan (no touches).
+// JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by {distance, half of it, no
+// touches}.
 struct DecodeStream {
   size_t l2 = 0, l1 = 0, touch = 0;
 };

@@ -427,9 +427,8 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
     EXPECT_EQ(s.touch, touches ? 1024u : 0u);
     EXPECT_EQ(s.l1, touches ? 0u : l1_prefetch_bytes(s.l2));
   }
-  EXPECT_EQ(decode_stream_summary().find(std::string("Q4_0R L2 ") + (intel ? "8192 L1 4096 touch 0" : "4096 L1 0 touch 1024")) !=
-                std::string::npos,
-            true)
+  EXPECT_NE(decode_stream_summary().find(std::string("Q4_0R L2 ") + (intel ? "8192 L1 4096 touch 0" : "4096 L1 0 touch 1024")),
+            std::string::npos)
       << decode_stream_summary();
   set_decode_prefetch_bytes(4096);  // the override replaces every plan: no touches
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
