@@ -138,6 +138,7 @@ qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, in
     a.prefetch = s.l2;
     a.prefetch_l1 = s.l1;
     a.touch = s.touch;
+    a.rolled = s.rolled;
   }
   return a;
 }

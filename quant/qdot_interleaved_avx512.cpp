@@ -24,8 +24,11 @@
 // the CPU (quant/stream_prefetch.h): on Zen 5, one core from huge-page memory, it read at 94-104%
 // of the plain streaming-read probe without, 89-96% prefetching 4 KiB ahead and 79-86% at 8-16
 // KiB; on the Xeon VM prefetching 4 KiB ahead, every line, was 1.1-1.6x faster (one line in 4 or
-// 16 was not). On Zen 5 the Q4_0R loop gains from an L2 prefetch only together with a demand
-// touch of one line ahead every 4 pairs (MatArgs::touch; stream_prefetch.h, decode_stream).
+// 16 was not). On Zen 5 the Q4_0R and Q8_0R loops gain from an L2 prefetch only together with a
+// demand touch of one line ahead every ~2 KiB (MatArgs::touch) and with their block loops kept
+// rolled (MatArgs::rolled: each format's block_sum and the pair's prefetches as loops rather than
+// unrolled by the compiler; same sums, more instructions per byte, faster from memory there:
+// stream_prefetch.h, decode_stream, has the figures). The Xeon keeps the unrolled loops.
 //
 // Loads are unaligned instructions: a group is 64-byte aligned only when the tensor is and a row
 // has an even number of blocks (owned weights are; test buffers need not be), and on aligned
@@ -59,12 +62,19 @@ struct Q8Format {
   // Decode: one block's integer sums for 16 rows and one token, as two chains of 4 (even and odd
   // registers) added at the end, so they wait on 4 dependent vpdpbusd instead of 8 (Zen 4, one
   // thread, six alternating pairs: in L2 median 84 -> 92 GB/s; from memory 25.1 -> 25.7).
-  static inline __m512i block_sum(const uint8_t* q, const BlockQ8_0Z& xb) {
+  template <bool Rolled>
+  [[gnu::always_inline]] static inline __m512i block_sum(const uint8_t* q, const BlockQ8_0Z& xb) {
     const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
     __m512i s0 = _mm512_set1_epi32(xb.zsum), s1 = _mm512_setzero_si512();
-    for (int k = 0; k < 8; k += 2) {
+    const auto lines = [&](int k) {  // lines k and k + 1 of the block
       s0 = dpbusd_bcast4(s0, _mm512_xor_si512(_mm512_loadu_si512(q + 64 * k), k80), xb.qs + 4 * k);
       s1 = dpbusd_bcast4(s1, _mm512_xor_si512(_mm512_loadu_si512(q + 64 * k + 64), k80), xb.qs + 4 * k + 4);
+    };
+    if constexpr (Rolled) {
+#pragma GCC unroll 1
+      for (int k = 0; k < 8; k += 2) lines(k);
+    } else {
+      for (int k = 0; k < 8; k += 2) lines(k);
     }
     return _mm512_add_epi32(s0, s1);
   }
@@ -85,13 +95,20 @@ struct Q4Format {
   // a second accumulator that is shifted down once per block (exact: every term is a multiple of
   // 16; at most 16 * 240 * 128 < 2^19). Two independent chains of 4 instead of one of 8, and 4
   // fewer instructions per block (Zen 4, one thread, in L2: 57-64 -> 66-69 GB/s).
-  static inline __m512i block_sum(const uint8_t* q, const BlockQ8_0Z& xb) {
+  template <bool Rolled>
+  [[gnu::always_inline]] static inline __m512i block_sum(const uint8_t* q, const BlockQ8_0Z& xb) {
     const __m512i lo4 = _mm512_set1_epi8(0x0f), hi4 = _mm512_set1_epi8(static_cast<char>(0xf0));
     __m512i s = _mm512_set1_epi32(xb.zsum), h = _mm512_setzero_si512();
-    for (int k = 0; k < 4; ++k) {
+    const auto line = [&](int k) {  // line k of the block: 4 weights of each row from both nibbles
       const __m512i v = _mm512_loadu_si512(q + 64 * k);
       s = dpbusd_bcast4(s, _mm512_and_si512(v, lo4), xb.qs + 4 * k);
       h = dpbusd_bcast4(h, _mm512_and_si512(v, hi4), xb.qs + 16 + 4 * k);
+    };
+    if constexpr (Rolled) {
+#pragma GCC unroll 1
+      for (int k = 0; k < 4; ++k) line(k);
+    } else {
+      for (int k = 0; k < 4; ++k) line(k);
     }
     return _mm512_add_epi32(s, _mm512_srai_epi32(h, 4));
   }
@@ -163,7 +180,7 @@ void matmul(const MatArgs& a) {
 // 5632; 95.7 -> 97.0%, 11264 x 2048; 24-layer q4_0 decode, two threads, interleaved: 20.62 ->
 // 20.91 tok/s). Two row groups per step (sharing the activation loads) were faster in L2 but
 // streamed slower from memory, so a decode kernel keeps one sequential stream.
-template <class F>
+template <class F, bool Rolled>
 void matvec(const MatArgs& a) {
   constexpr size_t kBlock = static_cast<size_t>(kInterleaveRows) * F::kQuantBytes;  // one block's quants
   constexpr size_t kPair = 2 * kBlock + 4 * kInterleaveRows;                          // + both blocks' scales
@@ -182,23 +199,32 @@ void matvec(const MatArgs& a) {
       if (a.touch && b % F::kTouchBlocks == 0 && static_cast<size_t>(end - P) > a.touch) touch_line(P + a.touch);
       // The pair's lines a.prefetch bytes ahead into L2, and again a.prefetch_l1 ahead into L1
       // (quant/stream_prefetch.h); the stream is contiguous across pairs and groups.
-      if (a.prefetch)
-        for (size_t l = 0; l < kPair; l += 64) prefetch_l2(P + a.prefetch + l);
-      if (a.prefetch_l1)
-        for (size_t l = 0; l < kPair; l += 64) prefetch_l1(P + a.prefetch_l1 + l);
-      acc0 = apply(acc0, F::block_sum(P, x[b]), P + 2 * kBlock, x[b].d);
-      acc1 = apply(acc1, F::block_sum(P + kBlock, x[b + 1]), P + 2 * kBlock + 2 * kInterleaveRows, x[b + 1].d);
+      if constexpr (Rolled) {
+        if (a.prefetch)
+#pragma GCC unroll 1
+          for (size_t l = 0; l < kPair; l += 64) prefetch_l2(P + a.prefetch + l);
+        if (a.prefetch_l1)
+#pragma GCC unroll 1
+          for (size_t l = 0; l < kPair; l += 64) prefetch_l1(P + a.prefetch_l1 + l);
+      } else {
+        if (a.prefetch)
+          for (size_t l = 0; l < kPair; l += 64) prefetch_l2(P + a.prefetch + l);
+        if (a.prefetch_l1)
+          for (size_t l = 0; l < kPair; l += 64) prefetch_l1(P + a.prefetch_l1 + l);
+      }
+      acc0 = apply(acc0, F::template block_sum<Rolled>(P, x[b]), P + 2 * kBlock, x[b].d);
+      acc1 = apply(acc1, F::template block_sum<Rolled>(P + kBlock, x[b + 1]), P + 2 * kBlock + 2 * kInterleaveRows, x[b + 1].d);
     }
     if (b < a.nb)  // an odd last block alone: its quants, then its scales
-      acc0 = apply(acc0, F::block_sum(P, x[b]), P + kBlock, x[b].d);
+      acc0 = apply(acc0, F::template block_sum<Rolled>(P, x[b]), P + kBlock, x[b].d);
     _mm512_storeu_ps(a.Y + g * kInterleaveRows, _mm512_add_ps(acc0, acc1));
   }
 }
 
 }  // namespace
 
-void avx512_matvec_q8_0r(const MatArgs& a) { matvec<Q8Format>(a); }
-void avx512_matvec_q4_0r(const MatArgs& a) { matvec<Q4Format>(a); }
+void avx512_matvec_q8_0r(const MatArgs& a) { a.rolled ? matvec<Q8Format, true>(a) : matvec<Q8Format, false>(a); }
+void avx512_matvec_q4_0r(const MatArgs& a) { a.rolled ? matvec<Q4Format, true>(a) : matvec<Q4Format, false>(a); }
 void avx512_matmul_q8_0r(const MatArgs& a) { matmul<Q8Format>(a); }
 void avx512_matmul_q4_0r(const MatArgs& a) { matmul<Q4Format>(a); }
 

@@ -49,8 +49,8 @@ size_t decode_prefetch_default() { return is_intel() ? 8192 : 0; }
 
 size_t decode_prefetch_default(DType weights) {
   if (is_intel()) return 8192;
-  if (weights == DType::Q4_KR) return 8192;
-  return weights == DType::Q4_0R ? 4096 : 0;  // with touches (decode_stream)
+  if (weights == DType::Q4_KR || weights == DType::Q8_0R) return 8192;
+  return weights == DType::Q4_0R ? 4096 : 0;  // Q8_0R / Q4_0R: with touches and the rolled loop (decode_stream)
 }
 
 DecodeStream decode_stream(DType weights) {
@@ -61,12 +61,14 @@ DecodeStream decode_stream(DType weights) {
     s.l1 = l1_prefetch_bytes(s.l2);
     return s;
   }
-  // AMD and the rest (stream_prefetch.h: the Zen 5 figures): Q4_0R prefetches into L2 only and
-  // touches; the other types keep an L1 prefetch at half their distance (0 for none).
-  if (weights == DType::Q4_0R)
-    s.touch = 1024;
-  else
+  // AMD and the rest (stream_prefetch.h: the Zen 5 figures): Q4_0R and Q8_0R run their rolled
+  // loops, prefetch into L2 only and touch; Q4_KR keeps an L1 prefetch at half its distance.
+  if (weights == DType::Q4_0R || weights == DType::Q8_0R) {
+    s.touch = weights == DType::Q4_0R ? 1024 : 2048;
+    s.rolled = true;
+  } else {
     s.l1 = l1_prefetch_bytes(s.l2);
+  }
   return s;
 }
 
@@ -75,7 +77,7 @@ std::string decode_stream_summary() {
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
     const DecodeStream s = decode_stream(t);
     out += (out.empty() ? "" : ", ") + std::string(dtype_name(t)) + " L2 " + std::to_string(s.l2) + " L1 " + std::to_string(s.l1) +
-           " touch " + std::to_string(s.touch);
+           " touch " + std::to_string(s.touch) + (s.rolled ? " rolled" : "");
   }
   return out;
 }

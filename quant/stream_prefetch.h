@@ -12,8 +12,9 @@
 // gains 12-15% the same way and has a prefetching loop too); 24-layer decode went from 66-85% to
 // 83-98% of that probe, bf16 (8 layers) from 57-60% to 86-89%. On the Zen 4 / Zen 5 test VMs the
 // same prefetch made the kernels slower (24 vs 26-28 GB/s), so AMD and other CPUs default to 0,
-// except for the Q4_KR kernel, which streamed faster with it on Zen 5, and Q4_0R, which does
-// with demand touches added (decode_prefetch_default(DType) and decode_stream below).
+// except for the Q4_KR kernel, which streamed faster with it on Zen 5, and Q4_0R and Q8_0R, which
+// do with demand touches added and their loops rolled (decode_prefetch_default(DType) and
+// decode_stream below).
 //
 // The Intel default was 4 KiB until the int4 loops issued fewer instructions per byte
 // (quant/vnni_avx512.h); streaming faster, they need more bytes in flight. Harness as in
@@ -156,14 +157,33 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // 32.2 / 25.2 / 32.6 (of the probe 73 / 79 / 81% against 74 / 81 / 72%), and 4K / 1K ahead in 5 of
 // 6 earlier pairs (one build, the plan from the environment; the loss in a slump of the machine,
 // probe 34 against 53 GB/s). Not measured on the Xeon, which keeps its plan (no touches).
-// JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by {distance, half of it, no
-// touches}.
+//
+// Why Q8_0R and Q4_0R run `rolled` loops on AMD (qdot_interleaved_avx512.cpp): the same kernel
+// with its block loop kept rolled (one or two 64-byte lines per iteration, the pair's prefetches
+// a loop too) instead of unrolled by the compiler issues more instructions per byte, runs alike
+// from L2 (one thread, Zen 5: Q4_0R 90 GB/s, Q8_0R 157 either way), and streams faster from memory
+// on the Zen 5 VM, which the plain read probe does not explain (a guess: demand loads issued a
+// line at a time, spaced by the arithmetic, leave the prefetchers' requests ahead of them). Kernel
+// harness, library kernels at decode's shapes, 2 threads, median of per-round ratios, five
+// placements (1 GiB twice, 8 GiB, 256 KiB pieces, 12 GiB at random places): Q4_0R with its 4 / 1
+// KiB plan 1.03-1.38x the unrolled loop; Q8_0R rolled with L2 8 KiB + touches 2 KiB ahead every 34
+// lines 1.15-1.38x today's unrolled loop without prefetch (rolled without prefetch 0.94-1.12x;
+// the unrolled loop with any L2 prefetch was 0.57-0.83x, which is why Q8_0R had none). End to end,
+// 24-layer decode, 2 threads, plans in turn in one process: q4_0 29.6-30.6 tok/s unrolled against
+// 33.2-35.5 rolled in the fast half of the run (weight loops 39.4 -> 42.3 GB/s over the whole run);
+// q8_0 18.3 -> 20.0 tok/s (medians of 6; loops 45.4 -> 51.3 GB/s). Q4_KR rolled the same way
+// gained nothing (loops 48.0 vs 47.4 GB/s) and stays unrolled. Not measured on the Xeon, where
+// the loops' instructions per byte set their speed (quant/vnni_avx512.h): it keeps the unrolled
+// loops. JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by {distance, half of it,
+// no touches, unrolled}.
 struct DecodeStream {
   size_t l2 = 0, l1 = 0, touch = 0;
+  bool rolled = false;  // Q8_0R / Q4_0R: the kernel's rolled block loop (MatArgs::rolled)
 };
 DecodeStream decode_stream(DType weights);
 
-// The plans of the interleaved types, "Q8_0R L2 0 L1 0 touch 0, Q4_0R L2 4096 L1 0 touch 1024, ...".
+// The plans of the interleaved types, "Q8_0R L2 8192 L1 0 touch 2048 rolled, Q4_0R L2 4096 L1 0
+// touch 1024 rolled, ...".
 std::string decode_stream_summary();
 
 }  // namespace jetmoe

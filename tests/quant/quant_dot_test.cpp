@@ -372,11 +372,12 @@ TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
   const std::string vendor = cpu_vendor();
   const bool intel = vendor == "GenuineIntel";
   EXPECT_EQ(decode_prefetch_default(), intel ? 8192u : 0u) << vendor;
-  // Per weight type: the Q4_KR and Q4_0R kernels prefetch on every CPU (Q4_0R 4 KiB off Intel,
-  // with touches), the others on Intel only.
+  // Per weight type: the interleaved int8/int4 kernels prefetch on every CPU (off Intel Q4_0R 4 KiB
+  // and Q8_0R 8 KiB, with touches and rolled loops), the others on Intel only.
   EXPECT_EQ(decode_prefetch_default(DType::Q4_KR), 8192u) << vendor;
+  EXPECT_EQ(decode_prefetch_default(DType::Q8_0R), 8192u) << vendor;
   EXPECT_EQ(decode_prefetch_default(DType::Q4_0R), intel ? 8192u : 4096u) << vendor;
-  for (DType t : {DType::Q8_0R, DType::Q4_K, DType::Q8_0, DType::F32, DType::F16, DType::BF16})
+  for (DType t : {DType::Q4_K, DType::Q8_0, DType::F32, DType::F16, DType::BF16})
     EXPECT_EQ(decode_prefetch_default(t), intel ? 8192u : 0u) << vendor << " " << dtype_name(t);
 }
 
@@ -409,7 +410,7 @@ TEST(QuantDot, DecodePrefetchOverrideCoversEveryTypeUntilReset) {
       for (const char* after : {",", " "}) named = named || summary.find(before + name + after) != std::string::npos;
     EXPECT_EQ(named, bytes != decode_prefetch_default()) << dtype_name(t) << ": " << summary;
   }
-  if (decode_prefetch_default() == 0) EXPECT_EQ(summary, "0 bytes (Q4_0R weights 4096, Q4_KR weights 8192)");
+  if (decode_prefetch_default() == 0) EXPECT_EQ(summary, "0 bytes (Q8_0R weights 8192, Q4_0R weights 4096, Q4_KR weights 8192)");
   else EXPECT_EQ(summary, "8192 bytes");
 }
 
@@ -421,21 +422,27 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
     const DecodeStream s = decode_stream(t);
     SCOPED_TRACE(dtype_name(t));
     EXPECT_EQ(s.l2, decode_prefetch_default(t));
-    // Only Q4_0R off Intel touches, and it prefetches into L2 alone; every other plan keeps the L1
-    // prefetch at half the distance (quant/stream_prefetch.h).
-    const bool touches = !intel && t == DType::Q4_0R;
-    EXPECT_EQ(s.touch, touches ? 1024u : 0u);
+    // Only Q4_0R and Q8_0R off Intel touch and run their rolled loops, prefetching into L2 alone;
+    // every other plan keeps the L1 prefetch at half the distance (quant/stream_prefetch.h).
+    const bool touches = !intel && (t == DType::Q4_0R || t == DType::Q8_0R);
+    EXPECT_EQ(s.touch, touches ? (t == DType::Q4_0R ? 1024u : 2048u) : 0u);
     EXPECT_EQ(s.l1, touches ? 0u : l1_prefetch_bytes(s.l2));
+    EXPECT_EQ(s.rolled, touches);
   }
-  EXPECT_NE(decode_stream_summary().find(std::string("Q4_0R L2 ") + (intel ? "8192 L1 4096 touch 0" : "4096 L1 0 touch 1024")),
+  const std::string summary = decode_stream_summary();
+  EXPECT_NE(summary.find(std::string("Q4_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "4096 L1 0 touch 1024 rolled,")),
             std::string::npos)
-      << decode_stream_summary();
-  set_decode_prefetch_bytes(4096);  // the override replaces every plan: no touches
+      << summary;
+  EXPECT_NE(summary.find(std::string("Q8_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "8192 L1 0 touch 2048 rolled,")),
+            std::string::npos)
+      << summary;
+  set_decode_prefetch_bytes(4096);  // the override replaces every plan: no touches, unrolled
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
     const DecodeStream s = decode_stream(t);
     EXPECT_EQ(s.l2, 4096u) << dtype_name(t);
     EXPECT_EQ(s.l1, 2048u) << dtype_name(t);
     EXPECT_EQ(s.touch, 0u) << dtype_name(t);
+    EXPECT_FALSE(s.rolled) << dtype_name(t);
   }
   reset_decode_prefetch_bytes();
 }
@@ -465,14 +472,16 @@ class GuardedCopy {
   size_t len_ = 0;
 };
 
-TEST(QuantDot, DecodeTouchesStayInsideTheWeightsAndChangeNoResult) {
+TEST(QuantDot, DecodeTouchesAndRolledLoopsStayInsideTheWeightsAndChangeNoResult) {
   // The interleaved one-token kernels' demand touches (MatArgs::touch) run ahead of the stream
   // but never past the end of the rows they were given: with the weights against a guard page, a
-  // touch past them would crash this test. The sums must be bit for bit those without touches.
+  // touch past them would crash this test. The sums must be bit for bit those without touches,
+  // and those of the unrolled loop (MatArgs::rolled; Q8_0R / Q4_0R rows of 65 blocks take the
+  // odd-block path too).
   for (CpuIsa isa : supported_isas()) {
     const qdot_detail::KernelTable& k = qdot_detail::kernel_table(isa);
     for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
-      const int64_t n = 2048, rows = 64;
+      const int64_t n = t == DType::Q4_KR ? 2048 : 2080, rows = 64;
       const Problem p = make_problem(t, rows, n, 1, 23);
       const GuardedCopy w(p.W);
       const int slot = qdot_detail::kernel_index(t);
@@ -491,15 +500,17 @@ TEST(QuantDot, DecodeTouchesStayInsideTheWeightsAndChangeNoResult) {
           std::vector<float> want(rows, -777.0f);
           a.Y = want.data();
           k.matvec[slot](a);
-          for (size_t touch : {size_t{64}, size_t{2048}, size_t{65536}}) {
-            SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " rows " + std::to_string(r0) + ".. prefetch " +
-                         std::to_string(prefetch) + " touch " + std::to_string(touch));
-            std::vector<float> got(rows, -777.0f);
-            a.Y = got.data();
-            a.touch = touch;
-            k.matvec[slot](a);
-            EXPECT_EQ(got, want);
-          }
+          for (bool rolled : {false, true})
+            for (size_t touch : {size_t{0}, size_t{64}, size_t{2048}, size_t{65536}}) {
+              SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " rows " + std::to_string(r0) + ".. prefetch " +
+                           std::to_string(prefetch) + " touch " + std::to_string(touch) + (rolled ? " rolled" : ""));
+              std::vector<float> got(rows, -777.0f);
+              a.Y = got.data();
+              a.touch = touch;
+              a.rolled = rolled;
+              k.matvec[slot](a);
+              EXPECT_EQ(got, want);
+            }
         }
     }
   }
