@@ -199,6 +199,8 @@ void matvec(const MatArgs& a) {
       if (a.touch && b % F::kTouchBlocks == 0 && static_cast<size_t>(end - P) > a.touch) touch_line(P + a.touch);
       // The pair's lines a.prefetch bytes ahead into L2, and again a.prefetch_l1 ahead into L1
       // (quant/stream_prefetch.h); the stream is contiguous across pairs and groups.
+      // Both shapes written out: through a helper that takes the loop body as a lambda, GCC 12
+      // dropped the prefetches altogether (a loop without side effects).
       if constexpr (Rolled) {
         if (a.prefetch)
 #pragma GCC unroll 1

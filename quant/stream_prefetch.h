@@ -169,9 +169,9 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // KiB plan 1.03-1.38x the unrolled loop; Q8_0R rolled with L2 8 KiB + touches 2 KiB ahead every 34
 // lines 1.15-1.38x today's unrolled loop without prefetch (rolled without prefetch 0.94-1.12x;
 // the unrolled loop with any L2 prefetch was 0.57-0.83x, which is why Q8_0R had none). End to end,
-// 24-layer decode, 2 threads, plans in turn in one process: q4_0 29.6-30.6 tok/s unrolled against
-// 33.2-35.5 rolled in the fast half of the run (weight loops 39.4 -> 42.3 GB/s over the whole run);
-// q8_0 18.3 -> 20.0 tok/s (medians of 6; loops 45.4 -> 51.3 GB/s). Q4_KR rolled the same way
+// 24-layer decode, 2 threads, plans in turn in one process: q4_0 (both loops) 29.1 -> 34.4 tok/s,
+// medians of 8, ahead in 8 of 8; q8_0 18.3 -> 20.0 tok/s (medians of 6; its weight loops 45.4 ->
+// 51.3 GB/s). Q4_KR rolled the same way
 // gained nothing (loops 48.0 vs 47.4 GB/s) and stays unrolled. Not measured on the Xeon, where
 // the loops' instructions per byte set their speed (quant/vnni_avx512.h): it keeps the unrolled
 // loops. JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by {distance, half of it,
