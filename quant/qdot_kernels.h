@@ -37,7 +37,7 @@ struct MatArgs {
   size_t prefetch = 0;  // one-token kernels: prefetch distance in bytes (0 = none; quant/stream_prefetch.h)
   size_t prefetch_l1 = 0;  // and the shorter one into L1 (l1_prefetch_bytes(prefetch))
   size_t touch = 0;        // and one demand load this far ahead every ~2 KiB (touch_line; 0 = none)
-  bool rolled = false;     // Q8_0R / Q4_0R one-token kernels: the rolled loop (DecodeStream::rolled)
+  bool rolled = false;     // Q8_0R / Q4_0R / Q4_KR one-token kernels: their rolled loops (DecodeStream::rolled)
 };
 
 using KernelFn = void (*)(const MatArgs&);

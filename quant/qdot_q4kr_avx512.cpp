@@ -83,7 +83,7 @@ inline __m512i sub_block_dot(const __m512i (&w)[8], const int8_t* xq) {
 constexpr size_t kQ4KRPrefetchLines = kQ4KRBlockBytes / 64 / 4;
 static_assert(kQ4KRBlockBytes % (64 * 4) == 0, "a Q4_KR super-block is 36 whole lines");
 
-template <int NT>
+template <int NT, bool Rolled = false>
 inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
   const uint8_t* G = a.W + static_cast<size_t>(g) * kInterleaveRows * a.w_stride;
   const BlockQ8_KS* x[NT];
@@ -103,7 +103,33 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
     const Scales sc = unpack_scales(blk);
     __m512i isum[NT], iodd[NT];
     for (int j = 0; j < NT; ++j) isum[j] = iodd[j] = _mm512_setzero_si512();
-    if constexpr (NT == 1) {
+    if constexpr (NT == 1 && Rolled) {
+      // Decode with the chunk loop kept rolled (MatArgs::rolled; quant/stream_prefetch.h: on the
+      // Zen 5 VM it streams faster), otherwise as below: the chunk's sub-block scales come from
+      // a table of the 8 made once per super-block, and its prefetches are a rolled loop too.
+      __m512i scale[8];
+      for (int j = 0; j < 8; ++j) scale[j] = sub_scale(sc, j);
+#pragma GCC unroll 1
+      for (int c = 0; c < 4; ++c) {
+        const uint8_t* q = blk + 512 * static_cast<size_t>(c);
+        const int8_t* xq = x[0][b].qs + 64 * c;
+        const size_t l0 = kQ4KRPrefetchLines * static_cast<size_t>(c), l1 = l0 + kQ4KRPrefetchLines;
+        if (a.prefetch)
+#pragma GCC unroll 1
+          for (size_t l = l0; l < l1; ++l) _mm_prefetch(reinterpret_cast<const char*>(blk + a.prefetch + 64 * l), _MM_HINT_T1);
+        if (a.prefetch_l1)
+#pragma GCC unroll 1
+          for (size_t l = l0; l < l1; ++l) _mm_prefetch(reinterpret_cast<const char*>(blk + a.prefetch_l1 + 64 * l), _MM_HINT_T0);
+        __m512i se = _mm512_setzero_si512(), so = _mm512_setzero_si512();
+        for (int k = 0; k < 8; ++k) {
+          const __m512i v = _mm512_loadu_si512(q + 64 * k);
+          se = dpbusd_bcast4(se, _mm512_and_si512(v, lo4), xq + 4 * k);
+          so = dpbusd_bcast4(so, _mm512_and_si512(v, hi4), xq + 32 + 4 * k);
+        }
+        isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(se, scale[2 * c]));
+        iodd[0] = _mm512_add_epi32(iodd[0], _mm512_mullo_epi32(so, scale[2 * c + 1]));
+      }
+    } else if constexpr (NT == 1) {
       // Decode: each quant register is loaded once for both of its sub-blocks, and the two
       // sub-blocks' dot products are two independent chains (on Zen 4, one thread, in L2:
       // 1.2x the speed of one sub-block at a time), their activation bytes broadcast memory
@@ -167,7 +193,10 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
 }  // namespace
 
 void avx512_matvec_q4_kr(const MatArgs& a) {
-  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) tile<1>(a, g, 0);
+  if (a.rolled)
+    for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) tile<1, true>(a, g, 0);
+  else
+    for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) tile<1>(a, g, 0);
 }
 
 void avx512_matmul_q4_kr(const MatArgs& a) {

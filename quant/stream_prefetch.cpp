@@ -61,14 +61,14 @@ DecodeStream decode_stream(DType weights) {
     s.l1 = l1_prefetch_bytes(s.l2);
     return s;
   }
-  // AMD and the rest (stream_prefetch.h: the Zen 5 figures): Q4_0R and Q8_0R run their rolled
-  // loops, prefetch into L2 only and touch; Q4_KR keeps an L1 prefetch at half its distance.
-  if (weights == DType::Q4_0R || weights == DType::Q8_0R) {
+  // AMD and the rest (stream_prefetch.h: the Zen 5 figures): the interleaved types run their
+  // rolled loops; Q4_0R and Q8_0R prefetch into L2 only and touch, Q4_KR and the others keep an
+  // L1 prefetch at half their distance (0 for none).
+  s.rolled = weights == DType::Q4_0R || weights == DType::Q8_0R || weights == DType::Q4_KR;
+  if (weights == DType::Q4_0R || weights == DType::Q8_0R)
     s.touch = weights == DType::Q4_0R ? 1024 : 2048;
-    s.rolled = true;
-  } else {
+  else
     s.l1 = l1_prefetch_bytes(s.l2);
-  }
   return s;
 }
 

@@ -422,12 +422,13 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
     const DecodeStream s = decode_stream(t);
     SCOPED_TRACE(dtype_name(t));
     EXPECT_EQ(s.l2, decode_prefetch_default(t));
-    // Only Q4_0R and Q8_0R off Intel touch and run their rolled loops, prefetching into L2 alone;
-    // every other plan keeps the L1 prefetch at half the distance (quant/stream_prefetch.h).
+    // Off Intel the interleaved types run their rolled loops, and only Q4_0R and Q8_0R touch,
+    // prefetching into L2 alone; every other plan keeps the L1 prefetch at half the distance
+    // (quant/stream_prefetch.h).
     const bool touches = !intel && (t == DType::Q4_0R || t == DType::Q8_0R);
     EXPECT_EQ(s.touch, touches ? (t == DType::Q4_0R ? 1024u : 2048u) : 0u);
     EXPECT_EQ(s.l1, touches ? 0u : l1_prefetch_bytes(s.l2));
-    EXPECT_EQ(s.rolled, touches);
+    EXPECT_EQ(s.rolled, !intel && (touches || t == DType::Q4_KR));
   }
   const std::string summary = decode_stream_summary();
   EXPECT_NE(summary.find(std::string("Q4_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "4096 L1 0 touch 1024 rolled,")),
@@ -436,6 +437,7 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
   EXPECT_NE(summary.find(std::string("Q8_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "8192 L1 0 touch 2048 rolled,")),
             std::string::npos)
       << summary;
+  EXPECT_NE(summary.find(std::string("Q4_KR L2 8192 L1 4096 touch 0") + (intel ? "" : " rolled")), std::string::npos) << summary;
   set_decode_prefetch_bytes(4096);  // the override replaces every plan: no touches, unrolled
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
     const DecodeStream s = decode_stream(t);
