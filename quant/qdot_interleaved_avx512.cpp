@@ -215,7 +215,8 @@ void matvec(const MatArgs& a) {
           for (size_t l = 0; l < kPair; l += 64) prefetch_l1(P + a.prefetch_l1 + l);
       }
       acc0 = apply(acc0, F::template block_sum<Rolled>(P, x[b]), P + 2 * kBlock, x[b].d);
-      acc1 = apply(acc1, F::template block_sum<Rolled>(P + kBlock, x[b + 1]), P + 2 * kBlock + 2 * kInterleaveRows, x[b + 1].d);
+      acc1 = apply(acc1, F::template block_sum<Rolled>(P + kBlock, x[b + 1]), P + 2 * kBlock + 2 * kInterleaveRows,
+                   x[b + 1].d);
     }
     if (b < a.nb)  // an odd last block alone: its quants, then its scales
       acc0 = apply(acc0, F::template block_sum<Rolled>(P, x[b]), P + kBlock, x[b].d);

@@ -158,26 +158,26 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // 6 earlier pairs (one build, the plan from the environment; the loss in a slump of the machine,
 // probe 34 against 53 GB/s). Not measured on the Xeon, which keeps its plan (no touches).
 //
-// Why Q8_0R, Q4_0R and Q4_KR run `rolled` loops on AMD (qdot_interleaved_avx512.cpp): the same kernel
-// with its block loop kept rolled (one or two 64-byte lines per iteration, the pair's prefetches
-// a loop too) instead of unrolled by the compiler issues more instructions per byte, runs alike
-// from L2 (one thread, Zen 5: Q4_0R 90 GB/s, Q8_0R 157 either way), and streams faster from memory
-// on the Zen 5 VM, which the plain read probe does not explain (a guess: demand loads issued a
-// line at a time, spaced by the arithmetic, leave the prefetchers' requests ahead of them). Kernel
-// harness, library kernels at decode's shapes, 2 threads, median of per-round ratios, five
-// placements (1 GiB twice, 8 GiB, 256 KiB pieces, 12 GiB at random places): Q4_0R with its 4 / 1
-// KiB plan 1.03-1.38x the unrolled loop; Q8_0R rolled with L2 8 KiB + touches 2 KiB ahead every 34
-// lines 1.15-1.38x today's unrolled loop without prefetch (rolled without prefetch 0.94-1.12x;
+// Why Q8_0R, Q4_0R and Q4_KR run `rolled` loops on AMD (qdot_interleaved_avx512.cpp): the same
+// kernel with its block loop kept rolled (one or two 64-byte lines per iteration, the pair's
+// prefetches a loop too) instead of unrolled by the compiler issues more instructions per byte,
+// runs alike from L2 (one thread, Zen 5: Q4_0R 90 GB/s, Q8_0R 157 either way), and streams faster
+// from memory on the Zen 5 VM, which the plain read probe does not explain (a guess: demand loads
+// issued a line at a time, spaced by the arithmetic, leave the prefetchers' requests ahead of
+// them). Kernel harness, library kernels at decode's shapes, 2 threads, median of per-round ratios,
+// five placements (1 GiB twice, 8 GiB, 256 KiB pieces, 12 GiB at random places): Q4_0R with its 4 /
+// 1 KiB plan 1.03-1.38x the unrolled loop; Q8_0R rolled with L2 8 KiB + touches 2 KiB ahead every
+// 34 lines 1.15-1.38x today's unrolled loop without prefetch (rolled without prefetch 0.94-1.12x;
 // the unrolled loop with any L2 prefetch was 0.57-0.83x, which is why Q8_0R had none). End to end,
 // 24-layer decode, 2 threads, plans in turn in one process: q4_0 (both loops) 29.1 -> 34.4 tok/s,
 // medians of 8, ahead in 8 of 8; q8_0 18.3 -> 20.0 tok/s (medians of 6; its weight loops 45.4 ->
-// 51.3 GB/s). Q4_KR (qdot_q4kr_avx512.cpp) gained nothing with its 8-line chunk loop rolled
-// (loops 48.0 vs 47.4 GB/s), but with its loop over the super-block's 4 chunks rolled (the chunk
-// loop unrolled, the sub-block scales from a table made once per super-block): q4_k 34.9 -> 37.3
-// tok/s (medians of 7, ahead in 6 of 7; that and both loops rolled alike). Not measured on the
-// Xeon, where the loops' instructions per byte set their speed (quant/vnni_avx512.h): it keeps
-// the unrolled loops. JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by {distance, half of it,
-// no touches, unrolled}.
+// 51.3 GB/s). Q4_KR (qdot_q4kr_avx512.cpp) gained nothing with its 8-line chunk loop rolled (loops
+// 48.0 vs 47.4 GB/s), but with its loop over the super-block's 4 chunks rolled (each chunk's 8
+// lines still unrolled; the sub-block scales from a table made once per super-block): q4_k 34.9 ->
+// 37.3 tok/s (medians of 7, ahead in 6 of 7; that and both loops rolled alike). Not measured on the
+// Xeon, where the loops' instructions per byte set their speed (quant/vnni_avx512.h): it keeps the
+// unrolled loops. JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by {distance, half
+// of it, no touches, unrolled}.
 struct DecodeStream {
   size_t l2 = 0, l1 = 0, touch = 0;
   bool rolled = false;  // Q8_0R / Q4_0R / Q4_KR: the kernel's rolled loop (MatArgs::rolled)

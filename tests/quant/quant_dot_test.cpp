@@ -410,7 +410,8 @@ TEST(QuantDot, DecodePrefetchOverrideCoversEveryTypeUntilReset) {
       for (const char* after : {",", " "}) named = named || summary.find(before + name + after) != std::string::npos;
     EXPECT_EQ(named, bytes != decode_prefetch_default()) << dtype_name(t) << ": " << summary;
   }
-  if (decode_prefetch_default() == 0) EXPECT_EQ(summary, "0 bytes (Q8_0R weights 8192, Q4_0R weights 4096, Q4_KR weights 8192)");
+  if (decode_prefetch_default() == 0)
+    EXPECT_EQ(summary, "0 bytes (Q8_0R weights 8192, Q4_0R weights 4096, Q4_KR weights 8192)");
   else EXPECT_EQ(summary, "8192 bytes");
 }
 
@@ -437,7 +438,8 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
   EXPECT_NE(summary.find(std::string("Q8_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "8192 L1 0 touch 2048 rolled,")),
             std::string::npos)
       << summary;
-  EXPECT_NE(summary.find(std::string("Q4_KR L2 8192 L1 4096 touch 0") + (intel ? "" : " rolled")), std::string::npos) << summary;
+  EXPECT_NE(summary.find(std::string("Q4_KR L2 8192 L1 4096 touch 0") + (intel ? "" : " rolled")), std::string::npos)
+      << summary;
   set_decode_prefetch_bytes(4096);  // the override replaces every plan: no touches, unrolled
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
     const DecodeStream s = decode_stream(t);
@@ -504,8 +506,9 @@ TEST(QuantDot, DecodeTouchesAndRolledLoopsStayInsideTheWeightsAndChangeNoResult)
           k.matvec[slot](a);
           for (bool rolled : {false, true})
             for (size_t touch : {size_t{0}, size_t{64}, size_t{2048}, size_t{65536}}) {
-              SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " rows " + std::to_string(r0) + ".. prefetch " +
-                           std::to_string(prefetch) + " touch " + std::to_string(touch) + (rolled ? " rolled" : ""));
+              SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " rows " + std::to_string(r0) +
+                           ".. prefetch " + std::to_string(prefetch) + " touch " + std::to_string(touch) +
+                           (rolled ? " rolled" : ""));
               std::vector<float> got(rows, -777.0f);
               a.Y = got.data();
               a.touch = touch;
