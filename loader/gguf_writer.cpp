@@ -14,10 +14,13 @@
 namespace jetmoe {
 namespace {
 
+// The bytes of v at the end of b. (Not vector::insert of sizeof(T) bytes: GCC 12's
+// -Wstringop-overflow misreads that once inlined into write().)
 template <class T>
 void put(std::vector<uint8_t>& b, T v) {
-  const auto* p = reinterpret_cast<const uint8_t*>(&v);
-  b.insert(b.end(), p, p + sizeof(T));
+  const size_t at = b.size();
+  b.resize(at + sizeof(T));
+  std::memcpy(b.data() + at, &v, sizeof(T));
 }
 
 void put_str(std::vector<uint8_t>& b, const std::string& s) {
