@@ -113,14 +113,13 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
       for (int c = 0; c < 4; ++c) {
         const uint8_t* q = blk + 512 * static_cast<size_t>(c);
         const int8_t* xq = x[0][b].qs + 64 * c;
-        const size_t l0 = kQ4KRPrefetchLines * static_cast<size_t>(c), l1 = l0 + kQ4KRPrefetchLines;
-        const char* line0 = reinterpret_cast<const char*>(blk) + 64 * l0;
+        const char* first = reinterpret_cast<const char*>(blk) + 64 * kQ4KRPrefetchLines * static_cast<size_t>(c);
         if (a.prefetch)
 #pragma GCC unroll 1
-          for (size_t l = 0; l < l1 - l0; ++l) _mm_prefetch(line0 + a.prefetch + 64 * l, _MM_HINT_T1);
+          for (size_t l = 0; l < kQ4KRPrefetchLines; ++l) _mm_prefetch(first + a.prefetch + 64 * l, _MM_HINT_T1);
         if (a.prefetch_l1)
 #pragma GCC unroll 1
-          for (size_t l = 0; l < l1 - l0; ++l) _mm_prefetch(line0 + a.prefetch_l1 + 64 * l, _MM_HINT_T0);
+          for (size_t l = 0; l < kQ4KRPrefetchLines; ++l) _mm_prefetch(first + a.prefetch_l1 + 64 * l, _MM_HINT_T0);
         __m512i se = _mm512_setzero_si512(), so = _mm512_setzero_si512();
         for (int k = 0; k < 8; ++k) {
           const __m512i v = _mm512_loadu_si512(q + 64 * k);

@@ -64,8 +64,9 @@ DecodeStream decode_stream(DType weights) {
   // AMD and the rest (stream_prefetch.h: the Zen 5 figures): the interleaved types run their
   // rolled loops; Q4_0R and Q8_0R prefetch into L2 only and touch, Q4_KR and the others keep an
   // L1 prefetch at half their distance (0 for none).
-  s.rolled = weights == DType::Q4_0R || weights == DType::Q8_0R || weights == DType::Q4_KR;
-  if (weights == DType::Q4_0R || weights == DType::Q8_0R)
+  const bool touches = weights == DType::Q4_0R || weights == DType::Q8_0R;
+  s.rolled = touches || weights == DType::Q4_KR;
+  if (touches)
     s.touch = weights == DType::Q4_0R ? 1024 : 2048;
   else
     s.l1 = l1_prefetch_bytes(s.l2);
