@@ -83,6 +83,8 @@ std::string decode_stream_summary() {
   return out;
 }
 
+size_t kv_touch_bytes() { return current_override() < 0 && !is_intel() ? 1024 : 0; }
+
 size_t decode_prefetch_bytes() {
   const long long v = current_override();
   return v >= 0 ? static_cast<size_t>(v) : decode_prefetch_default();

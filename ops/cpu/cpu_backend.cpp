@@ -219,6 +219,7 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
   const KvRowKernels& kv = kv_row_kernels(active_isa());
   const VecMathKernels& vm = vec_math_kernels(active_isa());
   const size_t pf = decode_prefetch_bytes();
+  const size_t touch = kv_touch_bytes();
   const int64_t ld = nkv * d;  // from one slot's query (and output) head to the next slot's
   const auto item = [&](int64_t it) {
     static thread_local std::vector<float> p, inv;  // kept between calls: no allocation per token
@@ -231,14 +232,19 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
     const uint8_t* K = cache.k_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.k_row_bytes();
     const uint8_t* V = cache.v_rows(layer, static_cast<int>(h)) + static_cast<size_t>(j0) * cache.v_row_bytes();
     const int64_t head0 = (t * slots * nkv + h) * d;  // q and out are [T, slots, nkv, d]
-    // The first rows of both streams into L2 now; the kernels prefetch the rest as they go, the
-    // same distance ahead (kv_rows_simd.h). V's head start arrives while the keys are scored.
+    // Intel: the first rows of both streams into L2 now; the kernels prefetch the rest as they
+    // go, the same distance ahead (kv_rows_simd.h). V's head start arrives while the keys are
+    // scored. Elsewhere: each stream's lines touched sparsely just before it is read
+    // (kv_touch_bytes in quant/stream_prefetch.h).
+    const size_t k_bytes = static_cast<size_t>(n) * cache.k_row_bytes(), v_bytes = static_cast<size_t>(n) * cache.v_row_bytes();
     if (pf) {
-      prefetch_lines_l2(K, std::min(pf, static_cast<size_t>(n) * cache.k_row_bytes()));
-      prefetch_lines_l2(V, std::min(pf, static_cast<size_t>(n) * cache.v_row_bytes()));
+      prefetch_lines_l2(K, std::min(pf, k_bytes));
+      prefetch_lines_l2(V, std::min(pf, v_bytes));
     }
+    if (touch) touch_lines(K, k_bytes, touch);
     kv.scores(cache.k_type(), K, n, d, q + head0, ld, slots, scale, p.data(), n);
     for (int64_t j = 0; j < slots; ++j) inv[static_cast<size_t>(j)] = 1.0f / softmax_unnormalised(p.data() + j * n, n, vm);
+    if (touch) touch_lines(V, v_bytes, touch);
     kv.accumulate(cache.v_type(), V, n, d, p.data(), n, slots, inv.data(), out + head0, ld);
   };
   WorkerTeam::shared().run(items, item, work >= kCpuParallelMinWork);

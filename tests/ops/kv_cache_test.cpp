@@ -12,6 +12,7 @@
 #include "ops/cpu/cpu_isa.h"
 #include "ops/cpu/kv_rows.h"
 #include "quant/quantize.h"
+#include "quant/stream_prefetch.h"
 #include "runtime/kv_cache.h"
 #include "support/random_data.h"
 
@@ -189,6 +190,31 @@ TEST_P(CompactCacheAttention, DecodeOverSeveralChunks) {
     check({t, DType::F32}, 130, 1, {});
     check({DType::F32, t}, 129, 3, {});  // a short batch still takes the decode path
   }
+}
+
+TEST_P(CompactCacheAttention, DecodeGivesTheSameBitsWithAndWithoutKvTouches) {
+  // Off Intel decode attention touches each head's rows before reading them (kv_touch_bytes);
+  // under a prefetch override it does not. The touches change when lines arrive, never a result.
+  // The last head's rows end where the cache's buffers end.
+  const int kvh = 2, d = 64, slots = 2;
+  for (DType t : {DType::F32, DType::F16, DType::Q8_0})
+    for (int64_t n : {int64_t{1}, int64_t{17}, int64_t{300}}) {
+      KvCache cache(1, kvh, d, static_cast<int>(n), {t, t});
+      const auto k = randn(static_cast<size_t>(n * kvh * d), 31), v = randn(static_cast<size_t>(n * kvh * d), 32);
+      std::vector<int32_t> all(static_cast<size_t>(n));
+      for (int64_t p = 0; p < n; ++p) all[static_cast<size_t>(p)] = static_cast<int32_t>(p);
+      be.kv_store(cache, 0, k.data(), v.data(), kvh * d, n, all.data());
+      const int32_t slot = static_cast<int32_t>(n - 1);
+      const auto q = randn(static_cast<size_t>(slots * kvh * d), 33);
+      std::vector<float> with(q.size(), -1.0f), without(q.size(), -2.0f);
+      reset_decode_prefetch_bytes();
+      be.attention(q.data(), 1, slots, &slot, nullptr, cache, 0, with.data());
+      set_decode_prefetch_bytes(0);
+      ASSERT_EQ(kv_touch_bytes(), 0u);
+      be.attention(q.data(), 1, slots, &slot, nullptr, cache, 0, without.data());
+      reset_decode_prefetch_bytes();
+      EXPECT_EQ(with, without) << dtype_name(t) << " n=" << n;
+    }
 }
 
 TEST_P(CompactCacheAttention, PackedSequencesSeeOnlyTheirOwnSlots) {

@@ -440,7 +440,10 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
       << summary;
   EXPECT_NE(summary.find(std::string("Q4_KR L2 8192 L1 4096 touch 0") + (intel ? "" : " rolled")), std::string::npos)
       << summary;
+  // Decode attention touches its KV rows off Intel only (kv_touch_bytes), and not under the override.
+  EXPECT_EQ(kv_touch_bytes(), intel ? 0u : 1024u);
   set_decode_prefetch_bytes(4096);  // the override replaces every plan: no touches, unrolled
+  EXPECT_EQ(kv_touch_bytes(), 0u);
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
     const DecodeStream s = decode_stream(t);
     EXPECT_EQ(s.l2, 4096u) << dtype_name(t);
@@ -475,6 +478,19 @@ class GuardedCopy {
   uint8_t* data_ = nullptr;
   size_t len_ = 0;
 };
+
+TEST(QuantDot, TouchLinesLoadEveryStepInsideTheRangeAndNothingPastIt) {
+  // touch_lines (decode attention's KV rows) loads 4 bytes at p, p + every, ... inside [p, p +
+  // bytes): a range that ends where a guard page begins is touched to its last step without a
+  // fault, whatever the remainder of bytes / every.
+  for (size_t bytes : {size_t{1}, size_t{3}, size_t{63}, size_t{1024}, size_t{1025}, size_t{1027}, size_t{5000},
+                       size_t{65536}})
+    for (size_t every : {size_t{64}, size_t{1000}, size_t{1024}}) {
+      const GuardedCopy range(std::vector<uint8_t>(bytes, 7));
+      touch_lines(range.data(), bytes, every);
+    }
+  SUCCEED();
+}
 
 TEST(QuantDot, DecodeTouchesAndRolledLoopsStayInsideTheWeightsAndChangeNoResult) {
   // The interleaved one-token kernels' demand touches (MatArgs::touch) run ahead of the stream
