@@ -15,7 +15,8 @@ namespace {
 
 // Decode attention streams each KV head's rows once (tens of KB at short contexts, MB at long
 // ones); on the Xeon the L2 streamer stops at every 4 KiB page, so scores and accumulate prefetch
-// the row decode_prefetch_bytes() ahead (quant/stream_prefetch.h; 0 = none, as on AMD).
+// the row decode_prefetch_bytes() ahead (quant/stream_prefetch.h; 0 = none, as on AMD, where
+// CpuBackend::attention_decode touches a head's rows sparsely before these run: kv_touch_bytes).
 template <class V>
 void kv_widen_simd(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, float* out) {
   constexpr int64_t W = V::width;

@@ -135,6 +135,10 @@ TEST(BenchSmoke, PrefetchDefaultIsAValueToCompare) {
   EXPECT_EQ(rs[1]["decode_prefetch_by_type"], j["decode_prefetch_by_type"]);  // the run's own defaults
   EXPECT_EQ(rs[2]["decode_prefetch_default"], false);
   EXPECT_EQ(rs[2]["decode_prefetch_by_type"]["Q4_KR"], 64);
+  // Attention's KV touches belong to the defaults off Intel; a distance given turns them off.
+  EXPECT_EQ(rs[1]["kv_touch_bytes"], j["kv_touch_bytes"]);
+  EXPECT_EQ(rs[1]["kv_touch_bytes"], j["cpu_vendor"] == "GenuineIntel" ? 0 : 1024) << j["cpu_vendor"];
+  EXPECT_EQ(rs[2]["kv_touch_bytes"], 0);
 }
 
 TEST(BenchSmoke, BadArgumentsFailCleanly) {
