@@ -236,7 +236,8 @@ void CpuBackend::attention_decode(const float* q, int64_t T, int64_t slots, cons
     // go, the same distance ahead (kv_rows_simd.h). V's head start arrives while the keys are
     // scored. Elsewhere: each stream's lines touched sparsely just before it is read
     // (kv_touch_bytes in quant/stream_prefetch.h).
-    const size_t k_bytes = static_cast<size_t>(n) * cache.k_row_bytes(), v_bytes = static_cast<size_t>(n) * cache.v_row_bytes();
+    const size_t k_bytes = static_cast<size_t>(n) * cache.k_row_bytes();
+    const size_t v_bytes = static_cast<size_t>(n) * cache.v_row_bytes();
     if (pf) {
       prefetch_lines_l2(K, std::min(pf, k_bytes));
       prefetch_lines_l2(V, std::min(pf, v_bytes));
