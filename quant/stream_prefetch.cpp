@@ -43,6 +43,10 @@ bool is_intel() {
   return intel;
 }
 
+// Whether the plans measured off Intel (Zen 5: touches, rolled loops) are in force, given the
+// override value (current_override()): not on Intel, and not while a distance is set.
+bool off_intel_plans(long long override_value) { return override_value < 0 && !is_intel(); }
+
 }  // namespace
 
 size_t decode_prefetch_default() { return is_intel() ? 8192 : 0; }
@@ -57,7 +61,7 @@ DecodeStream decode_stream(DType weights) {
   const long long v = current_override();
   DecodeStream s;
   s.l2 = v >= 0 ? static_cast<size_t>(v) : decode_prefetch_default(weights);
-  if (v >= 0 || is_intel()) {
+  if (!off_intel_plans(v)) {
     s.l1 = l1_prefetch_bytes(s.l2);
     return s;
   }
@@ -83,7 +87,7 @@ std::string decode_stream_summary() {
   return out;
 }
 
-size_t kv_touch_bytes() { return current_override() < 0 && !is_intel() ? 1024 : 0; }
+size_t kv_touch_bytes() { return off_intel_plans(current_override()) ? 1024 : 0; }
 
 size_t decode_prefetch_bytes() {
   const long long v = current_override();

@@ -12,9 +12,9 @@ namespace {
 
 constexpr uintptr_t kHuge = uintptr_t{2} << 20;
 
-// The mapping of /proc/self/smaps that holds address a: its range and VmFlags line.
+// The mapping of /proc/self/smaps that holds address a: where it ends and its VmFlags line.
 struct Vma {
-  uintptr_t begin = 0, end = 0;
+  uintptr_t end = 0;
   std::string flags;
 };
 
@@ -30,7 +30,7 @@ Vma vma_of(const void* p) {
     // key is hex digits followed by '-').
     if (std::sscanf(line.c_str(), "%lx-%lx", &b, &e) == 2) {
       inside = a >= b && a < e;
-      if (inside) v = {b, e, ""};
+      if (inside) v = {e, ""};
       continue;
     }
     if (inside && line.rfind("VmFlags:", 0) == 0) {

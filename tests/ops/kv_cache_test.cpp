@@ -195,7 +195,8 @@ TEST_P(CompactCacheAttention, DecodeOverSeveralChunks) {
 TEST_P(CompactCacheAttention, DecodeGivesTheSameBitsWithAndWithoutKvTouches) {
   // Off Intel decode attention touches each head's rows before reading them (kv_touch_bytes);
   // under a prefetch override it does not. The touches change when lines arrive, never a result.
-  // The last head's rows end where the cache's buffers end.
+  // (That they stay inside the rows is QuantDot.TouchLines*'s guard-page test: these buffers have
+  // no guard page after them.)
   const int kvh = 2, d = 64, slots = 2;
   for (DType t : {DType::F32, DType::F16, DType::Q8_0})
     for (int64_t n : {int64_t{1}, int64_t{17}, int64_t{300}}) {
