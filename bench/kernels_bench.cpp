@@ -5,7 +5,9 @@
 //   backend_matmul      CpuBackend::matmul on one MLP expert (all OpenMP threads, active ISA;
 //                       includes quantizing the activations),
 //   attention           CpuBackend::attention, decode (T=1) at several context lengths and prefill,
-//   router              the router product, a [8, 2048] float32 matrix (CpuBackend::matmul).
+//   router              the router product, a [8, 2048] float32 matrix (CpuBackend::matmul),
+//   activation_quant    one activation row quantized for the integer kernels, per SIMD path,
+//   kv_first_token      a new 4096-position KV cache's first writes, faulting or populated ahead.
 // qmatvec matrices named "cache" fit in L2 (compute-bound); "stream" ones (16384 rows) outgrow a
 // 32 MB L3 at Q8_0 only; "dram" ones (65536 rows, three copies taken in turn) stream from memory
 // on any current CPU. Run: build-bench/bench/jetmoe_kernels_bench --benchmark_filter=qmatvec
@@ -13,10 +15,12 @@
 
 #include <omp.h>
 
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "loader/aligned_buffer.h"
@@ -184,6 +188,41 @@ void bm_attention(benchmark::State& st, int64_t ctx, int64_t T) {
   set_counters(st, kv_reads, kv_reads / 4 * slots * 2);
 }
 
+// One activation row quantized for the integer kernels (decode does it before every matmul group:
+// 2,048 values for most, 11,264 for the experts' gated values), one thread, from L1/L2.
+void bm_activation_quant(benchmark::State& st, CpuIsa isa, DType t, int64_t n) {
+  const auto x = random_floats(static_cast<size_t>(n), 13);
+  std::vector<uint8_t> xq(activation_row_bytes(t, n));
+  for (auto _ : st) {
+    quantize_activation_row_isa(isa, t, x.data(), xq.data(), n);
+    benchmark::DoNotOptimize(xq.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, static_cast<double>(n * sizeof(float)), 0.0);
+}
+
+// The first token's writes to a new KV cache (JetMoE-8B: 24 layers x 16 KV heads x 128, f16,
+// 4096 positions, 805 MB): one row of every (layer, head), as its kv_store does, timed alone after
+// a 2-second pause (a chat user typing) in which the cache is populated in the background or not
+// (KvCache::populate_in_background). Without it, these writes fault in every huge page of the cache.
+void bm_kv_first_token(benchmark::State& st, bool populate) {
+  KvCacheTypes types;
+  types.k = types.v = DType::F16;
+  for (auto _ : st) {
+    KvCache c(24, 16, 128, 4096, types);
+    if (populate) c.populate_in_background();
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int l = 0; l < c.layers(); ++l)
+      for (int h = 0; h < c.kv_heads(); ++h) {
+        std::memset(c.k_rows(l, h), 1, c.k_row_bytes());
+        std::memset(c.v_rows(l, h), 1, c.v_row_bytes());
+      }
+    st.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    benchmark::ClobberMemory();
+  }
+}
+
 // The router: logits of 8 experts, [8, 2048] float32, for T tokens.
 void bm_router(benchmark::State& st, int64_t T) {
   const int64_t E = 8, n = kHidden;
@@ -221,6 +260,10 @@ void register_all() {
         benchmark::RegisterBenchmark(("qmatmul/" + ts + "/" + is + "/T" + std::to_string(T)).c_str(), bm_qmatmul, isa, t,
                                      int64_t{1024}, T);
     }
+    for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR})
+      for (int64_t n : {2048, 11264})
+        benchmark::RegisterBenchmark(("activation_quant/" + std::string(dtype_name(t)) + "/" + is + "/" + std::to_string(n)).c_str(),
+                                     bm_activation_quant, isa, t, n);
     for (DType t : ftypes)
       for (int64_t T : {1, 4})
         benchmark::RegisterBenchmark(("float_dot/" + std::string(dtype_name(t)) + "/" + is + "/T" + std::to_string(T)).c_str(),
@@ -237,6 +280,12 @@ void register_all() {
   benchmark::RegisterBenchmark("attention/prefill/T512", bm_attention, int64_t{512}, int64_t{512})->UseRealTime();
   for (int64_t T : {1, 512})
     benchmark::RegisterBenchmark(("router/T" + std::to_string(T)).c_str(), bm_router, T)->UseRealTime();
+  for (bool populate : {false, true})
+    benchmark::RegisterBenchmark(populate ? "kv_first_token/ctx4096_f16/populated" : "kv_first_token/ctx4096_f16/faulting",
+                                 bm_kv_first_token, populate)
+        ->UseManualTime()
+        ->Iterations(3)
+        ->Unit(benchmark::kMillisecond);
 }
 
 }  // namespace

@@ -336,6 +336,7 @@ void run_bench(BenchOptions& o) {
       for (const KvCacheTypes& kv : kv_types) {
         model.set_cache_types(kv);
         KvCache cache = model.make_cache(ctx);
+        cache.wait_populated();  // no background thread beside the timed runs
         const std::string kv_k = kv_cache_type_name(kv.k), kv_v = kv_cache_type_name(kv.v);
         const std::string kv_name = kv_k + "/" + kv_v;
         // KV cache bytes decode reads per token, averaged over the n decoded tokens (positions

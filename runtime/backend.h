@@ -180,6 +180,12 @@ class Backend {
   virtual void combine_experts(const float* y, const float* gates, int64_t T, int64_t k, int64_t n, const float* bias,
                                float* x) = 0;
 
+  // A new cache, before its first kv_store (JetMoeModel::make_cache). The CPU backend starts
+  // making the cache's rows resident in the background (KvCache::populate_in_background), so the
+  // first token does not fault in the whole cache; a device backend keeps its own rows and leaves
+  // the host's alone. The default does nothing.
+  virtual void prepare_cache(KvCache& cache) {}
+
   // Writes keys (after RoPE) and values of T tokens at cache slots slot[t] of `layer`.
   // k and v are [T, kv_heads * head_dim] with row stride ld.
   virtual void kv_store(KvCache& cache, int layer, const float* k, const float* v, int64_t ld, int64_t T,

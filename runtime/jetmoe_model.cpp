@@ -66,7 +66,9 @@ JetMoeModel::JetMoeModel(const JetMoeConfig& cfg, const JetMoeWeights& weights, 
 }
 
 KvCache JetMoeModel::make_cache(int capacity) const {
-  return KvCache(cfg_.num_hidden_layers, cfg_.num_key_value_heads, cfg_.kv_channels, capacity, cache_types_);
+  KvCache cache(cfg_.num_hidden_layers, cfg_.num_key_value_heads, cfg_.kv_channels, capacity, cache_types_);
+  be_.prepare_cache(cache);
+  return cache;
 }
 
 void JetMoeModel::set_cache_types(KvCacheTypes types) {

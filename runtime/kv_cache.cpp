@@ -68,6 +68,17 @@ KvCache::KvCache(int layers, int kv_heads, int head_dim, int capacity, KvCacheTy
   v_ = AlignedBuffer(rows * v_row_bytes_);
 }
 
+bool KvCache::populate_in_background() {
+  const bool k = k_.populate_in_background();
+  const bool v = v_.populate_in_background();
+  return k || v;
+}
+
+void KvCache::wait_populated() {
+  k_.wait_populated();
+  v_.wait_populated();
+}
+
 void KvCache::set_size(int n) {
   if (n < 0 || n > capacity_)
     throw std::out_of_range("KvCache: size " + std::to_string(n) + " outside 0.." + std::to_string(capacity_));

@@ -7,7 +7,8 @@
 // decoded token for every layer, as many bytes as the int4 expert weights at 4096 tokens in F32,
 // so a smaller cache is faster as well as smaller. The memory is in 2 MiB huge pages; the first
 // token touches every (layer, head) region, so the whole capacity is resident from then on
-// (choose -c and the type accordingly: `jetmoe inspect` prints the size).
+// (choose -c and the type accordingly: `jetmoe inspect` prints the size). On the CPU backend it is
+// made resident from the start, in the background (populate_in_background).
 #pragma once
 
 #include <cstddef>
@@ -61,6 +62,15 @@ class KvCache {
   void clear() { size_ = 0; }
   // Bytes reserved for the whole capacity (keys and values).
   size_t bytes() const { return k_.size() + v_.size(); }
+
+  // Starts making the keys' and values' memory resident on background threads and returns at
+  // once (AlignedBuffer::populate_in_background: why, and when it does nothing). Until then, a
+  // position's first write faults its page in; a chat's first token wrote every (layer, head)
+  // region and so faulted in the whole cache (1.5 s for JetMoE-8B's 4096 positions in f16 on the
+  // Zen 5 test VM) where the user now types. Returns true if either started.
+  bool populate_in_background();
+  // Waits until that population is done (a benchmark, so no thread competes with its timing).
+  void wait_populated();
 
   // Row of position 0 of (layer, head); position p is p * k_row_bytes() further.
   uint8_t* k_rows(int layer, int head) { return k_.data() + offset(layer, head) * k_row_bytes_; }

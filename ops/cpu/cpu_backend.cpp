@@ -161,6 +161,8 @@ void CpuBackend::rope(float* x, int64_t T, int64_t n_heads, int64_t head_dim, in
   }
 }
 
+void CpuBackend::prepare_cache(KvCache& cache) { cache.populate_in_background(); }
+
 void CpuBackend::kv_store(KvCache& cache, int layer, const float* k, const float* v, int64_t ld, int64_t T,
                           const int32_t* pos) {
   const int d = cache.head_dim();

@@ -31,6 +31,7 @@ class CpuBackend : public Backend {
   void attention(const float* q, int64_t T, int64_t slots, const int32_t* slot, const int32_t* first,
                  const KvCache& cache, int layer, float* out) override;
   void silu_mul(const float* z, int64_t T, int64_t F, float* h) override;
+  void prepare_cache(KvCache& cache) override;
   void kv_store(KvCache& cache, int layer, const float* k, const float* v, int64_t ld, int64_t T,
                 const int32_t* pos) override;
   // ops/cpu/cpu_experts.cpp
