@@ -3,6 +3,8 @@
 // chunks, prefill, packed sequences) against a float64 reference computed from the values the
 // cache actually holds.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -236,3 +238,27 @@ INSTANTIATE_TEST_SUITE_P(EveryIsa, CompactCacheAttention, ::testing::ValuesIn(su
                          [](const ::testing::TestParamInfo<CpuIsa>& i) { return std::string(isa_name(i.param)); });
 
 }  // namespace
+
+TEST(KvCachePopulation, TheCpuBackendMakesANewCacheResidentAndLeavesItZero) {
+  // JetMoeModel::make_cache hands every new cache to Backend::prepare_cache; the CPU backend
+  // populates its rows in the background, so the first token does not fault them in.
+  KvCache cache(2, 4, 128, 8192, {DType::F16, DType::F32});  // 16 MB of keys, 32 MB of values
+  CpuBackend be;
+  be.prepare_cache(cache);
+  cache.wait_populated();
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const auto resident = [&](const uint8_t* p, size_t bytes) {
+    std::vector<unsigned char> v((bytes + page - 1) / page);
+    if (mincore(const_cast<uint8_t*>(p), bytes, v.data()) != 0) return size_t{0};
+    size_t n = 0;
+    for (unsigned char c : v) n += c & 1;
+    return n;
+  };
+  const size_t kb = 2 * 4 * 8192 * cache.k_row_bytes(), vb = 2 * 4 * 8192 * cache.v_row_bytes();
+  if (resident(cache.k_rows(0, 0), kb) * page < kb && !AlignedBuffer(size_t{8} << 20).populate_in_background())
+    GTEST_SKIP() << "this kernel has no MADV_POPULATE_WRITE";
+  EXPECT_EQ(resident(cache.k_rows(0, 0), kb), (kb + page - 1) / page);
+  EXPECT_EQ(resident(cache.v_rows(0, 0), vb), (vb + page - 1) / page);
+  for (size_t i = 0; i < kb; i += 4099) ASSERT_EQ(cache.k_rows(0, 0)[i], 0) << i;
+  for (size_t i = 0; i < vb; i += 4099) ASSERT_EQ(cache.v_rows(0, 0)[i], 0) << i;
+}
