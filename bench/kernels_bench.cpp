@@ -7,6 +7,7 @@
 //   attention           CpuBackend::attention, decode (T=1) at several context lengths and prefill,
 //   router              the router product, a [8, 2048] float32 matrix (CpuBackend::matmul),
 //   activation_quant    one activation row quantized for the integer kernels, per SIMD path,
+//   kv_store            a 512-token prompt's KV rows of one layer converted to each cache type,
 //   kv_first_token      a new 4096-position KV cache's first writes, faulting or populated ahead.
 // qmatvec matrices named "cache" fit in L2 (compute-bound); "stream" ones (16384 rows) outgrow a
 // 32 MB L3 at Q8_0 only; "dram" ones (65536 rows, three copies taken in turn) stream from memory
@@ -27,6 +28,7 @@
 #include "ops/cpu/cpu_backend.h"
 #include "ops/cpu/cpu_isa.h"
 #include "ops/cpu/float_dot.h"
+#include "ops/cpu/kv_rows.h"
 #include "quant/qdot.h"
 #include "quant/quantize.h"
 #include "quant/repack.h"
@@ -201,6 +203,22 @@ void bm_activation_quant(benchmark::State& st, CpuIsa isa, DType t, int64_t n) {
   set_counters(st, static_cast<double>(n * sizeof(float)), 0.0);
 }
 
+// A 512-token prompt's KV rows of one layer stored in a cache type (2 x 16 KV heads x 128 values
+// per token, CpuBackend::kv_store's conversion), per SIMD path, one thread.
+void bm_kv_store(benchmark::State& st, CpuIsa isa, DType t) {
+  const int64_t d = 128, rows = 512 * 2 * 16;
+  const auto x = random_floats(static_cast<size_t>(rows * d), 14);
+  const size_t rb = dtype_row_bytes(t, static_cast<size_t>(d));
+  std::vector<uint8_t> out(rb * static_cast<size_t>(rows));
+  const KvStoreFn store = kv_row_kernels(isa).store;
+  for (auto _ : st) {
+    for (int64_t r = 0; r < rows; ++r) store(t, x.data() + r * d, d, out.data() + static_cast<size_t>(r) * rb);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, static_cast<double>(rows * d * sizeof(float)), 0.0);
+}
+
 // The first token's writes to a new KV cache (JetMoE-8B: 24 layers x 16 KV heads x 128, f16,
 // 4096 positions, 805 MB): one row of every (layer, head), as its kv_store does, timed alone after
 // a 2-second pause (a chat user typing) in which the cache is populated in the background or not
@@ -264,6 +282,8 @@ void register_all() {
       for (int64_t n : {2048, 11264})
         benchmark::RegisterBenchmark(("activation_quant/" + std::string(dtype_name(t)) + "/" + is + "/" + std::to_string(n)).c_str(),
                                      bm_activation_quant, isa, t, n);
+    for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0})
+      benchmark::RegisterBenchmark(("kv_store/" + std::string(dtype_name(t)) + "/" + is + "/T512").c_str(), bm_kv_store, isa, t);
     for (DType t : ftypes)
       for (int64_t T : {1, 4})
         benchmark::RegisterBenchmark(("float_dot/" + std::string(dtype_name(t)) + "/" + is + "/T" + std::to_string(T)).c_str(),

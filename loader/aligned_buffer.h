@@ -26,13 +26,14 @@ class AlignedBuffer {
   size_t size() const { return size_; }
 
   // Starts making a large buffer's pages resident on a thread of its own (MADV_POPULATE_WRITE,
-  // Linux 5.14+, a few MiB at a time) and returns at once; true if it started. False for small
-  // buffers (already zeroed, so resident), when the kernel lacks the advice, or when no thread
-  // could be started: then pages become resident when first written, as without the call. The
-  // contents stay zero and writes may go on meanwhile (the advice never changes a present page).
+  // Linux 5.14+, a few MiB at a time) and returns at once; true if the pages are or are being
+  // made resident. False for small buffers (already zeroed, so resident), when the kernel lacks
+  // the advice, or when no thread could be started: then pages become resident when first
+  // written, as without the call. The contents are not changed (zero until written), and writes
+  // may go on meanwhile: the advice only faults in pages that are not there yet.
   // Why: a page's first write pays a fault that zeroes it, and where a whole buffer is written at
   // once (a KV cache's first token touches every layer's and head's rows) those faults add up: on
-  // the Zen 5 test VM a 805 MB f16 cache (JetMoE-8B, 4096 positions) took 1.5 s to fault in
+  // the Zen 5 test VM a 805 MB f16 cache (JetMoE-8B, 4096 positions) took up to 1.5 s to fault in
   // at the first token. The destructor and move-assignment stop the thread and wait for it.
   bool populate_in_background();
   // Waits for a population populate_in_background started (at once if none runs).

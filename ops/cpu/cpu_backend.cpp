@@ -181,11 +181,12 @@ void CpuBackend::kv_store(KvCache& cache, int layer, const float* k, const float
         prefetch_lines_for_write(cache.v_rows(layer, h) + static_cast<size_t>(pos[t]) * cache.v_row_bytes(),
                                  cache.v_row_bytes());
       }
+  const KvStoreFn store = kv_row_kernels(active_isa()).store;
   for (int64_t t = 0; t < T; ++t) {
     const size_t p = static_cast<size_t>(pos[t]);
     for (int h = 0; h < cache.kv_heads(); ++h) {
-      kv_store_row(cache.k_type(), k + t * ld + h * d, d, cache.k_rows(layer, h) + p * cache.k_row_bytes());
-      kv_store_row(cache.v_type(), v + t * ld + h * d, d, cache.v_rows(layer, h) + p * cache.v_row_bytes());
+      store(cache.k_type(), k + t * ld + h * d, d, cache.k_rows(layer, h) + p * cache.k_row_bytes());
+      store(cache.v_type(), v + t * ld + h * d, d, cache.v_rows(layer, h) + p * cache.v_row_bytes());
     }
   }
 }

@@ -58,7 +58,7 @@ void kv_accumulate_scalar(DType t, const uint8_t* rows, int64_t n_rows, int64_t 
 
 
 const KvRowKernels& kv_row_kernels(CpuIsa isa) {
-  static const KvRowKernels scalar{kv_widen_scalar, kv_scores_scalar, kv_accumulate_scalar};
+  static const KvRowKernels scalar{kv_widen_scalar, kv_scores_scalar, kv_accumulate_scalar, kv_store_row};
   switch (isa) {
     case CpuIsa::Avx512: return kv_row_kernels_avx512();
     case CpuIsa::Avx2: return kv_row_kernels_avx2();

@@ -25,10 +25,14 @@ using KvScoresFn = void (*)(DType t, const uint8_t* rows, int64_t n_rows, int64_
 using KvAccumulateFn = void (*)(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, const float* p, int64_t ldp,
                                 int64_t nq, const float* alpha, float* out, int64_t ldo);
 
+// One cache row of type t from d floats (kv_store_row's contract and bytes).
+using KvStoreFn = void (*)(DType t, const float* x, int64_t d, uint8_t* dst);
+
 struct KvRowKernels {
   KvWidenFn widen;
   KvScoresFn scores;
   KvAccumulateFn accumulate;
+  KvStoreFn store;
 };
 
 // The kernels of one ISA (must be in supported_isas(); tests check every path against scalar).

@@ -5,7 +5,8 @@
 namespace jetmoe {
 
 const KvRowKernels& kv_row_kernels_avx2() {
-  static const KvRowKernels k{kv_widen_simd<Avx2>, kv_scores_simd<Avx2>, kv_accumulate_simd<Avx2>};
+  static const KvRowKernels k{kv_widen_simd<Avx2>, kv_scores_simd<Avx2>, kv_accumulate_simd<Avx2>,
+                                 kv_store_simd<Avx2>};
   return k;
 }
 

@@ -5,7 +5,8 @@
 namespace jetmoe {
 
 const KvRowKernels& kv_row_kernels_avx512() {
-  static const KvRowKernels k{kv_widen_simd<Avx512>, kv_scores_simd<Avx512>, kv_accumulate_simd<Avx512>};
+  static const KvRowKernels k{kv_widen_simd<Avx512>, kv_scores_simd<Avx512>, kv_accumulate_simd<Avx512>,
+                                 kv_store_simd<Avx512>};
   return k;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "ops/cpu/kv_rows.h"
@@ -196,6 +197,52 @@ void kv_accumulate_simd(DType t, const uint8_t* rows, int64_t n, int64_t d, cons
     case DType::BF16: return accumulate_typed<V, DType::BF16>(rows, n, d, p, ldp, nq, alpha, out, ldo);
     case DType::Q8_0: return accumulate_typed<V, DType::Q8_0>(rows, n, d, p, ldp, nq, alpha, out, ldo);
     default: return kv_accumulate_scalar(t, rows, n, d, p, ldp, nq, alpha, out, ldo);  // throws
+  }
+}
+
+// One Q8_0 block (32 values) as quantize_row_maxabs writes it: the fp16 of max|x| / 127 as the
+// scale, each value times 1 / that fp16 scale rounded and clamped to +-127; a scale that is 0 or
+// not finite stores 0 and zero quants. max|x| skips NaN (vmaxps keeps its second operand, the
+// running maximum, as std::max(amax, |x|) does).
+template <class V>
+void store_q8_0_block(const float* x, BlockQ8_0& b) {
+  constexpr int64_t W = V::width;
+  auto m = V::zero();
+  for (int64_t i = 0; i < kQK8_0; i += W) m = V::max(V::abs(V::load(x + i)), m);
+  const uint16_t dh = f32_to_f16(V::hmax(m) / 127.0f);
+  const float ds = V::h2f(dh);
+  if (ds == 0.0f || std::isinf(ds)) {  // (max|x| is never NaN)
+    b.d = 0;
+    std::memset(b.qs, 0, sizeof b.qs);
+    return;
+  }
+  b.d = dh;
+  const auto id = V::set1(1.0f / ds);
+  for (int64_t i = 0; i < kQK8_0; i += W) V::store_i8_clamped(b.qs + i, V::mul(V::load(x + i), id));
+}
+
+// One cache row from d floats, bit for bit as kv_store_row, a vector at a time where d fits: the
+// scalar converters took ~5% of a 512-token prefill with an f16 cache (2 x 16 x 128 values per
+// token and layer; kernels bench kv_store: 3.9 ms per layer's prompt scalar, 0.18 ms here, Zen
+// 5), and the scalar Q8_0 quantizer 9.5 ms. F32 is a copy.
+template <class V>
+void kv_store_simd(DType t, const float* x, int64_t d, uint8_t* dst) {
+  constexpr int64_t W = V::width;
+  if (t == DType::F32 || d % W != 0 || (t == DType::Q8_0 && d % kQK8_0 != 0)) return kv_store_row(t, x, d, dst);
+  auto* h = reinterpret_cast<uint16_t*>(dst);
+  switch (t) {
+    case DType::F16:
+      for (int64_t i = 0; i < d; i += W) V::store_f16(h + i, V::load(x + i));
+      return;
+    case DType::BF16:
+      for (int64_t i = 0; i < d; i += W) V::store_bf16(h + i, V::load(x + i));
+      return;
+    case DType::Q8_0: {
+      auto* b = reinterpret_cast<BlockQ8_0*>(dst);
+      for (int64_t k = 0; k < d / kQK8_0; ++k) store_q8_0_block<V>(x + k * kQK8_0, b[k]);
+      return;
+    }
+    default: return kv_store_row(t, x, d, dst);  // throws: not a cache type
   }
 }
 

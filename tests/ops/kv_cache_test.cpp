@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "ops/cpu/cpu_backend.h"
@@ -47,6 +48,47 @@ TEST(KvRows, EveryIsaWidensExactlyLikeTheScalarConverter) {
         kv_widen_scalar(t, bytes.data(), rows, d, want.data());
         kv_row_kernels(isa).widen(t, bytes.data(), rows, d, got.data());
         EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
+      }
+}
+
+TEST(KvRows, EveryIsaStoresTheScalarConvertersBytes) {
+  // The vector F16 / BF16 stores must give f32_to_f16 / f32_to_bf16's bits for every float:
+  // ties (round to even), the half subnormals and their rounding edges, the largest half and the
+  // overflow edge, float subnormals, infinities, and NaNs with payloads and either sign (the
+  // scalar code writes sign | 0x7e00 / the quieted top half); Q8_0 blocks of those and of
+  // ordinary values (scale from max |x| skipping NaN, zero blocks, NaN quants stored as -127).
+  std::vector<uint32_t> bits = {0x00000000, 0x80000000, 0x00000001, 0x807fffff, 0x33000000, 0x33000001, 0xb3800000,
+                                0x387fc000, 0x387fe000, 0x38800000, 0x477fe000, 0x477fefff, 0x477ff000, 0xc77ff000,
+                                0x7f7fffff, 0x7f800000, 0xff800000, 0x7fc00000, 0x7fc00001, 0xffa00000, 0x7f800001,
+                                0x3f808000, 0x3f818000, 0x3f817fff, 0x3f808001, 0x3c001000, 0x3c003000, 0x3c002fff};
+  std::mt19937 rng(5);
+  while (bits.size() % 128 != 0) {  // values across every exponent, with low bits that round either way
+    const uint32_t e = rng() % 256, m = rng() & 0x7fffff, sign = (rng() & 1u) << 31;
+    bits.push_back(sign | (e << 23) | m);
+  }
+  std::vector<float> x(bits.size());
+  std::memcpy(x.data(), bits.data(), bits.size() * sizeof(float));
+  // Then ordinary activations (whole Q8_0 blocks of finite values, a zero block, a tiny one).
+  const auto g = randn(512, 6, 2.0f);
+  x.insert(x.end(), g.begin(), g.end());
+  x.insert(x.end(), 32, 0.0f);
+  for (int i = 0; i < 32; ++i) x.push_back(1e-9f * static_cast<float>(i - 16));
+  x.insert(x.end(), 64, 0.25f);
+  for (size_t i : {size_t{130}, size_t{200}, size_t{640}})  // NaNs among finite values (no inf in their block)
+    x[x.size() - 768 + i] = std::numeric_limits<float>::quiet_NaN();
+  x[x.size() - 768 + 333] = -std::numeric_limits<float>::quiet_NaN();
+  for (CpuIsa isa : supported_isas())
+    for (DType t : kCacheTypes)
+      for (int64_t d : {32, 64, 128, 24}) {
+        if (d % static_cast<int64_t>(dtype_block_elems(t)) != 0) continue;
+        SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " d=" + std::to_string(d));
+        const size_t rb = dtype_row_bytes(t, static_cast<size_t>(d));
+        for (size_t r = 0; r + static_cast<size_t>(d) <= x.size(); r += static_cast<size_t>(d)) {
+          std::vector<uint8_t> want(rb, 0xAB), got(rb, 0xCD);
+          kv_store_row(t, x.data() + r, d, want.data());
+          kv_row_kernels(isa).store(t, x.data() + r, d, got.data());
+          ASSERT_EQ(0, std::memcmp(want.data(), got.data(), rb)) << "row at value " << r;
+        }
       }
 }
 
