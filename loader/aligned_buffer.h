@@ -27,9 +27,9 @@ class AlignedBuffer {
 
   // Starts making a large buffer's pages resident on a thread of its own (MADV_POPULATE_WRITE,
   // Linux 5.14+, a few MiB at a time) and returns at once; true if the pages are or are being
-  // made resident. False for small buffers (already zeroed, so resident), when the kernel lacks
-  // the advice, or when no thread could be started: then pages become resident when first
-  // written, as without the call. The contents are not changed (zero until written), and writes
+  // made resident. False for small buffers (already zeroed, so resident), while a population
+  // started earlier still runs, when the kernel lacks the advice, or when no thread could be
+  // started: then pages become resident when first written, as without the call. The contents are not changed (zero until written), and writes
   // may go on meanwhile: the advice only faults in pages that are not there yet.
   // Why: a page's first write pays a fault that zeroes it, and where a whole buffer is written at
   // once (a KV cache's first token touches every layer's and head's rows) those faults add up: on

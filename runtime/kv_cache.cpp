@@ -68,10 +68,9 @@ KvCache::KvCache(int layers, int kv_heads, int head_dim, int capacity, KvCacheTy
   v_ = AlignedBuffer(rows * v_row_bytes_);
 }
 
-bool KvCache::populate_in_background() {
-  const bool k = k_.populate_in_background();
-  const bool v = v_.populate_in_background();
-  return k || v;
+void KvCache::populate_in_background() {
+  k_.populate_in_background();
+  v_.populate_in_background();
 }
 
 void KvCache::wait_populated() {

@@ -67,9 +67,8 @@ class KvCache {
   // once (AlignedBuffer::populate_in_background: how, and when it does nothing). Without it a
   // page is faulted in at its first write, and a new cache's first token, which writes a row of
   // every (layer, head), faulted in the whole cache (up to 1.5 s for JetMoE-8B's 4096 positions
-  // in f16 on the Zen 5 test VM); populated while a chat user types, that wait is gone. Returns
-  // true if either buffer is or is being populated.
-  bool populate_in_background();
+  // in f16 on the Zen 5 test VM); populated while a chat user types, that wait is gone.
+  void populate_in_background();
   // Waits until that population is done (a benchmark, so no thread competes with its timing).
   void wait_populated();
 

@@ -1,14 +1,13 @@
 #include "loader/aligned_buffer.h"
 
 #include <gtest/gtest.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <string>
-#include <vector>
+
+#include "support/resident_pages.h"
 
 namespace jetmoe {
 namespace {
@@ -63,19 +62,11 @@ TEST(AlignedBuffer, LargeBuffersAreAdvisedHugePagesToTheirLastHugePage) {
   }
 }
 
-// Pages of [p, p + bytes) that mincore reports resident.
-size_t resident_pages(const uint8_t* p, size_t bytes) {
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> v((bytes + page - 1) / page);
-  if (mincore(const_cast<uint8_t*>(p), bytes, v.data()) != 0) return 0;
-  size_t n = 0;
-  for (unsigned char c : v) n += c & 1;
-  return n;
-}
+using test::resident_pages;
 
 TEST(AlignedBuffer, PopulateInBackgroundMakesEveryPageResidentAndKeepsItZero) {
   const size_t bytes = (size_t{40} << 20) + 12345;  // several population steps and a partial last huge page
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t page = test::page_bytes();
   AlignedBuffer buf(bytes);
   EXPECT_LT(resident_pages(buf.data(), bytes), bytes / page) << "a fresh mapping should not be resident yet";
   if (!buf.populate_in_background()) GTEST_SKIP() << "this kernel has no MADV_POPULATE_WRITE";

@@ -3,8 +3,6 @@
 // chunks, prefill, packed sequences) against a float64 reference computed from the values the
 // cache actually holds.
 #include <gtest/gtest.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -18,6 +16,7 @@
 #include "quant/stream_prefetch.h"
 #include "runtime/kv_cache.h"
 #include "support/random_data.h"
+#include "support/resident_pages.h"
 
 using namespace jetmoe;
 
@@ -288,19 +287,12 @@ TEST(KvCachePopulation, TheCpuBackendMakesANewCacheResidentAndLeavesItZero) {
   CpuBackend be;
   be.prepare_cache(cache);
   cache.wait_populated();
-  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  const auto resident = [&](const uint8_t* p, size_t bytes) {
-    std::vector<unsigned char> v((bytes + page - 1) / page);
-    if (mincore(const_cast<uint8_t*>(p), bytes, v.data()) != 0) return size_t{0};
-    size_t n = 0;
-    for (unsigned char c : v) n += c & 1;
-    return n;
-  };
+  const size_t page = test::page_bytes();
   const size_t kb = 2 * 4 * 8192 * cache.k_row_bytes(), vb = 2 * 4 * 8192 * cache.v_row_bytes();
-  if (resident(cache.k_rows(0, 0), kb) * page < kb && !AlignedBuffer(size_t{8} << 20).populate_in_background())
+  if (test::resident_pages(cache.k_rows(0, 0), kb) * page < kb && !AlignedBuffer(size_t{8} << 20).populate_in_background())
     GTEST_SKIP() << "this kernel has no MADV_POPULATE_WRITE";
-  EXPECT_EQ(resident(cache.k_rows(0, 0), kb), (kb + page - 1) / page);
-  EXPECT_EQ(resident(cache.v_rows(0, 0), vb), (vb + page - 1) / page);
+  EXPECT_EQ(test::resident_pages(cache.k_rows(0, 0), kb), (kb + page - 1) / page);
+  EXPECT_EQ(test::resident_pages(cache.v_rows(0, 0), vb), (vb + page - 1) / page);
   for (size_t i = 0; i < kb; i += 4099) ASSERT_EQ(cache.k_rows(0, 0)[i], 0) << i;
   for (size_t i = 0; i < vb; i += 4099) ASSERT_EQ(cache.v_rows(0, 0)[i], 0) << i;
 }
