@@ -3,7 +3,8 @@
 //                       kernel itself; bytes/s and GFLOP/s counters),
 //   float_dot           F32 / BF16 / F16 weight rows per SIMD path (one thread),
 //   backend_matmul      CpuBackend::matmul on one MLP expert (all OpenMP threads, active ISA;
-//                       includes quantizing the activations),
+//                       includes quantizing the activations); "/step" inside a model step, where
+//                       one-token loops run as ops/cpu/decode_row_loops.h,
 //   attention           CpuBackend::attention, decode (T=1) at several context lengths and prefill,
 //   router              the router product, a [8, 2048] float32 matrix (CpuBackend::matmul),
 //   activation_quant    one activation row quantized for the integer kernels, per SIMD path,
@@ -142,7 +143,7 @@ void bm_float_dot(benchmark::State& st, CpuIsa isa, DType t, int64_t rows, int64
 }
 
 // CpuBackend::matmul on one MLP expert's input matrix [2F, H], every OpenMP thread.
-void bm_backend_matmul(benchmark::State& st, DType t, int64_t T) {
+void bm_backend_matmul(benchmark::State& st, DType t, int64_t T, bool in_step) {
   const int64_t rows = 2 * kFfn, n = kHidden;
   const auto W = random_matrix(t, rows, n, 7);
   WeightView v;
@@ -153,11 +154,13 @@ void bm_backend_matmul(benchmark::State& st, DType t, int64_t T) {
   const auto X = random_floats(static_cast<size_t>(T * n), 8);
   std::vector<float> Y(static_cast<size_t>(T * rows));
   CpuBackend be;
+  if (in_step) be.begin_step({T, 0, nullptr, true});
   for (auto _ : st) {
     be.matmul(X.data(), T, v, Y.data(), rows);
     benchmark::DoNotOptimize(Y.data());
     benchmark::ClobberMemory();
   }
+  if (in_step) be.end_step(true);
   set_counters(st, static_cast<double>(W.size()), 2.0 * static_cast<double>(rows * n * T));
   st.counters["threads"] = omp_get_max_threads();
 }
@@ -292,9 +295,12 @@ void register_all() {
   }
   for (DType t : qtypes)
     for (int64_t T : {1, 64})
-      benchmark::RegisterBenchmark(("backend_matmul/" + std::string(dtype_name(t)) + "/T" + std::to_string(T)).c_str(),
-                                   bm_backend_matmul, t, T)
-          ->UseRealTime();
+      for (bool in_step : {false, true})
+        if (!in_step || T == 1)
+          benchmark::RegisterBenchmark(
+              ("backend_matmul/" + std::string(dtype_name(t)) + "/T" + std::to_string(T) + (in_step ? "/step" : "")).c_str(),
+              bm_backend_matmul, t, T, in_step)
+              ->UseRealTime();
   for (int64_t ctx : {128, 512, 2048})
     benchmark::RegisterBenchmark(("attention/decode/ctx" + std::to_string(ctx)).c_str(), bm_attention, ctx, int64_t{1})
         ->UseRealTime();

@@ -54,10 +54,12 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 OMP_NUM_THREADS=2 O
 asan_passed=$(grep -Eo 'PASSED  \] [0-9]+' build-asan/gtest.log | awk '{print $NF}')
 elapsed "sanitizer build + tests"
 
-echo "== ThreadSanitizer: the worker team and the row lanes (lock-free claims; ops/cpu/worker_team.h, row_lanes.h)"
+echo "== ThreadSanitizer: the worker team, the row lanes and the decode row loops (lock-free claims and commits;"
+echo "   ops/cpu/worker_team.h, row_lanes.h, decode_row_loops.h)"
 # Built on its own: libgomp's regions elsewhere would drown TSan in false reports.
 g++ -std=c++20 -O1 -g -fsanitize=thread -fopenmp -I. ops/cpu/worker_team.cpp tests/ops/worker_team_test.cpp \
-  ops/cpu/row_lanes.cpp tests/ops/row_lanes_test.cpp -lgtest -lgtest_main -o build/worker_team_tsan
+  ops/cpu/row_lanes.cpp tests/ops/row_lanes_test.cpp ops/cpu/decode_row_loops.cpp tests/ops/decode_row_loops_test.cpp \
+  -lgtest -lgtest_main -o build/worker_team_tsan
 TSAN_OPTIONS=halt_on_error=1 ./build/worker_team_tsan --gtest_brief=1 2>&1 | tee build/worker_team_tsan.log
 tsan_passed=$(grep -Eo 'PASSED  \] [0-9]+' build/worker_team_tsan.log | awk '{print $NF}')
 elapsed "ThreadSanitizer"

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/cpu/decode_row_loops.h"
 #include "ops/cpu/row_lanes.h"
 #include "runtime/backend.h"
 
@@ -45,6 +46,12 @@ class CpuBackend : public Backend {
   void expert_mlp(const float* x, int64_t T, int64_t k, const int32_t* experts, const WeightView& w_in,
                   const WeightView& w_out, float* z, float* h, float* y) override;
   void read_soon(const ReadRange* ranges, size_t n) override;
+  // A step's one-token weight loops run as DecodeRowLoops (a stopped thread's piece is redone);
+  // end_step waits until no thread is left in them.
+  void begin_step(const StepShape& step) override;
+  void end_step(bool completed) override;
+  // Pieces of decode weight loops redone for a stopped thread since this backend was made.
+  int64_t redone_pieces() const { return decode_loops_.redone_pieces(); }
 
  private:
   // Jobs whose rows are split over threads (quantized weights, or few tokens): one parallel
@@ -75,6 +82,11 @@ class CpuBackend : public Backend {
   // How matmul_row_jobs' threads share the rows (ops/cpu/row_lanes.h): kept between calls, no
   // allocation per decoded token.
   RowLanes lanes_;
+  // Inside a step (begin_step .. end_step) one-token quantized loops run here instead; outside a
+  // step (a caller's own matmul, whose weights may go away at return) they do not.
+  DecodeRowLoops decode_loops_{&decode_rows};
+  static void decode_rows(const MatmulJob& j, const uint8_t* xq, int64_t r0, int64_t r1, float* out);
+  bool in_step_ = false;
   // read_soon's ranges waiting for the next matmul_row_jobs loop, those of the loop running, and
   // those expert_mlp holds back for its second loop (three buffers that trade places: no
   // allocation per decoded token).

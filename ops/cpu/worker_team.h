@@ -23,6 +23,11 @@
 // it has that many threads minus one, and is rebuilt when the count changes. One loop runs at a
 // time (run() holds a mutex); a loop body must not call run() itself. An exception thrown by a
 // body is rethrown by run() after the loop's other items finished.
+//
+// A loop may also end early (EarlyEnd): its caller decides that an item still running elsewhere
+// is no longer needed (CpuBackend redid the rows of a thread the machine stopped,
+// ops/cpu/decode_row_loops.h), and run() returns while that thread is still in the body. Its
+// item then counts for nothing: the done count, like the claim word, carries the loop's epoch.
 #pragma once
 
 #include <atomic>
@@ -40,6 +45,17 @@ class WorkerTeam {
   using Body = std::function<void(int64_t item)>;
   using Tail = std::function<void()>;
 
+  // For a loop that may end before all its items returned. Threads still in the body go on
+  // after run() returned, so the body object and everything it reads must outlive them; the
+  // body learns through loop_epoch() whether it belongs to the loop its owner now runs.
+  struct EarlyEnd {
+    // Called by run() on its thread, again and again, once it has no item left to claim while
+    // items still run elsewhere; run() returns as soon as it returns true.
+    const std::function<bool()>* finished = nullptr;
+    // Where run() stores the loop's epoch before any item can be claimed (may be null).
+    std::atomic<uint32_t>* epoch = nullptr;
+  };
+
   // The process's team (created on first use).
   static WorkerTeam& shared();
 
@@ -53,7 +69,12 @@ class WorkerTeam {
   // (the caller's "too little work to share"), n_items < 2 or one thread is asked. `tail` (may
   // be null) runs on this thread once it has no more items to claim, before it waits for items
   // still running elsewhere (CpuBackend: fetching what the next op reads, Backend::read_soon).
-  void run(int64_t n_items, const Body& body, bool parallel = true, const Tail* tail = nullptr);
+  void run(int64_t n_items, const Body& body, bool parallel = true, const Tail* tail = nullptr,
+           const EarlyEnd* early = nullptr);
+
+  // Inside a body called by a parallel run(): the epoch of the loop whose item this thread runs
+  // (the value run() stored through EarlyEnd::epoch). 0 on a thread that never ran one.
+  static uint32_t loop_epoch();
 
   // True on the team's worker threads, false on any caller of run().
   static bool on_worker_thread();
@@ -76,7 +97,7 @@ class WorkerTeam {
 
   // epoch << 32 | next unclaimed item. The epoch changes (+1) when a loop is posted.
   std::atomic<uint64_t> claim_{0};
-  std::atomic<int64_t> done_{0};
+  std::atomic<uint64_t> done_{0};  // epoch << 32 | items of that loop done
   std::atomic<int64_t> n_items_{0};
   std::atomic<const Body*> body_{nullptr};
   std::atomic<uint32_t> wake_{0};  // the epoch again, as a 32-bit word sleeping workers wait on
@@ -85,7 +106,8 @@ class WorkerTeam {
   uint32_t epoch_ = 0;
 
   std::mutex error_mutex_;
-  std::exception_ptr error_;
+  std::exception_ptr error_;  // the first exception of loop error_epoch_
+  uint32_t error_epoch_ = 0;
 };
 
 }  // namespace jetmoe

@@ -278,7 +278,13 @@ TEST_P(CpuOps, QuantizedMatmulGroupEqualsWholeKernelCalls) {
       j.ldy = s.rows;
       jobs.push_back(j);
     }
+    // Outside a step, and inside one (one-token loops then run as ops/cpu/decode_row_loops.h).
+    for (bool in_step : {false, true}) {
+    SCOPED_TRACE(in_step ? "in a step" : "outside a step");
+    for (auto& y : Y) std::fill(y.begin(), y.end(), -1.0f);
+    if (in_step) be.begin_step({T, 1, nullptr, true});
     be.matmul_group(jobs.data(), jobs.size());
+    if (in_step) be.end_step(true);
     for (size_t k = 0; k < jobs.size(); ++k) {
       const MatmulJob& j = jobs[k];
       const size_t arb = activation_row_bytes(j.dtype, j.cols);
@@ -290,6 +296,7 @@ TEST_P(CpuOps, QuantizedMatmulGroupEqualsWholeKernelCalls) {
       else
         qmatmul(j.dtype, j.w, 0, j.rows, j.cols, xq.data(), T, want.data(), j.rows);
       for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(Y[k][i], want[i]) << "job " << k << " index " << i;
+    }
     }
   }
 }

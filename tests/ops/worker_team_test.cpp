@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -171,6 +172,49 @@ TEST(WorkerTeam, RethrowsATailExceptionAfterTheItems) {
   std::atomic<int> again{0};
   team.run(50, [&](int64_t) { again.fetch_add(1); });
   EXPECT_EQ(again.load(), 50);
+}
+
+// A loop that may end early returns once its caller says so, while the worker is still in an
+// item; that item then counts for no later loop, and the body learns the loop's epoch.
+TEST(WorkerTeam, EarlyEndLeavesAStoppedItemOutOfLaterLoops) {
+  ThreadCount tc(2);
+  WorkerTeam team;
+  std::atomic<bool> worker_in{false}, release{false};
+  std::atomic<uint32_t> epoch{0}, seen_epoch{0};
+  std::atomic<int> caller_items{0};
+  const WorkerTeam::Body body = [&](int64_t) {
+    if (WorkerTeam::on_worker_thread()) {
+      seen_epoch.store(WorkerTeam::loop_epoch());
+      worker_in.store(true);
+      while (!release.load()) std::this_thread::sleep_for(std::chrono::microseconds(100));
+      return;
+    }
+    caller_items.fetch_add(1);
+    // The caller's item lasts until the worker is surely in the other one.
+    while (!worker_in.load()) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  };
+  const std::function<bool()> finished = [&] { return caller_items.load() == 1; };
+  const WorkerTeam::EarlyEnd early{&finished, &epoch};
+  team.run(2, body, true, nullptr, &early);
+  EXPECT_TRUE(worker_in.load());
+  EXPECT_FALSE(release.load());
+  EXPECT_NE(epoch.load(), 0u);
+  EXPECT_EQ(seen_epoch.load(), epoch.load());
+
+  // Later loops while the worker is stopped, and after it finished its old item mid-loop: every
+  // item of each runs exactly once, and each loop waits for all of its own.
+  std::vector<std::atomic<int>> hits(64);
+  for (int loop = 0; loop < 200; ++loop) {
+    if (loop == 100) release.store(true);
+    team.run(64, [&](int64_t i) {
+      if (loop >= 100 && i == 0) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      hits[static_cast<size_t>(i)].fetch_add(1);
+    });
+    for (size_t i = 0; i < hits.size(); ++i) {
+      ASSERT_EQ(hits[i].load(), 1) << "loop " << loop << " item " << i;
+      hits[i].store(0);
+    }
+  }
 }
 
 TEST(WorkerTeam, CallersOnTwoThreadsTakeTurns) {
