@@ -29,6 +29,11 @@ constexpr uint64_t committing(uint64_t w) { return (w & ~(uint64_t{3} << 62)) | 
 
 std::atomic<DecodeRowLoops::PieceHook> g_piece_hook{nullptr};
 
+// Until no thread is in the slot's body (a stopped one finishing its piece).
+void wait_left(const std::atomic<int>& inside) {
+  while (inside.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
+}
+
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
@@ -111,8 +116,7 @@ bool DecodeRowLoops::fits(const MatmulJob* jobs, size_t n_jobs) {
 }
 
 void DecodeRowLoops::wait_idle() const {
-  for (const auto& s : slots_)
-    while (s->inside.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
+  for (const auto& s : slots_) wait_left(s->inside);
 }
 
 void DecodeRowLoops::run(const MatmulJob* jobs, size_t n_jobs, const uint8_t* act_q, const size_t* act_off,
@@ -132,7 +136,7 @@ void DecodeRowLoops::run(const MatmulJob* jobs, size_t n_jobs, const uint8_t* ac
   Slot& s = *slots_[static_cast<size_t>(current_)];
   // Close the slot to late arrivals, then wait for any thread still in it (a stopped one).
   s.epoch.store(0, std::memory_order_seq_cst);
-  while (s.inside.load(std::memory_order_seq_cst) > 0) std::this_thread::yield();
+  wait_left(s.inside);
 
   s.jobs.assign(jobs, jobs + n_jobs);
   s.act_off.assign(act_off, act_off + n_jobs);
@@ -205,11 +209,10 @@ bool DecodeRowLoops::all_written(const Slot& s) const {
 // The caller, with nothing left to take: done once every row is written; after waiting
 // kRedoAfterMicros, computes the pieces other threads still hold and writes those it wins.
 bool DecodeRowLoops::finished(Slot& s) {
-  int64_t& wait_start_ns = s.wait_start_ns;
   if (all_written(s)) return true;
   const int64_t now = now_ns();
-  if (wait_start_ns == 0) wait_start_ns = now;
-  if (now - wait_start_ns < kRedoAfterMicros * 1000) return false;
+  if (s.wait_start_ns == 0) s.wait_start_ns = now;
+  if (now - s.wait_start_ns < kRedoAfterMicros * 1000) return false;
   for (int k = 0; k < s.lanes.lanes(); ++k) {
     std::atomic<uint64_t>& word = s.held[k].word;
     const uint64_t w = word.load(std::memory_order_acquire);
@@ -224,7 +227,7 @@ bool DecodeRowLoops::finished(Slot& s) {
       redone_.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  wait_start_ns = now_ns();  // give any piece taken since its time before the next redo
+  s.wait_start_ns = now_ns();  // give any piece taken since its time before the next redo
   return all_written(s);
 }
 
