@@ -353,16 +353,18 @@ void run_bench(BenchOptions& o) {
         for (int nt : threads) {
           omp_set_num_threads(nt);
           const BandwidthResult bw = measure_bw();
-          std::fprintf(stderr, "bench: %s %s t=%d: read bandwidth %.1f GB/s (median of %d, %.1f-%.1f)\n", L.name.c_str(),
-                       L.type.c_str(), nt, bw.median_gbps, bw.passes, bw.min_gbps, bw.max_gbps);
+          std::fprintf(stderr, "bench: %s %s t=%d: read bandwidth %.1f GB/s (median of %d, %.1f-%.1f%s%s)\n", L.name.c_str(),
+                       L.type.c_str(), nt, bw.median_gbps, bw.passes, bw.min_gbps, bw.max_gbps,
+                       bw.loop.empty() ? "" : ", loop ", bw.loop.c_str());
           use_prefetch(prefetches[0]);
           if (o.warmup) {  // pages in every expert (a 64-token prompt picks them all) and starts the threads
             if (o.n_prompt > 0) run.prefill(cache, std::min(o.n_prompt, 64));
             if (o.n_gen > 0) run.decode(cache, 4);
           }
           // paired: the probe around each repetition (decode rows; empty for prefill)
+          // paired_per_pass_best: the same probes by the tables' estimator before 2026-12-06
           auto emit = [&](const std::string& test, bool decode, int n, const std::vector<double>& samples,
-                          const std::vector<double>& paired, bool busy) {
+                          const std::vector<double>& paired, const std::vector<double>& paired_per_pass_best, bool busy) {
             const Stats s = summarize(samples);
             nlohmann::ordered_json r;
             r["model"] = L.name;
@@ -391,6 +393,13 @@ void run_bench(BenchOptions& o) {
             r["gflops_per_second"] = 2.0 * active * s.median / 1e9;
             r["bandwidth_gbps"] = bw.median_gbps;
             r["bandwidth_gbps_max"] = bw.max_gbps;
+            if (!bw.loops.empty()) {  // the CPU's probe: which loop counted, and every loop's passes
+              r["bandwidth_loop"] = bw.loop;
+              r["bandwidth_gbps_per_pass_best"] = bw.per_pass_best_median_gbps;
+              nlohmann::ordered_json loops = nlohmann::ordered_json::array();
+              for (const BandwidthResult::Loop& l : bw.loops) loops.push_back({{"name", l.name}, {"gbps", l.gbps}});
+              r["bandwidth_loops"] = loops;
+            }
             if (decode) {  // bytes streamed per token: the weights, plus the KV cache it attends over
               const double streamed = static_cast<double>(bpt) + kv_bytes_per_token;
               r["weight_bytes_per_token"] = bpt;
@@ -403,6 +412,14 @@ void run_bench(BenchOptions& o) {
               r["paired_bandwidth_gbps"] = {{"median", pb.median}, {"min", pb.min}, {"max", pb.max}, {"samples", pb.samples}};
               r["bandwidth_ratio"] = rs.median;
               r["bandwidth_ratio_samples"] = rs.samples;
+              if (!bw.loops.empty()) {
+                std::vector<double> old_ratios;
+                for (size_t i = 0; i < samples.size() && i < paired_per_pass_best.size(); ++i)
+                  if (paired_per_pass_best[i] > 0) old_ratios.push_back(streamed * samples[i] / 1e9 / paired_per_pass_best[i]);
+                const Stats ob = summarize(paired_per_pass_best), orat = summarize(old_ratios);
+                r["paired_bandwidth_gbps_per_pass_best"] = {{"median", ob.median}, {"samples", ob.samples}};
+                r["bandwidth_ratio_per_pass_best"] = orat.median;
+              }
             }
             report["results"].push_back(r);
           };
@@ -410,13 +427,17 @@ void run_bench(BenchOptions& o) {
           // token); decode runs every value, their repetitions interleaved.
           auto repeat = [&](const std::string& test, bool decode, int n, bool busy) {
             const size_t variants = decode ? prefetches.size() : 1;
-            std::vector<std::vector<double>> samples(variants), paired(variants);
+            std::vector<std::vector<double>> samples(variants), paired(variants), paired_old(variants);
             for (int rep = 0; rep < o.reps; ++rep)
               for (size_t v = 0; v < variants; ++v) {
                 use_prefetch(prefetches[v]);
-                const double before = decode ? measure_bw().median_gbps : 0.0;
+                const BandwidthResult before = decode ? measure_bw() : BandwidthResult{};
                 samples[v].push_back(decode ? run.decode(cache, n) : run.prefill(cache, n));
-                if (decode) paired[v].push_back(0.5 * (before + measure_bw().median_gbps));
+                if (decode) {
+                  const BandwidthResult after = measure_bw();
+                  paired[v].push_back(0.5 * (before.median_gbps + after.median_gbps));
+                  paired_old[v].push_back(0.5 * (before.per_pass_best_median_gbps + after.per_pass_best_median_gbps));
+                }
                 std::fprintf(stderr, "bench: %s %s kv %s t=%d %s%s rep %d/%d: %.2f tok/s%s\n", L.name.c_str(), L.type.c_str(),
                              kv_name.c_str(), nt, test.c_str(), decode && sweep_prefetch ? (" prefetch " + prefetch_label(prefetches[v])).c_str() : "",
                              rep + 1, o.reps, samples[v].back(),
@@ -424,7 +445,7 @@ void run_bench(BenchOptions& o) {
               }
             for (size_t v = 0; v < variants; ++v) {
               use_prefetch(prefetches[v]);  // the row records the distances its repetitions used
-              emit(test, decode, n, samples[v], paired[v], busy);
+              emit(test, decode, n, samples[v], paired[v], paired_old[v], busy);
             }
             use_prefetch(prefetches[0]);
           };
@@ -469,7 +490,7 @@ void run_bench(BenchOptions& o) {
   if (on_gpu)
     std::printf("\ndevice %s: weights in device memory; read bandwidth: a streaming read of %.2f GiB of device memory, median of %d passes\n",
                 report.value("backend", device).c_str(), o.bw_gib, o.bw_passes);
-  std::printf("\nisa %s, decode prefetch %s (int8/int4 streams: %s; KV rows touched every %zu bytes, 0 = none), OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages; fastest read loop of each pass), median of %d passes "
+  std::printf("\nisa %s, decode prefetch %s (int8/int4 streams: %s; KV rows touched every %zu bytes, 0 = none), OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages), median of %d passes of the read loop with the highest median "
               "(decode rows: the probes around each repetition, and of BW = median of the per-repetition ratios)\n",
               report["isa"].get<std::string>().c_str(), report["decode_prefetch"].get<std::string>().c_str(),
               report["decode_stream"].get<std::string>().c_str(), report["kv_touch_bytes"].get<size_t>(),

@@ -8,24 +8,41 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "loader/aligned_buffer.h"
 
 namespace jetmoe::cli {
 
+// 1 GB = 1e9 bytes. median/min/max are those of the read loop with the highest median over the
+// passes (`loop`); every loop's per-pass figures are in `loops`.
 struct BandwidthResult {
-  double median_gbps = 0, max_gbps = 0, min_gbps = 0;  // 1 GB = 1e9 bytes
+  double median_gbps = 0, max_gbps = 0, min_gbps = 0;
+  std::string loop;
+  // The estimator of the tables before 2026-12-06: each pass's fastest loop, then the median of
+  // those maxima (biased upwards by the noise of the loops that trail; kept for comparison).
+  double per_pass_best_median_gbps = 0;
+  struct Loop {
+    std::string name;
+    std::vector<double> gbps;  // per timed pass
+  };
+  std::vector<Loop> loops;
   int threads = 0;
   size_t buffer_bytes = 0;
   int passes = 0;
 };
 
+// Fills median/min/max/loop and per_pass_best_median_gbps of r from r.loops (every loop with the
+// same number of passes).
+void summarize_read_loops(BandwidthResult& r);
+
 // A streaming-read probe: sums a buffer far larger than the caches with the current OpenMP thread
 // count, each thread reading one contiguous share (as the matvec kernels split weight rows). The
 // buffer is owned memory like the weights (huge pages when large), and each pass counts the
 // fastest of the read loops this CPU has (baseline, 32-byte loads with and without software
-// prefetch, and 32-byte loads from two streams per thread).
+// prefetch, and 32-byte loads from two streams per thread); the result is the median of the loop
+// whose median is highest.
 class ReadBandwidthProbe {
  public:
   // Allocates and first-touches `bytes` (rounded down to 64-byte lines) in parallel, so every page

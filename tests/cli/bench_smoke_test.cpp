@@ -3,7 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "support/test_paths.h"
 
@@ -19,6 +22,38 @@ nlohmann::json run_bench(const std::string& args) {
   const int rc = run_command(jetmoe::test::jetmoe_binary() + " bench " + args + " --json 2>/dev/null", &out);
   EXPECT_EQ(rc, 0) << out;
   return rc == 0 ? nlohmann::json::parse(out) : nlohmann::json::object();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+// The read probe's figure is the median of its fastest loop (by median), recomputed here from
+// every loop's passes; the per-pass maximum's median (the estimator before 2026-12-06) too.
+void check_probe_summary(const nlohmann::json& r) {
+  ASSERT_TRUE(r.contains("bandwidth_loops")) << r.dump(1);
+  const auto& loops = r["bandwidth_loops"];
+  ASSERT_GE(loops.size(), 1u);
+  const size_t passes = loops[0]["gbps"].size();
+  ASSERT_GE(passes, 1u);
+  double best = -1;
+  std::string best_name;
+  std::vector<double> per_pass_max(passes, 0.0);
+  for (const auto& l : loops) {
+    const auto g = l["gbps"].get<std::vector<double>>();
+    ASSERT_EQ(g.size(), passes) << l["name"];
+    const double m = median(g);
+    if (m > best) {
+      best = m;
+      best_name = l["name"];
+    }
+    for (size_t i = 0; i < passes; ++i) per_pass_max[i] = std::max(per_pass_max[i], g[i]);
+  }
+  EXPECT_DOUBLE_EQ(r["bandwidth_gbps"].get<double>(), best);
+  EXPECT_EQ(r["bandwidth_loop"], best_name);
+  EXPECT_DOUBLE_EQ(r["bandwidth_gbps_per_pass_best"].get<double>(), median(per_pass_max));
+  EXPECT_LE(r["bandwidth_gbps"].get<double>(), r["bandwidth_gbps_per_pass_best"].get<double>());
 }
 
 TEST(BenchSmoke, GoldenCheckpointJsonFields) {
@@ -44,6 +79,7 @@ TEST(BenchSmoke, GoldenCheckpointJsonFields) {
     EXPECT_GE(t["max"].get<double>(), t["median"].get<double>());
     EXPECT_EQ(t["samples"].size(), 1u);
     EXPECT_GT(r["bandwidth_gbps"].get<double>(), 0.0);
+    check_probe_summary(r);
     const std::string test = r["test"];
     if (test == "pp8") {
       EXPECT_EQ(r["n_tokens"], 8);
@@ -62,6 +98,12 @@ TEST(BenchSmoke, GoldenCheckpointJsonFields) {
       ASSERT_EQ(r["bandwidth_ratio_samples"].size(), 1u);
       const double streamed = r["weight_bytes_per_token"].get<double>() + r["kv_bytes_per_token"].get<double>();
       EXPECT_NEAR(r["bandwidth_ratio"].get<double>(), streamed * t["median"].get<double>() / 1e9 / paired,
+                  1e-9 * r["bandwidth_ratio"].get<double>());
+      // The same repetition against the estimator before 2026-12-06, never below the new one.
+      ASSERT_EQ(r["paired_bandwidth_gbps_per_pass_best"]["samples"].size(), 1u);
+      const double paired_old = r["paired_bandwidth_gbps_per_pass_best"]["samples"][0].get<double>();
+      EXPECT_GE(paired_old, paired);
+      EXPECT_NEAR(r["bandwidth_ratio_per_pass_best"].get<double>(), streamed * t["median"].get<double>() / 1e9 / paired_old,
                   1e-9 * r["bandwidth_ratio"].get<double>());
       if (test == "tg4-busy") {
         ++busy;
