@@ -57,7 +57,7 @@ elapsed "sanitizer build + tests"
 echo "== ThreadSanitizer: the worker team, the row lanes and the decode row loops (lock-free claims and commits;"
 echo "   ops/cpu/worker_team.h, row_lanes.h, decode_row_loops.h)"
 # Built on its own: libgomp's regions elsewhere would drown TSan in false reports.
-g++ -std=c++20 -O1 -g -fsanitize=thread -fopenmp -I. ops/cpu/worker_team.cpp tests/ops/worker_team_test.cpp \
+g++ -std=c++20 -O1 -g -fsanitize=thread -fopenmp -I. -Itests ops/cpu/worker_team.cpp tests/ops/worker_team_test.cpp \
   ops/cpu/row_lanes.cpp tests/ops/row_lanes_test.cpp ops/cpu/decode_row_loops.cpp tests/ops/decode_row_loops_test.cpp \
   -lgtest -lgtest_main -o build/worker_team_tsan
 TSAN_OPTIONS=halt_on_error=1 ./build/worker_team_tsan --gtest_brief=1 2>&1 | tee build/worker_team_tsan.log

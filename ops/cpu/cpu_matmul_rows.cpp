@@ -113,8 +113,8 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
     for (const ReadRange& r : tail_reads_) prefetch_lines_l2(r.p, r.bytes);
   };
   if (redoable) {
-    decode_loops_.run(jobs, n_jobs, act_q_.data(), act_off_.data(), act_bytes, threads, kRowQuantum, kMinPieceBytes,
-                      kMaxFrontPieceBytesRedone, &fetch_reads, kReadSoonLeadBytes);
+    decode_loops_.run(jobs, n_jobs, {act_q_.data(), act_off_.data(), act_bytes},
+                      {threads, kRowQuantum, kMinPieceBytes, kMaxFrontPieceBytesRedone}, {&fetch_reads, kReadSoonLeadBytes});
     return;
   }
   lanes_.clear_jobs();

@@ -119,9 +119,9 @@ void DecodeRowLoops::wait_idle() const {
   for (const auto& s : slots_) wait_left(s->inside);
 }
 
-void DecodeRowLoops::run(const MatmulJob* jobs, size_t n_jobs, const uint8_t* act_q, const size_t* act_off,
-                         size_t act_bytes, int threads, int64_t quantum, size_t min_piece, size_t max_front,
-                         const WorkerTeam::Tail* near_end, size_t near_end_bytes) {
+void DecodeRowLoops::run(const MatmulJob* jobs, size_t n_jobs, const QuantizedActivations& act, const Split& split,
+                         const NearEnd& near_end) {
+  const int threads = split.threads;
   // The last loop's slot again unless a thread is still in it: its memory is the one most
   // likely still in a cache. (A first version took every slot in turn and counted written rows
   // in one counter both threads added to: its decode steps were 1.5-5% slower than the plain
@@ -139,8 +139,8 @@ void DecodeRowLoops::run(const MatmulJob* jobs, size_t n_jobs, const uint8_t* ac
   wait_left(s.inside);
 
   s.jobs.assign(jobs, jobs + n_jobs);
-  s.act_off.assign(act_off, act_off + n_jobs);
-  s.act_q.assign(act_q, act_q + act_bytes);
+  s.act_off.assign(act.offset, act.offset + n_jobs);
+  s.act_q.assign(act.data, act.data + act.bytes);
   s.lanes.clear_jobs();
   int64_t max_rows = 0;
   s.total = 0;
@@ -149,7 +149,7 @@ void DecodeRowLoops::run(const MatmulJob* jobs, size_t n_jobs, const uint8_t* ac
     max_rows = std::max(max_rows, jobs[i].rows);
     s.total += jobs[i].rows;
   }
-  s.lanes.plan(threads, quantum, min_piece, max_front);
+  s.lanes.plan(threads, split.quantum, split.min_piece, split.max_front);
   if (threads > s.held_capacity) {
     s.held = std::make_unique<Slot::Held[]>(static_cast<size_t>(threads));
     s.held_capacity = threads;
@@ -164,9 +164,9 @@ void DecodeRowLoops::run(const MatmulJob* jobs, size_t n_jobs, const uint8_t* ac
       s.scratch[static_cast<size_t>(k)].resize(static_cast<size_t>(max_rows));
   if (s.redo_scratch.size() < static_cast<size_t>(max_rows)) s.redo_scratch.resize(static_cast<size_t>(max_rows));
   s.redone_rows.store(0, std::memory_order_relaxed);
-  s.near_end = near_end;
-  s.near_end_bytes = near_end_bytes;
-  s.near_end_done = near_end == nullptr;
+  s.near_end = near_end.fn;
+  s.near_end_bytes = near_end.bytes;
+  s.near_end_done = near_end.fn == nullptr;
   s.wait_start_ns = 0;
 
   // run() publishes all of the above to the workers (and stores the epoch) before any claim.

@@ -59,14 +59,30 @@ class DecodeRowLoops {
   // name a piece in one word. (Rows are cut in pieces of whole `quantum`s, as RowLanes does.)
   static bool fits(const MatmulJob* jobs, size_t n_jobs);
 
-  // y = W x for every job (fits() must hold), the rows split over `threads` threads as
-  // matmul_row_jobs does (row lanes of min_piece / max_front bytes, quantum rows). Job i's
-  // activations are already quantized at act_q + act_off[i] (act_bytes in all; copied into the
-  // slot). `near_end` (may be null) runs once on the calling thread when at most near_end_bytes
-  // of rows are left to take, or else when it has none left (CpuBackend's read_soon fetch).
-  void run(const MatmulJob* jobs, size_t n_jobs, const uint8_t* act_q, const size_t* act_off, size_t act_bytes,
-           int threads, int64_t quantum, size_t min_piece, size_t max_front, const WorkerTeam::Tail* near_end,
-           size_t near_end_bytes);
+  // The jobs' activations, already quantized: job i's at data + offset[i] (bytes in all; run()
+  // copies them into its slot).
+  struct QuantizedActivations {
+    const uint8_t* data = nullptr;
+    const size_t* offset = nullptr;
+    size_t bytes = 0;
+  };
+  // How the rows are split: over `threads` threads in row lanes (ops/cpu/row_lanes.h) of pieces
+  // of whole `quantum`s, at least min_piece bytes, front pieces at most max_front bytes.
+  struct Split {
+    int threads = 1;
+    int64_t quantum = 16;
+    size_t min_piece = 0, max_front = 0;
+  };
+  // Runs once on the calling thread when at most `bytes` of rows are left to take, or else when
+  // it has none left (CpuBackend's read_soon fetch). None when fn is null.
+  struct NearEnd {
+    const WorkerTeam::Tail* fn = nullptr;
+    size_t bytes = 0;
+  };
+
+  // y = W x for every job (fits() must hold), the rows split as matmul_row_jobs splits them.
+  void run(const MatmulJob* jobs, size_t n_jobs, const QuantizedActivations& act, const Split& split,
+           const NearEnd& near_end);
 
   // Returns once no thread is in any slot (a stopped thread's leftover piece finished). Until
   // then such a thread may still read the weights of a loop that returned (never its y): call

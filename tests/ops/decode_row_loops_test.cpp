@@ -9,12 +9,11 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstring>
 #include <random>
-#include <thread>
 #include <vector>
+
+#include "support/held_worker.h"
 
 namespace jetmoe {
 namespace {
@@ -69,8 +68,8 @@ struct Problem {
   }
   void run(DecodeRowLoops& loops, int threads, const WorkerTeam::Tail* near_end = nullptr) {
     for (auto& v : y) std::fill(v.begin(), v.end(), -1.0f);
-    loops.run(jobs.data(), jobs.size(), act.data(), act_off.data(), act.size(), threads, 16, 4096, 16384, near_end,
-              8192);
+    loops.run(jobs.data(), jobs.size(), {act.data(), act_off.data(), act.size()}, {threads, 16, 4096, 16384},
+              {near_end, 8192});
   }
 };
 
@@ -102,43 +101,15 @@ TEST(DecodeRowLoops, EveryRowOnceInManyLoops) {
   }
 }
 
-// The hook's state: armed, holding a worker, released.
-std::atomic<int> g_hold{0};
-enum { kArmed = 0, kHolding = 1, kReleased = 2 };
-
-void hold_first_worker_piece() {
-  int armed = kArmed;
-  if (!g_hold.compare_exchange_strong(armed, kHolding)) return;
-  while (g_hold.load() == kHolding) std::this_thread::sleep_for(std::chrono::microseconds(100));
-}
-
 TEST(DecodeRowLoops, AStoppedWorkersPieceIsRedoneAndNeverWrittenLate) {
   ThreadCount tc(2);
-  // Without the redo the held loop would wait for the worker for ever: a watchdog lets it go
-  // after 10 s, and the checks below then fail instead of hanging.
-  struct HoldAndWatch {
-    std::atomic<bool> done{false};
-    std::thread watchdog;
-    HoldAndWatch() {
-      g_hold.store(kArmed);
-      DecodeRowLoops::set_piece_hook_for_testing(&hold_first_worker_piece);
-      watchdog = std::thread([this] {
-        for (int i = 0; i < 1000 && !done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        g_hold.store(kReleased);
-      });
-    }
-    ~HoldAndWatch() {
-      done.store(true);
-      watchdog.join();
-      DecodeRowLoops::set_piece_hook_for_testing(nullptr);
-    }
-  } hold;
+  test::HeldWorker hold;  // its watchdog lets the worker go after 10 s if a loop waited for it
   {
     DecodeRowLoops loops(&byte_rows);
     Problem p({512, 512, 64}, 7);
     int k = 0;
-    for (; k < 2000 && g_hold.load() != kHolding; ++k) p.run(loops, 2);
-    ASSERT_EQ(g_hold.load(), kHolding) << "after " << k << " loops the worker was never held, or the loop waited for it";
+    for (; k < 2000 && !test::HeldWorker::holding(); ++k) p.run(loops, 2);
+    ASSERT_TRUE(test::HeldWorker::holding()) << "after " << k << " loops the worker was never held, or the loop waited for it";
     for (size_t i = 0; i < p.jobs.size(); ++i) EXPECT_EQ(p.y[i], p.want(i)) << "the held loop, job " << i;
     EXPECT_GE(loops.redone_pieces(), 1);
     // The caller goes on and uses y for something else: the worker must not write there.
@@ -147,8 +118,8 @@ TEST(DecodeRowLoops, AStoppedWorkersPieceIsRedoneAndNeverWrittenLate) {
     // Other loops while the worker is held (in another slot), then after it was let go.
     for (int m = 0; m < 2 * DecodeRowLoops::kSlots; ++m) {
       if (m == DecodeRowLoops::kSlots) {
-        EXPECT_EQ(g_hold.load(), kHolding) << "the worker was let go before the loops while held ended";
-        g_hold.store(kReleased);
+        EXPECT_TRUE(test::HeldWorker::holding()) << "the worker was let go before the loops while held ended";
+        test::HeldWorker::release();
       }
       Problem q({256, 128, 512}, 50 + static_cast<uint64_t>(m));
       q.run(loops, 2);

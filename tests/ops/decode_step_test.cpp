@@ -9,29 +9,17 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <thread>
 #include <vector>
 
 #include "ops/cpu/cpu_backend.h"
 #include "quant/qdot.h"
 #include "quant/quantize.h"
 #include "quant/repack.h"
+#include "support/held_worker.h"
 #include "support/random_data.h"
 
 namespace jetmoe {
 namespace {
-
-// The hook's state: armed, holding a worker, released.
-std::atomic<int> g_hold{0};  // (the hook is a plain function: its state is global)
-enum { kArmed = 0, kHolding = 1, kReleased = 2 };
-
-void hold_first_worker_piece() {
-  int armed = kArmed;
-  if (!g_hold.compare_exchange_strong(armed, kHolding)) return;
-  while (g_hold.load() == kHolding) std::this_thread::sleep_for(std::chrono::microseconds(100));
-}
 
 struct Matrix {
   std::vector<uint8_t> bytes;
@@ -61,49 +49,23 @@ std::vector<float> reference(const Matrix& m, const std::vector<float>& x) {
   return y;
 }
 
-struct HookGuard {
-  HookGuard() {
-    g_hold.store(kArmed);
-    DecodeRowLoops::set_piece_hook_for_testing(&hold_first_worker_piece);
-  }
-  ~HookGuard() {
-    g_hold.store(kReleased);
-    DecodeRowLoops::set_piece_hook_for_testing(nullptr);
-  }
-};
-
 TEST(DecodeStep, AStoppedWorkersPieceIsRedoneWithTheRealKernels) {
   if (omp_get_max_threads() < 2) GTEST_SKIP() << "needs two threads (OMP_NUM_THREADS)";
   const int64_t rows = 1024, cols = 2560;
   const Matrix m = make_matrix(DType::Q4_0, rows, cols, 11);
   CpuBackend be;
-  HookGuard hook;
-  // Without the redo the held loop would wait for the worker for ever: a watchdog lets it go after
-  // 10 s, and the checks below then fail instead of hanging.
-  std::atomic<bool> test_done{false};
-  std::thread watchdog([&] {
-    for (int i = 0; i < 1000 && !test_done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    g_hold.store(kReleased);
-  });
-  struct JoinAtExit {
-    std::atomic<bool>& done;
-    std::thread& t;
-    ~JoinAtExit() {
-      done.store(true);
-      t.join();
-    }
-  } join_watchdog{test_done, watchdog};
+  test::HeldWorker hold;  // its watchdog lets the worker go after 10 s if a loop waited for it
   be.begin_step({1, 1, nullptr, true});
 
   // Loops until the worker takes a piece and the hook holds it there; that loop must still return.
   std::vector<float> x, y;
   int loops = 0;
-  for (; loops < 2000 && g_hold.load() != kHolding; ++loops) {
+  for (; loops < 2000 && !test::HeldWorker::holding(); ++loops) {
     x = test::randn(static_cast<size_t>(cols), 100 + static_cast<uint64_t>(loops));
     y.assign(static_cast<size_t>(rows), -7.0f);
     be.matmul(x.data(), 1, m.view, y.data(), rows);
   }
-  ASSERT_EQ(g_hold.load(), kHolding) << "after " << loops << " loops the worker was never held, or the loop waited for it";
+  ASSERT_TRUE(test::HeldWorker::holding()) << "after " << loops << " loops the worker was never held, or the loop waited for it";
   EXPECT_EQ(y, reference(m, x)) << "the loop whose piece was held";
   EXPECT_GE(be.redone_pieces(), 1);
   // The step goes on and uses y for something else: the worker must not write its piece there.
@@ -114,8 +76,8 @@ TEST(DecodeStep, AStoppedWorkersPieceIsRedoneWithTheRealKernels) {
   std::vector<std::vector<float>> xs, ys;
   for (int k = 0; k < 2 * DecodeRowLoops::kSlots; ++k) {
     if (k == DecodeRowLoops::kSlots) {
-      EXPECT_EQ(g_hold.load(), kHolding) << "the worker was let go before the loops while stopped ended";
-      g_hold.store(kReleased);
+      EXPECT_TRUE(test::HeldWorker::holding()) << "the worker was let go before the loops while stopped ended";
+      test::HeldWorker::release();
     }
     xs.push_back(test::randn(static_cast<size_t>(cols), 500 + static_cast<uint64_t>(k)));
     ys.emplace_back(static_cast<size_t>(rows), -7.0f);
