@@ -82,7 +82,7 @@ Stats summarize(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   s.min = v.front();
   s.max = v.back();
-  s.median = v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  s.median = median_of(v);
   for (double x : v) s.mean += x;
   s.mean /= static_cast<double>(v.size());
   for (double x : v) s.stddev += (x - s.mean) * (x - s.mean);
@@ -405,18 +405,19 @@ void run_bench(BenchOptions& o) {
               r["weight_bytes_per_token"] = bpt;
               r["kv_bytes_per_token"] = kv_bytes_per_token;
               r["achieved_gbps"] = streamed * s.median / 1e9;
-              std::vector<double> ratios;
-              for (size_t i = 0; i < samples.size() && i < paired.size(); ++i)
-                if (paired[i] > 0) ratios.push_back(streamed * samples[i] / 1e9 / paired[i]);
-              const Stats pb = summarize(paired), rs = summarize(ratios);
+              // Each repetition's streamed GB/s over the probes around it.
+              const auto ratios_to = [&](const std::vector<double>& probes) {
+                std::vector<double> ratios;
+                for (size_t i = 0; i < samples.size() && i < probes.size(); ++i)
+                  if (probes[i] > 0) ratios.push_back(streamed * samples[i] / 1e9 / probes[i]);
+                return summarize(ratios);
+              };
+              const Stats pb = summarize(paired), rs = ratios_to(paired);
               r["paired_bandwidth_gbps"] = {{"median", pb.median}, {"min", pb.min}, {"max", pb.max}, {"samples", pb.samples}};
               r["bandwidth_ratio"] = rs.median;
               r["bandwidth_ratio_samples"] = rs.samples;
               if (!bw.loops.empty()) {
-                std::vector<double> old_ratios;
-                for (size_t i = 0; i < samples.size() && i < paired_per_pass_best.size(); ++i)
-                  if (paired_per_pass_best[i] > 0) old_ratios.push_back(streamed * samples[i] / 1e9 / paired_per_pass_best[i]);
-                const Stats ob = summarize(paired_per_pass_best), orat = summarize(old_ratios);
+                const Stats ob = summarize(paired_per_pass_best), orat = ratios_to(paired_per_pass_best);
                 r["paired_bandwidth_gbps_per_pass_best"] = {{"median", ob.median}, {"samples", ob.samples}};
                 r["bandwidth_ratio_per_pass_best"] = orat.median;
               }

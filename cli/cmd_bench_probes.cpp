@@ -144,13 +144,13 @@ std::vector<SumLoop> sum_loops() {
   return f;
 }
 
+}  // namespace
+
 double median_of(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
-
-}  // namespace
 
 ReadBandwidthProbe::ReadBandwidthProbe(size_t bytes) {
   n_ = bytes / 64 * 8;
@@ -174,7 +174,7 @@ ReadBandwidthProbe::ReadBandwidthProbe(size_t bytes) {
 void summarize_read_loops(BandwidthResult& r) {
   r.median_gbps = r.min_gbps = r.max_gbps = r.per_pass_best_median_gbps = 0;
   r.loop.clear();
-  size_t passes = r.loops.empty() ? 0 : r.loops.front().gbps.size();
+  const size_t passes = r.loops.empty() ? 0 : r.loops.front().gbps.size();
   for (const BandwidthResult::Loop& l : r.loops) {
     if (l.gbps.size() != passes) throw std::logic_error("bandwidth probe: loops with different pass counts");
     const double m = median_of(l.gbps);

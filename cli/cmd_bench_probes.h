@@ -33,6 +33,10 @@ struct BandwidthResult {
   int passes = 0;
 };
 
+// The median of v (the mean of the middle two for an even count; 0 when empty). The bench's
+// figures and the probe's use this one.
+double median_of(std::vector<double> v);
+
 // Fills median/min/max/loop and per_pass_best_median_gbps of r from r.loops (every loop with the
 // same number of passes).
 void summarize_read_loops(BandwidthResult& r);
