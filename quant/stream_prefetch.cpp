@@ -43,6 +43,21 @@ bool is_intel() {
   return intel;
 }
 
+// An Ice Lake Xeon (family 6, models 106 and 108: the Sunny Cove server parts), whose
+// interleaved-type kernels prefetch into L1 alone (stream_prefetch.h, decode_stream).
+bool is_ice_lake_server() {
+  static const bool icx = [] {
+    const CpuModel m = cpu_model();
+    return is_intel() && m.family == 6 && (m.model == 106 || m.model == 108);
+  }();
+  return icx;
+}
+
+bool is_interleaved(DType t) { return t == DType::Q8_0R || t == DType::Q4_0R || t == DType::Q4_KR; }
+
+// The L1-only distance of those kernels on an Ice Lake Xeon.
+constexpr size_t kIceLakeL1Bytes = 4096;
+
 // Whether the plans measured off Intel (Zen 5: touches, rolled loops) are in force, given the
 // override value (current_override()): not on Intel, and not while a distance is set.
 bool off_intel_plans(long long override_value) { return override_value < 0 && !is_intel(); }
@@ -52,7 +67,7 @@ bool off_intel_plans(long long override_value) { return override_value < 0 && !i
 size_t decode_prefetch_default() { return is_intel() ? 8192 : 0; }
 
 size_t decode_prefetch_default(DType weights) {
-  if (is_intel()) return 8192;
+  if (is_intel()) return is_ice_lake_server() && is_interleaved(weights) ? 0 : 8192;
   if (weights == DType::Q4_KR || weights == DType::Q8_0R) return 8192;
   return weights == DType::Q4_0R ? 4096 : 0;  // Q8_0R / Q4_0R: with touches and the rolled loop (decode_stream)
 }
@@ -62,7 +77,9 @@ DecodeStream decode_stream(DType weights) {
   DecodeStream s;
   s.l2 = v >= 0 ? static_cast<size_t>(v) : decode_prefetch_default(weights);
   if (!off_intel_plans(v)) {
-    s.l1 = l1_prefetch_bytes(s.l2);
+    // Intel (and any CPU under the override): an L1 prefetch at half the L2 distance, except the
+    // interleaved types' default on an Ice Lake Xeon, which prefetch into L1 alone.
+    s.l1 = v < 0 && is_ice_lake_server() && is_interleaved(weights) ? kIceLakeL1Bytes : l1_prefetch_bytes(s.l2);
     return s;
   }
   // AMD and the rest (stream_prefetch.h: the Zen 5 figures): the interleaved types run their

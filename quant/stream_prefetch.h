@@ -95,8 +95,10 @@ size_t decode_prefetch_bytes(DType weights);
 // This CPU's default: 8192 on Intel, 0 elsewhere.
 size_t decode_prefetch_default();
 
-// This CPU's default for one weight type's one-token kernel: 8192 on Intel; elsewhere 8192 for
-// Q4_KR, 4096 for Q4_0R (with touches and no L1 prefetch: decode_stream) and 0 for the rest.
+// This CPU's default for one weight type's one-token kernel: 8192 on Intel (0 for the interleaved
+// Q8_0R / Q4_0R / Q4_KR on an Ice Lake Xeon, which prefetch into L1 alone: decode_stream);
+// elsewhere 8192 for Q4_KR, 4096 for Q4_0R (with touches and no L1 prefetch: decode_stream) and
+// 0 for the rest.
 // On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone streamed faster with
 // software prefetch (until Q4_0R got touches, decode_stream). Kernel bench, one thread from memory,
 // three alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s,
@@ -178,6 +180,18 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // Xeon, where the loops' instructions per byte set their speed (quant/vnni_avx512.h): it keeps the
 // unrolled loops. JETMOE_PREFETCH / set_decode_prefetch_bytes replace every plan by {distance, half
 // of it, no touches, unrolled}.
+//
+// Why the interleaved types prefetch into L1 alone on an Ice Lake Xeon (family 6, model 106 or
+// 108): on that test VM (2 vCPUs at 2.8 GHz, 2026-12-06) the two prefetches per line of the
+// Emerald Rapids plan (L2 8 KiB, L1 4 KiB) made two-thread decode slower than one prefetch per
+// line into L1, 4 KiB ahead (a guess: on that core a prefetch into L2 holds a line-fill buffer
+// too, so two per line leave fewer for the stream). 24-layer decode, two threads, the plans in
+// turn every 4 tokens in one process (ms per token, means of 32-48 blocks of 4): q4_0 65.3 ->
+// 63.6 and 67.0 -> 65.2 / 64.9 (the new plan twice, as two modes), where L2 16 KiB + L1 4 KiB
+// made 67.5 and L1 alone at 2 KiB 66.5, at 8 KiB 64.5; q4_k (Q4_KR and Q8_0R) 67.3 -> 64.6;
+// q8_0 110.8 -> 108.3 (6 or 8 KiB the same). One thread, q4_k: 129.2 -> 129.9, within noise.
+// Other Intel CPUs keep the L2 + L1 plan: the Emerald Rapids VM streamed faster prefetching into
+// L2 than into L1 (qdot_interleaved_avx512.cpp) and then gained from the L1 prefetch added to it.
 struct DecodeStream {
   size_t l2 = 0, l1 = 0, touch = 0;
   bool rolled = false;  // Q8_0R / Q4_0R / Q4_KR: the kernel's rolled loop (MatArgs::rolled)
@@ -185,7 +199,8 @@ struct DecodeStream {
 DecodeStream decode_stream(DType weights);
 
 // The plans of the interleaved types, "Q8_0R L2 8192 L1 0 touch 2048 rolled, Q4_0R L2 4096 L1 0
-// touch 1024 rolled, Q4_KR L2 8192 L1 4096 touch 0 rolled" (AMD).
+// touch 1024 rolled, Q4_KR L2 8192 L1 4096 touch 0 rolled" (AMD), "Q8_0R L2 0 L1 4096 touch 0,
+// ..." (Ice Lake Xeon).
 std::string decode_stream_summary();
 
 // Decode attention (CpuBackend::attention_decode) off Intel: before a KV head's keys are scored,

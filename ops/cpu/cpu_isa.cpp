@@ -144,6 +144,19 @@ std::string cpu_vendor() {
 #endif
 }
 
+CpuModel cpu_model() {
+  CpuModel m;
+#ifdef JETMOE_X86
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return m;
+  const int base_family = static_cast<int>((a >> 8) & 0xf), base_model = static_cast<int>((a >> 4) & 0xf);
+  const int ext_family = static_cast<int>((a >> 20) & 0xff), ext_model = static_cast<int>((a >> 16) & 0xf);
+  m.family = base_family == 0xf ? base_family + ext_family : base_family;
+  m.model = base_family == 0x6 || base_family == 0xf ? (ext_model << 4) + base_model : base_model;
+#endif
+  return m;
+}
+
 std::string cpu_feature_summary() {
   const CpuFeatures& f = features();
   std::string s;

@@ -27,6 +27,13 @@ void set_active_isa(CpuIsa isa);
 // CPUID vendor string ("GenuineIntel", "AuthenticAMD", ...); empty where there is none.
 std::string cpu_vendor();
 
+// CPUID display family and model (the extended fields folded in as Intel and AMD define them,
+// e.g. {6, 106} for an Ice Lake Xeon, {26, 2} for Zen 5); {0, 0} where there is no CPUID.
+struct CpuModel {
+  int family = 0, model = 0;
+};
+CpuModel cpu_model();
+
 // Human-readable line of CPU features relevant to the kernels, e.g. "AVX2 FMA F16C AVX512F VNNI".
 std::string cpu_feature_summary();
 

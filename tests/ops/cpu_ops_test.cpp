@@ -13,6 +13,7 @@
 #include "quant/quantize.h"
 #include "quant/repack.h"
 #include "runtime/kv_cache.h"
+#include "support/proc_cpuinfo.h"
 #include "support/random_data.h"
 
 using namespace jetmoe;
@@ -313,6 +314,16 @@ TEST_P(CpuOps, EmbedGathersRowsAndRejectsBadIds) {
     for (int i = 0; i < 6; ++i) EXPECT_EQ(x[t * 6 + i], static_cast<float>(w.exact[ids[t] * 6 + i]));
   const int32_t bad[1] = {11};
   EXPECT_THROW(be.embed(bad, 1, w.view, x.data()), std::out_of_range);
+}
+
+// CPUID's display family and model (the stream plans depend on them) against what Linux prints.
+TEST(CpuIsaTest, ModelMatchesProcCpuinfo) {
+  const auto proc = test::proc_cpuinfo();
+  if (!proc) GTEST_SKIP() << "no /proc/cpuinfo vendor, family and model";
+  EXPECT_EQ(cpu_vendor(), proc->vendor);
+  const CpuModel m = cpu_model();
+  EXPECT_EQ(m.family, proc->family);
+  EXPECT_EQ(m.model, proc->model);
 }
 
 TEST(KvCacheTest, RejectsPositionsPastCapacity) {

@@ -19,6 +19,7 @@
 #include "quant/repack.h"
 #include "quant/stream_prefetch.h"
 #include "quant_test_util.h"
+#include "support/proc_cpuinfo.h"
 
 namespace jetmoe {
 namespace {
@@ -371,12 +372,14 @@ TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
   EXPECT_EQ(l1_prefetch_bytes(0), 0u);
   const std::string vendor = cpu_vendor();
   const bool intel = vendor == "GenuineIntel";
+  const bool icx = test::proc_cpu_is_ice_lake_xeon();
   EXPECT_EQ(decode_prefetch_default(), intel ? 8192u : 0u) << vendor;
   // Per weight type: the interleaved int8/int4 kernels prefetch on every CPU (off Intel Q4_0R 4 KiB
-  // and Q8_0R 8 KiB, with touches and rolled loops), the others on Intel only.
-  EXPECT_EQ(decode_prefetch_default(DType::Q4_KR), 8192u) << vendor;
-  EXPECT_EQ(decode_prefetch_default(DType::Q8_0R), 8192u) << vendor;
-  EXPECT_EQ(decode_prefetch_default(DType::Q4_0R), intel ? 8192u : 4096u) << vendor;
+  // and Q8_0R 8 KiB, with touches and rolled loops; on an Ice Lake Xeon into L1 alone, so their L2
+  // distance is 0), the others on Intel only.
+  EXPECT_EQ(decode_prefetch_default(DType::Q4_KR), icx ? 0u : 8192u) << vendor;
+  EXPECT_EQ(decode_prefetch_default(DType::Q8_0R), icx ? 0u : 8192u) << vendor;
+  EXPECT_EQ(decode_prefetch_default(DType::Q4_0R), icx ? 0u : intel ? 8192u : 4096u) << vendor;
   for (DType t : {DType::Q4_K, DType::Q8_0, DType::F32, DType::F16, DType::BF16})
     EXPECT_EQ(decode_prefetch_default(t), intel ? 8192u : 0u) << vendor << " " << dtype_name(t);
 }
@@ -412,6 +415,8 @@ TEST(QuantDot, DecodePrefetchOverrideCoversEveryTypeUntilReset) {
   }
   if (decode_prefetch_default() == 0)
     EXPECT_EQ(summary, "0 bytes (Q8_0R weights 8192, Q4_0R weights 4096, Q4_KR weights 8192)");
+  else if (test::proc_cpu_is_ice_lake_xeon())
+    EXPECT_EQ(summary, "8192 bytes (Q8_0R weights 0, Q4_0R weights 0, Q4_KR weights 0)");
   else EXPECT_EQ(summary, "8192 bytes");
 }
 
@@ -427,19 +432,25 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
     // prefetching into L2 alone; every other plan keeps the L1 prefetch at half the distance
     // (quant/stream_prefetch.h).
     const bool touches = !intel && (t == DType::Q4_0R || t == DType::Q8_0R);
+    // An Ice Lake Xeon's interleaved types prefetch into L1 alone, 4 KiB ahead.
+    const bool l1_alone = test::proc_cpu_is_ice_lake_xeon() && (t == DType::Q8_0R || t == DType::Q4_0R || t == DType::Q4_KR);
     EXPECT_EQ(s.touch, touches ? (t == DType::Q4_0R ? 1024u : 2048u) : 0u);
-    EXPECT_EQ(s.l1, touches ? 0u : l1_prefetch_bytes(s.l2));
+    EXPECT_EQ(s.l1, touches ? 0u : l1_alone ? 4096u : l1_prefetch_bytes(s.l2));
     EXPECT_EQ(s.rolled, !intel && (touches || t == DType::Q4_KR));
   }
   const std::string summary = decode_stream_summary();
-  EXPECT_NE(summary.find(std::string("Q4_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "4096 L1 0 touch 1024 rolled,")),
-            std::string::npos)
-      << summary;
-  EXPECT_NE(summary.find(std::string("Q8_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "8192 L1 0 touch 2048 rolled,")),
-            std::string::npos)
-      << summary;
-  EXPECT_NE(summary.find(std::string("Q4_KR L2 8192 L1 4096 touch 0") + (intel ? "" : " rolled")), std::string::npos)
-      << summary;
+  if (test::proc_cpu_is_ice_lake_xeon()) {
+    EXPECT_EQ(summary, "Q8_0R L2 0 L1 4096 touch 0, Q4_0R L2 0 L1 4096 touch 0, Q4_KR L2 0 L1 4096 touch 0");
+  } else {
+    EXPECT_NE(summary.find(std::string("Q4_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "4096 L1 0 touch 1024 rolled,")),
+              std::string::npos)
+        << summary;
+    EXPECT_NE(summary.find(std::string("Q8_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "8192 L1 0 touch 2048 rolled,")),
+              std::string::npos)
+        << summary;
+    EXPECT_NE(summary.find(std::string("Q4_KR L2 8192 L1 4096 touch 0") + (intel ? "" : " rolled")), std::string::npos)
+        << summary;
+  }
   // Decode attention touches its KV rows off Intel only (kv_touch_bytes), and not under the override.
   EXPECT_EQ(kv_touch_bytes(), intel ? 0u : 1024u);
   set_decode_prefetch_bytes(4096);  // the override replaces every plan: no touches, unrolled
