@@ -134,8 +134,7 @@ GenerationStats CachedSequence::generate(const GenerateRequest& req, Sampler& sa
 }
 
 ChatSession::ChatSession(JetMoeModel& model, const Tokenizer& tok, ChatFormat format, Options opts)
-    : model_(model),
-      tok_(tok),
+    : tok_(tok),
       format_(std::move(format)),
       opts_(opts),
       seq_(model, opts.ctx_size > 0 ? opts.ctx_size : model.config().max_position_embeddings) {}

@@ -124,7 +124,6 @@ class ChatSession {
   // Drops the oldest turns until `ids` plus the reply reserve fit; re-encodes after each drop.
   int fit_context(std::vector<int32_t>& ids);
 
-  JetMoeModel& model_;
   const Tokenizer& tok_;
   ChatFormat format_;
   Options opts_;
