@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ops/cpu/cpu_isa.h"
+#include "quant/repack.h"
 
 namespace jetmoe {
 namespace {
@@ -43,20 +44,19 @@ bool is_intel() {
   return intel;
 }
 
-// An Ice Lake Xeon (family 6, models 106 and 108: the Sunny Cove server parts), whose
-// interleaved-type kernels prefetch into L1 alone (stream_prefetch.h, decode_stream).
-bool is_ice_lake_server() {
+// Whether the one-token kernel of `weights` prefetches into L1 alone by default: the
+// interleaved types (Q8_0R / Q4_0R / Q4_KR) on an Ice Lake Xeon (family 6, models 106 and 108:
+// the Sunny Cove server parts; stream_prefetch.h, decode_stream). Their L2 distance is then 0.
+bool l1_alone(DType weights) {
   static const bool icx = [] {
     const CpuModel m = cpu_model();
     return is_intel() && m.family == 6 && (m.model == 106 || m.model == 108);
   }();
-  return icx;
+  return icx && dtype_is_repacked(weights);
 }
 
-bool is_interleaved(DType t) { return t == DType::Q8_0R || t == DType::Q4_0R || t == DType::Q4_KR; }
-
-// The L1-only distance of those kernels on an Ice Lake Xeon.
-constexpr size_t kIceLakeL1Bytes = 4096;
+// The distance of those L1-only prefetches.
+constexpr size_t kL1AloneBytes = 4096;
 
 // Whether the plans measured off Intel (Zen 5: touches, rolled loops) are in force, given the
 // override value (current_override()): not on Intel, and not while a distance is set.
@@ -67,7 +67,7 @@ bool off_intel_plans(long long override_value) { return override_value < 0 && !i
 size_t decode_prefetch_default() { return is_intel() ? 8192 : 0; }
 
 size_t decode_prefetch_default(DType weights) {
-  if (is_intel()) return is_ice_lake_server() && is_interleaved(weights) ? 0 : 8192;
+  if (is_intel()) return l1_alone(weights) ? 0 : 8192;
   if (weights == DType::Q4_KR || weights == DType::Q8_0R) return 8192;
   return weights == DType::Q4_0R ? 4096 : 0;  // Q8_0R / Q4_0R: with touches and the rolled loop (decode_stream)
 }
@@ -79,7 +79,7 @@ DecodeStream decode_stream(DType weights) {
   if (!off_intel_plans(v)) {
     // Intel (and any CPU under the override): an L1 prefetch at half the L2 distance, except the
     // interleaved types' default on an Ice Lake Xeon, which prefetch into L1 alone.
-    s.l1 = v < 0 && is_ice_lake_server() && is_interleaved(weights) ? kIceLakeL1Bytes : l1_prefetch_bytes(s.l2);
+    s.l1 = v < 0 && l1_alone(weights) ? kL1AloneBytes : l1_prefetch_bytes(s.l2);
     return s;
   }
   // AMD and the rest (stream_prefetch.h: the Zen 5 figures): the interleaved types run their

@@ -424,6 +424,7 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
   if (std::getenv("JETMOE_PREFETCH") != nullptr) GTEST_SKIP() << "JETMOE_PREFETCH is set: it is the override";
   reset_decode_prefetch_bytes();
   const bool intel = cpu_vendor() == "GenuineIntel";
+  const bool icx = test::proc_cpu_is_ice_lake_xeon();
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR, DType::Q4_K, DType::BF16}) {
     const DecodeStream s = decode_stream(t);
     SCOPED_TRACE(dtype_name(t));
@@ -433,13 +434,13 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
     // (quant/stream_prefetch.h).
     const bool touches = !intel && (t == DType::Q4_0R || t == DType::Q8_0R);
     // An Ice Lake Xeon's interleaved types prefetch into L1 alone, 4 KiB ahead.
-    const bool l1_alone = test::proc_cpu_is_ice_lake_xeon() && (t == DType::Q8_0R || t == DType::Q4_0R || t == DType::Q4_KR);
+    const bool l1_alone = icx && (t == DType::Q8_0R || t == DType::Q4_0R || t == DType::Q4_KR);
     EXPECT_EQ(s.touch, touches ? (t == DType::Q4_0R ? 1024u : 2048u) : 0u);
     EXPECT_EQ(s.l1, touches ? 0u : l1_alone ? 4096u : l1_prefetch_bytes(s.l2));
     EXPECT_EQ(s.rolled, !intel && (touches || t == DType::Q4_KR));
   }
   const std::string summary = decode_stream_summary();
-  if (test::proc_cpu_is_ice_lake_xeon()) {
+  if (icx) {
     EXPECT_EQ(summary, "Q8_0R L2 0 L1 4096 touch 0, Q4_0R L2 0 L1 4096 touch 0, Q4_KR L2 0 L1 4096 touch 0");
   } else {
     EXPECT_NE(summary.find(std::string("Q4_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "4096 L1 0 touch 1024 rolled,")),
