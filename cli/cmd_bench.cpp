@@ -319,14 +319,17 @@ void run_bench(BenchOptions& o) {
         return r;
       };
       const JetMoeConfig& cfg = L.files->config;
-      const int ctx = o.depth + std::max(o.n_prompt, o.n_gen) + 1;
+      // The untimed warm-up decodes kWarmupDecode tokens from the same depth, so the cache holds
+      // those too (a -n below it would otherwise overflow the context in the warm-up).
+      constexpr int kWarmupDecode = 4;
+      const int ctx = o.depth + std::max({o.n_prompt, o.n_gen, o.warmup && o.n_gen > 0 ? kWarmupDecode : 0}) + 1;
       if (ctx > cfg.max_position_embeddings)
         throw CLI::ValidationError("-d/-p/-n", "depth + tokens is longer than the model's context of " +
                                                    std::to_string(cfg.max_position_embeddings));
       Runner run{model, {}, {}, {}, o.depth};
       std::uniform_int_distribution<int32_t> tok(3, cfg.vocab_size - 1);
       run.prompt.resize(static_cast<size_t>(std::max(o.depth + o.n_prompt, 1)));
-      run.gen.resize(static_cast<size_t>(std::max(o.n_gen, 4)));
+      run.gen.resize(static_cast<size_t>(std::max(o.n_gen, kWarmupDecode)));
       for (auto& t : run.prompt) t = tok(rng);
       for (auto& t : run.gen) t = tok(rng);
       const size_t bpt = L.files->bytes_per_token();
@@ -359,7 +362,7 @@ void run_bench(BenchOptions& o) {
           use_prefetch(prefetches[0]);
           if (o.warmup) {  // pages in every expert (a 64-token prompt picks them all) and starts the threads
             if (o.n_prompt > 0) run.prefill(cache, std::min(o.n_prompt, 64));
-            if (o.n_gen > 0) run.decode(cache, 4);
+            if (o.n_gen > 0) run.decode(cache, kWarmupDecode);
           }
           // paired: the probe around each repetition (decode rows; empty for prefill)
           // paired_per_pass_best: the same probes by the tables' estimator before 2026-12-06

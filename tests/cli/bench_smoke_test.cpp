@@ -183,6 +183,15 @@ TEST(BenchSmoke, PrefetchDefaultIsAValueToCompare) {
   EXPECT_EQ(rs[2]["kv_touch_bytes"], 0);
 }
 
+TEST(BenchSmoke, DecodeShorterThanTheWarmupRuns) {
+  // The warm-up decodes 4 tokens: -n 1 with no prompt must still fit its context.
+  const auto j = run_bench("-m '" + kTiny.string() + "' -r 1 -p 0 -n 1 -t 1 --bw-gib 0.02");
+  const auto& rs = j["results"];
+  ASSERT_EQ(rs.size(), 1u) << rs.dump(1);
+  EXPECT_EQ(rs[0]["test"], "tg1");
+  EXPECT_GT(rs[0]["tokens_per_second"]["median"].get<double>(), 0.0);
+}
+
 TEST(BenchSmoke, BadArgumentsFailCleanly) {
   std::string out;
   EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' --quant q9_9", &out, true), 0);
