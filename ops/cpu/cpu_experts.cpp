@@ -37,22 +37,23 @@ void CpuBackend::route_topk(const float* logits, int64_t T, int64_t E, int64_t k
 // reads them at its miss-limited rate (~5 us on the Xeon VM, with the memory bus otherwise idle).
 // Named, the last loop's caller fetched them into its L2 and this thread computes every logit
 // (sublayer start 9.2 -> 6.4 us); not named, half the rows on each of two threads fetch them in
-// about half the time. Each logit is the same row dot product as matmul's.
+// about half the time. The rows go through the kernel four at a time (float_dot.h,
+// FloatDotRowsFn): each logit is the same bits as matmul's row dot product.
 void CpuBackend::norm_route(const float* x, int64_t T, int64_t n, const float* gain, float eps, const WeightView& router,
                             int64_t k, float* a, float* logits, int32_t* experts, float* gates) {
   if (T != 1 || dtype_is_quantized(router.dtype) || router.cols() != n)
     return Backend::norm_route(x, T, n, gain, eps, router, k, a, logits, experts, gates);
   rms_norm(x, T, n, gain, eps, a);
   const int64_t E = router.rows();
-  const FloatDotFn dot = float_dot_for(active_isa());
+  const FloatDotRowsFn dot_rows = float_dot_rows_for(active_isa());
   const auto* base = static_cast<const uint8_t*>(router.data);
   const size_t rb = router.row_bytes();
   const bool fetched = std::any_of(tail_reads_.begin(), tail_reads_.end(),
                                    [&](const ReadRange& r) { return r.p == router.data; });
   const int64_t parts = fetched ? 1 : 2;
   WorkerTeam::shared().run(parts, [&](int64_t part) {
-    for (int64_t e = part * E / parts; e < (part + 1) * E / parts; ++e)
-      dot(router.dtype, base + static_cast<size_t>(e) * rb, a, n, 1, n, logits + e);
+    const int64_t e0 = part * E / parts, e1 = (part + 1) * E / parts;
+    dot_rows(router.dtype, base + static_cast<size_t>(e0) * rb, rb, e1 - e0, a, n, logits + e0);
   });
   route_topk(logits, T, E, k, experts, gates);
 }

@@ -45,6 +45,20 @@ void float_dot_scalar(DType wtype, const void* row, const float* x, int64_t ldx,
   }
 }
 
+void float_dot_rows_scalar(DType wtype, const void* rows, size_t row_bytes, int64_t n_rows, const float* x, int64_t n,
+                           float* out) {
+  for (int64_t r = 0; r < n_rows; ++r)
+    float_dot_scalar(wtype, static_cast<const uint8_t*>(rows) + static_cast<size_t>(r) * row_bytes, x, n, 1, n, out + r);
+}
+
+FloatDotRowsFn float_dot_rows_for(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Avx512: return float_dot_rows_avx512;
+    case CpuIsa::Avx2: return float_dot_rows_avx2;
+    default: return float_dot_rows_scalar;
+  }
+}
+
 FloatDotFn float_dot_for(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::Avx512: return float_dot_avx512;

@@ -8,4 +8,9 @@ void float_dot_avx2(DType wtype, const void* row, const float* x, int64_t ldx, i
   float_dot_simd<Avx2>(wtype, row, x, ldx, T, n, out);
 }
 
+void float_dot_rows_avx2(DType wtype, const void* rows, size_t row_bytes, int64_t n_rows, const float* x, int64_t n,
+                         float* out) {
+  float_dot_rows_simd<Avx2>(wtype, rows, row_bytes, n_rows, x, n, out);
+}
+
 }  // namespace jetmoe

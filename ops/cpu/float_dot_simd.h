@@ -20,6 +20,17 @@ inline typename V::vec load_w(const void* base, int64_t i) {
   else return V::load_f16(static_cast<const uint16_t*>(base) + i);
 }
 
+// The last n - i (< W) elements of a row, widened by the scalar converter and summed in order:
+// the tail of dot_tokens and dot_row_group alike.
+template <DType WT>
+float dot_tail(const void* row, const float* x, int64_t i, int64_t n) {
+  float wt[64];  // n - i < W <= 16
+  float_row_to_f32(WT, static_cast<const uint8_t*>(row) + i * dtype_block_bytes(WT), n - i, wt);
+  float s = 0.0f;
+  for (int64_t k = i; k < n; ++k) s += wt[k - i] * x[k];
+  return s;
+}
+
 // Up to 4 tokens share each loaded weight vector: the weight row is read from memory once. One
 // token (decode) prefetches the row prefetch bytes ahead into L2 and half that into L1, like the
 // int8/int4 decode kernels (quant/stream_prefetch.h: rows are contiguous, so this runs into the
@@ -49,14 +60,56 @@ void dot_tokens(const void* row, const float* x, int64_t ldx, int64_t n, float* 
     const auto w0 = load_w<V, WT>(row, i);
     for (int t = 0; t < NT; ++t) acc[t][0] = V::fma(w0, V::load(x + t * ldx + i), acc[t][0]);
   }
-  float tail[NT] = {};
-  if (i < n) {  // fewer than W elements left: widen them with the scalar converter
-    float wt[2 * W];
-    float_row_to_f32(WT, static_cast<const uint8_t*>(row) + i * dtype_block_bytes(WT), n - i, wt);
-    for (int t = 0; t < NT; ++t)
-      for (int64_t k = i; k < n; ++k) tail[t] += wt[k - i] * x[t * ldx + k];
+  // fewer than W elements left: widened with the scalar converter
+  for (int t = 0; t < NT; ++t)
+    out[t] = V::hsum(V::add(acc[t][0], acc[t][1])) + (i < n ? dot_tail<WT>(row, x + t * ldx, i, n) : 0.0f);
+}
+
+// NR rows of one token in one pass over x (float_dot.h, FloatDotRowsFn): each row's two
+// accumulators take the same products in the same order as dot_tokens<V, WT, 1>.
+template <class V, DType WT, int NR>
+void dot_row_group(const uint8_t* rows, size_t rb, const float* x, int64_t n, float* out) {
+  constexpr int64_t W = V::width;
+  typename V::vec acc[NR][2];
+  for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = V::zero();
+  int64_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W) {
+    const auto x0 = V::load(x + i), x1 = V::load(x + i + W);
+    for (int r = 0; r < NR; ++r) {
+      acc[r][0] = V::fma(load_w<V, WT>(rows + r * rb, i), x0, acc[r][0]);
+      acc[r][1] = V::fma(load_w<V, WT>(rows + r * rb, i + W), x1, acc[r][1]);
+    }
   }
-  for (int t = 0; t < NT; ++t) out[t] = V::hsum(V::add(acc[t][0], acc[t][1])) + tail[t];
+  for (; i + W <= n; i += W) {
+    const auto x0 = V::load(x + i);
+    for (int r = 0; r < NR; ++r) acc[r][0] = V::fma(load_w<V, WT>(rows + r * rb, i), x0, acc[r][0]);
+  }
+  for (int r = 0; r < NR; ++r)
+    out[r] = V::hsum(V::add(acc[r][0], acc[r][1])) + (i < n ? dot_tail<WT>(rows + r * rb, x, i, n) : 0.0f);
+}
+
+template <class V, DType WT>
+void dot_rows(const void* rows, size_t rb, int64_t n_rows, const float* x, int64_t n, float* out) {
+  const auto* base = static_cast<const uint8_t*>(rows);
+  int64_t r = 0;
+  for (; r + 4 <= n_rows; r += 4) dot_row_group<V, WT, 4>(base + static_cast<size_t>(r) * rb, rb, x, n, out + r);
+  switch (n_rows - r) {
+    case 3: dot_row_group<V, WT, 3>(base + static_cast<size_t>(r) * rb, rb, x, n, out + r); break;
+    case 2: dot_row_group<V, WT, 2>(base + static_cast<size_t>(r) * rb, rb, x, n, out + r); break;
+    case 1: dot_row_group<V, WT, 1>(base + static_cast<size_t>(r) * rb, rb, x, n, out + r); break;
+    default: break;
+  }
+}
+
+template <class V>
+void float_dot_rows_simd(DType wtype, const void* rows, size_t rb, int64_t n_rows, const float* x, int64_t n,
+                         float* out) {
+  switch (wtype) {
+    case DType::F32: dot_rows<V, DType::F32>(rows, rb, n_rows, x, n, out); return;
+    case DType::BF16: dot_rows<V, DType::BF16>(rows, rb, n_rows, x, n, out); return;
+    case DType::F16: dot_rows<V, DType::F16>(rows, rb, n_rows, x, n, out); return;
+    default: float_dot_rows_scalar(wtype, rows, rb, n_rows, x, n, out); return;
+  }
 }
 
 template <class V, DType WT>

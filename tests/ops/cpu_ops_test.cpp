@@ -116,6 +116,37 @@ TEST_P(CpuOps, FloatDecodeRowsAtEveryPrefetchDistance) {
   EXPECT_EQ(decode_prefetch_bytes(), saved);
 }
 
+TEST_P(CpuOps, FloatDotRowsAreTheRowKernelsBitsAndMatchFloat64) {
+  // The router's kernel (float_dot.h, FloatDotRowsFn): several rows of one token in one pass.
+  // Each sum must be the same bits as the row-by-row kernel's (which experts a router picks must
+  // not depend on which of the two ran) and match float64; nothing past out[n_rows) is written.
+  const FloatDotFn dot = float_dot_for(GetParam());
+  const FloatDotRowsFn dot_rows = float_dot_rows_for(GetParam());
+  for (DType dt : {DType::F32, DType::BF16, DType::F16})
+    for (int64_t cols : {7, 64, 100, 257, 2048})
+      for (int64_t n_rows = 1; n_rows <= 9; ++n_rows) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " cols=" + std::to_string(cols) + " rows=" + std::to_string(n_rows));
+        TypedWeights w = make_weights(dt, n_rows, cols, 31 + static_cast<uint64_t>(cols * n_rows));
+        const auto x = randn(static_cast<size_t>(cols), 17);
+        const size_t rb = w.view.row_bytes();
+        std::vector<float> out(static_cast<size_t>(n_rows) + 1, -1.0f);
+        dot_rows(dt, w.bytes.data(), rb, n_rows, x.data(), cols, out.data());
+        EXPECT_EQ(out.back(), -1.0f);
+        for (int64_t r = 0; r < n_rows; ++r) {
+          float one = 0.0f;
+          dot(dt, w.bytes.data() + static_cast<size_t>(r) * rb, x.data(), cols, 1, cols, &one);
+          EXPECT_EQ(std::memcmp(&one, &out[static_cast<size_t>(r)], sizeof(float)), 0)
+              << "r=" << r << ": " << out[static_cast<size_t>(r)] << " vs row by row " << one;
+          double ref = 0, mag = 0;
+          for (int64_t i = 0; i < cols; ++i) {
+            ref += w.exact[static_cast<size_t>(r * cols + i)] * x[static_cast<size_t>(i)];
+            mag += std::fabs(w.exact[static_cast<size_t>(r * cols + i)] * x[static_cast<size_t>(i)]);
+          }
+          ASSERT_NEAR(out[static_cast<size_t>(r)], ref, 1e-6 * mag + 1e-7) << "r=" << r;
+        }
+      }
+}
+
 TEST_P(CpuOps, RmsNorm) {
   const int64_t T = 3, n = 96;
   const auto x = randn(static_cast<size_t>(T * n), 1, 3.0f);
