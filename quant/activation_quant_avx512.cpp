@@ -44,13 +44,35 @@ inline float abs_max(const float* x, int n) {
   return _mm512_reduce_max_ps(m);
 }
 
+// One Q8_0Z block from its scale d and 1 / d (0 when d is 0).
+inline void quantize_block_q8_0z(const float* x, float d, float id, BlockQ8_0Z& b, int32_t zero_point) {
+  const __m512 idv = _mm512_set1_ps(id);
+  const __m512i q0 = quantize16(x, idv, b.qs), q1 = quantize16(x + 16, idv, b.qs + 16);
+  b.d = d;
+  b.zsum = -zero_point * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+}
+
+// Sixteen blocks at a time: their scales (max / 127, rounded through fp16) and reciprocals are
+// one vector each, so no block's bytes wait on its own chain of a horizontal max, two
+// conversions and a division (block by block, 2048 values took ~1.05 us, 11264 ~5.9 us on the
+// Ice Lake VM; kernels bench activation_quant). The same operations per lane: the same bits.
 void avx512_quantize_q8_0z_row(const float* x, BlockQ8_0Z* b, int64_t nb, int32_t zero_point) {
-  for (int64_t i = 0; i < nb; ++i, x += kQK8_0) {
+  constexpr int kBatch = 16;
+  int64_t i = 0;
+  for (; i + kBatch <= nb; i += kBatch, x += kBatch * kQK8_0) {
+    alignas(64) float amax[kBatch], d[kBatch], id[kBatch];
+    for (int k = 0; k < kBatch; ++k) amax[k] = abs_max(x + k * kQK8_0, kQK8_0);
+    const __m512 dv = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_div_ps(_mm512_load_ps(amax), _mm512_set1_ps(127.0f)),
+                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    // d > 0 ? 1 / d : 0 (d is never NaN: abs_max skips NaN)
+    const __mmask16 positive = _mm512_cmp_ps_mask(dv, _mm512_setzero_ps(), _CMP_GT_OQ);
+    _mm512_store_ps(d, dv);
+    _mm512_store_ps(id, _mm512_maskz_div_ps(positive, _mm512_set1_ps(1.0f), dv));
+    for (int k = 0; k < kBatch; ++k) quantize_block_q8_0z(x + k * kQK8_0, d[k], id[k], b[i + k], zero_point);
+  }
+  for (; i < nb; ++i, x += kQK8_0) {
     const float d = _cvtsh_ss(_cvtss_sh(abs_max(x, kQK8_0) / 127.0f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    const __m512 id = _mm512_set1_ps(d > 0 ? 1.0f / d : 0.0f);
-    const __m512i q0 = quantize16(x, id, b[i].qs), q1 = quantize16(x + 16, id, b[i].qs + 16);
-    b[i].d = d;
-    b[i].zsum = -zero_point * _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    quantize_block_q8_0z(x, d, d > 0 ? 1.0f / d : 0.0f, b[i], zero_point);
   }
 }
 

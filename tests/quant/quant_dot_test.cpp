@@ -151,7 +151,9 @@ TEST(QuantActivation, EveryIsaGivesTheScalarBytes) {
   // scale and block sums exactly, from values whose fp16 scale is subnormal (amax / 127 below
   // 6.1e-5) to values whose scale rounds to the largest half or overflows to inf, with zero
   // blocks, exact halves (ties round to even) and single outliers among them.
-  const int64_t n = 2048;
+  // 2304 values: 72 blocks of 32 (the AVX-512 Q8_0Z code takes 16 blocks at a time, then the
+  // rest one by one) and 9 super-blocks of 256.
+  const int64_t n = 2304;
   std::vector<std::vector<float>> rows;
   for (float scale : {1e-9f, 3e-6f, 1e-3f, 1.0f, 300.0f, 8.3e6f, 9e6f, 3e30f}) {
     auto x = gaussian(n, 7 + static_cast<uint32_t>(rows.size()));
@@ -163,6 +165,7 @@ TEST(QuantActivation, EveryIsaGivesTheScalarBytes) {
   mixed[100] = -127.0f;
   mixed[300] = 1e20f;
   mixed[301] = -0.0f;
+  mixed[2200] = 1e-30f;  // a tail block (after 64) of ties and one tiny value
   rows.push_back(mixed);
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
     const size_t rb = activation_row_bytes(t, n);
