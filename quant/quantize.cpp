@@ -12,7 +12,6 @@
 namespace jetmoe {
 namespace {
 
-inline float fp16_round(float x) { return f16_to_f32(f32_to_f16(x)); }
 inline int round_int(float x) { return static_cast<int>(std::nearbyint(x)); }
 inline int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 

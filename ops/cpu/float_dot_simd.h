@@ -60,7 +60,7 @@ void dot_tokens(const void* row, const float* x, int64_t ldx, int64_t n, float* 
     const auto w0 = load_w<V, WT>(row, i);
     for (int t = 0; t < NT; ++t) acc[t][0] = V::fma(w0, V::load(x + t * ldx + i), acc[t][0]);
   }
-  // fewer than W elements left: widened with the scalar converter
+  // The last fewer-than-W elements of the row go through the scalar converter (dot_tail).
   for (int t = 0; t < NT; ++t)
     out[t] = V::hsum(V::add(acc[t][0], acc[t][1])) + (i < n ? dot_tail<WT>(row, x + t * ldx, i, n) : 0.0f);
 }
