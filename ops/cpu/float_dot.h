@@ -22,9 +22,9 @@ FloatDotFn float_dot_for(CpuIsa isa);
 // out[r] = dot(row r, x) for r < n_rows, one token, the rows row_bytes apart (a router's E rows).
 // Four rows share each pass over x, so their FMA chains overlap and four lines are in flight
 // where FloatDotFn, row by row, waits on two chains of one row: Ice Lake VM, a decode step's
-// 8 x 2048 f32 router from L2 took ~2.3 us row by row. Each row's sum is formed exactly as
-// FloatDotFn forms it for T = 1 (same partial sums, same order), so the logits, and the experts
-// they pick, are the same bits.
+// 8 x 2048 f32 router from L2 took ~2.3 us row by row. FloatDotFn's one-token row is the same
+// kernel with one row (float_dot_simd.h, dot_row_group), so the logits, and the experts they
+// pick, are the same bits either way.
 using FloatDotRowsFn = void (*)(DType wtype, const void* rows, size_t row_bytes, int64_t n_rows, const float* x,
                                 int64_t n, float* out);
 

@@ -31,25 +31,15 @@ float dot_tail(const void* row, const float* x, int64_t i, int64_t n) {
   return s;
 }
 
-// Up to 4 tokens share each loaded weight vector: the weight row is read from memory once. One
-// token (decode) prefetches the row prefetch bytes ahead into L2 and half that into L1, like the
-// int8/int4 decode kernels (quant/stream_prefetch.h: rows are contiguous, so this runs into the
-// next rows).
+// 2 to 4 tokens share each loaded weight vector: the weight row is read from memory once.
+// One token goes through dot_row_group<V, WT, 1>.
 template <class V, DType WT, int NT>
-void dot_tokens(const void* row, const float* x, int64_t ldx, int64_t n, float* out, size_t prefetch) {
+void dot_tokens(const void* row, const float* x, int64_t ldx, int64_t n, float* out) {
   constexpr int64_t W = V::width;
-  constexpr size_t kStepBytes = 2 * W * (WT == DType::F32 ? 4 : 2);
-  const size_t prefetch_l1 = l1_prefetch_bytes(prefetch);
   typename V::vec acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = V::zero();
   int64_t i = 0;
   for (; i + 2 * W <= n; i += 2 * W) {
-    if (NT == 1 && prefetch) {
-      const char* p = static_cast<const char*>(row) + static_cast<size_t>(i) * (kStepBytes / (2 * W));
-      for (size_t l = 0; l < kStepBytes; l += 64) __builtin_prefetch(p + prefetch + l, 0, 2);
-      if (prefetch_l1)
-        for (size_t l = 0; l < kStepBytes; l += 64) __builtin_prefetch(p + prefetch_l1 + l, 0, 3);
-    }
     const auto w0 = load_w<V, WT>(row, i), w1 = load_w<V, WT>(row, i + W);
     for (int t = 0; t < NT; ++t) {
       acc[t][0] = V::fma(w0, V::load(x + t * ldx + i), acc[t][0]);
@@ -65,15 +55,26 @@ void dot_tokens(const void* row, const float* x, int64_t ldx, int64_t n, float* 
     out[t] = V::hsum(V::add(acc[t][0], acc[t][1])) + (i < n ? dot_tail<WT>(row, x + t * ldx, i, n) : 0.0f);
 }
 
-// NR rows of one token in one pass over x (float_dot.h, FloatDotRowsFn): each row's two
-// accumulators take the same products in the same order as dot_tokens<V, WT, 1>.
+// NR rows of one token in one pass over x, two accumulators per row. The one kernel for one
+// token: FloatDotFn's single row (NR = 1, any T not shared by 2-4 tokens) and FloatDotRowsFn's
+// groups, so a row's sum is the same bits through either. A decode row (prefetch > 0, NR = 1)
+// prefetches its stream prefetch bytes ahead into L2 and half that into L1, like the int8/int4
+// decode kernels (quant/stream_prefetch.h: rows are contiguous, so this runs into the next rows).
 template <class V, DType WT, int NR>
-void dot_row_group(const uint8_t* rows, size_t rb, const float* x, int64_t n, float* out) {
+void dot_row_group(const uint8_t* rows, size_t rb, const float* x, int64_t n, float* out, size_t prefetch = 0) {
   constexpr int64_t W = V::width;
+  constexpr size_t kStepBytes = 2 * W * (WT == DType::F32 ? 4 : 2);
+  const size_t prefetch_l1 = l1_prefetch_bytes(prefetch);
   typename V::vec acc[NR][2];
   for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = V::zero();
   int64_t i = 0;
   for (; i + 2 * W <= n; i += 2 * W) {
+    if (NR == 1 && prefetch) {
+      const uint8_t* p = rows + static_cast<size_t>(i) * (kStepBytes / (2 * W));
+      for (size_t l = 0; l < kStepBytes; l += 64) __builtin_prefetch(p + prefetch + l, 0, 2);
+      if (prefetch_l1)
+        for (size_t l = 0; l < kStepBytes; l += 64) __builtin_prefetch(p + prefetch_l1 + l, 0, 3);
+    }
     const auto x0 = V::load(x + i), x1 = V::load(x + i + W);
     for (int r = 0; r < NR; ++r) {
       acc[r][0] = V::fma(load_w<V, WT>(rows + r * rb, i), x0, acc[r][0]);
@@ -115,11 +116,14 @@ void float_dot_rows_simd(DType wtype, const void* rows, size_t rb, int64_t n_row
 template <class V, DType WT>
 void dot_all(const void* row, const float* x, int64_t ldx, int64_t T, int64_t n, float* out) {
   int64_t t = 0;
-  for (; t + 4 <= T; t += 4) dot_tokens<V, WT, 4>(row, x + t * ldx, ldx, n, out + t, 0);
+  for (; t + 4 <= T; t += 4) dot_tokens<V, WT, 4>(row, x + t * ldx, ldx, n, out + t);
   switch (T - t) {
-    case 3: dot_tokens<V, WT, 3>(row, x + t * ldx, ldx, n, out + t, 0); break;
-    case 2: dot_tokens<V, WT, 2>(row, x + t * ldx, ldx, n, out + t, 0); break;
-    case 1: dot_tokens<V, WT, 1>(row, x + t * ldx, ldx, n, out + t, T == 1 ? decode_prefetch_bytes(WT) : 0); break;
+    case 3: dot_tokens<V, WT, 3>(row, x + t * ldx, ldx, n, out + t); break;
+    case 2: dot_tokens<V, WT, 2>(row, x + t * ldx, ldx, n, out + t); break;
+    case 1:
+      dot_row_group<V, WT, 1>(static_cast<const uint8_t*>(row), 0, x + t * ldx, n, out + t,
+                              T == 1 ? decode_prefetch_bytes(WT) : 0);
+      break;
     default: break;
   }
 }
