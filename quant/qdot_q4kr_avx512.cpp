@@ -13,8 +13,8 @@
 //   - sub-block sums are weighted by their 6-bit scales in int32 (vpmulld), exactly as the
 //     scalar kernel does, and the mins meet the activation's 32-element sums with 4 vpdpwssd;
 //   - one multiply-add each applies d * dx and dmin * dx.
-// Prefill tiles are one group x NT tokens: each sub-block's 8 weight registers are unpacked once
-// per tile and used for NT tokens.
+// Prefill tiles are 2 row groups x 4 tokens: 8 independent sums per sub-block, each broadcast of
+// activation bytes feeding both groups (prefill_tile below).
 //
 // Loads are unaligned instructions (aligned in practice for owned weights). Compiled with
 // AVX-512 flags: everything in an anonymous namespace (see qdot_avx2.cpp).
@@ -71,14 +71,6 @@ inline __m512i sub_scale(const Scales& s, int j) {
   return _mm512_shuffle_epi8(j < 4 ? s.sc_lo : s.sc_hi, byte_to_lane(j % 4));
 }
 
-// Sums of one sub-block's 8 weight registers (w: nibbles in the low or the high half of each byte)
-// against 32 activation bytes at xq, 4 per register.
-inline __m512i sub_block_dot(const __m512i (&w)[8], const int8_t* xq) {
-  __m512i s = _mm512_setzero_si512();
-  for (int k = 0; k < 8; ++k) s = _mm512_dpbusd_epi32(s, w[k], bcast4(xq + 4 * k));
-  return s;
-}
-
 // A super-block's lines, a quarter per quant chunk.
 constexpr size_t kQ4KRPrefetchLines = kQ4KRBlockBytes / 64 / 4;
 static_assert(kQ4KRBlockBytes % (64 * 4) == 0, "a Q4_KR super-block is 36 whole lines");
@@ -98,27 +90,24 @@ static_assert(kQ4KRBlockBytes % (64 * 4) == 0, "a Q4_KR super-block is 36 whole 
   }
 }
 
-template <int NT, bool Rolled = false>
-inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
+// Decode: one row group, one token, the super-blocks in one sequential stream.
+template <bool Rolled>
+inline void decode_tile(const MatArgs& a, int64_t g) {
   const uint8_t* G = a.W + static_cast<size_t>(g) * kInterleaveRows * a.w_stride;
-  const BlockQ8_KS* x[NT];
-  for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_KS*>(a.X + (t0 + j) * a.x_stride);
+  const BlockQ8_KS* x = reinterpret_cast<const BlockQ8_KS*>(a.X);
   // Low nibbles (even sub-blocks) are masked in place; high nibbles (odd sub-blocks) are masked in
   // place too, without the shift down: they enter the dot products as 16 q, so the odd
   // sub-blocks' scaled sums go to their own accumulator, divided by 16 (an exact shift: every
   // term is a multiple of 16) when the super-block is done. Bounds: a sub-block sum is at most
   // 32 * 240 * 128 < 2^20, times a 6-bit scale < 2^26, four of them < 2^28.
-  const __m512i lo4 = _mm512_set1_epi8(0x0f), hi4 = _mm512_set1_epi8(static_cast<char>(0xf0));
-  __m512 acc[NT];
-  for (int j = 0; j < NT; ++j) acc[j] = _mm512_setzero_ps();
+  __m512 acc = _mm512_setzero_ps();
   const uint8_t* const end = a.W + static_cast<size_t>(a.r1 / kInterleaveRows) * kInterleaveRows * a.w_stride;
   for (int64_t b = 0; b < a.nb; ++b) {
     const uint8_t* blk = G + kQ4KRBlockBytes * static_cast<size_t>(b);
-    if (NT == 1 && a.touch && static_cast<size_t>(end - blk) > a.touch) touch_line(blk + a.touch);
+    if (a.touch && static_cast<size_t>(end - blk) > a.touch) touch_line(blk + a.touch);
     const Scales sc = unpack_scales(blk);
-    __m512i isum[NT], iodd[NT];
-    for (int j = 0; j < NT; ++j) isum[j] = iodd[j] = _mm512_setzero_si512();
-    if constexpr (NT == 1 && Rolled) {
+    __m512i isum = _mm512_setzero_si512(), iodd = _mm512_setzero_si512();
+    if constexpr (Rolled) {
       // Decode with the chunk loop kept rolled (MatArgs::rolled; quant/stream_prefetch.h: on the
       // Zen 5 VM it streams faster), otherwise as below: the chunk's sub-block scales come from
       // a table of the 8 made once per super-block, and its prefetches are a rolled loop too.
@@ -127,7 +116,7 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
 #pragma GCC unroll 1
       for (int c = 0; c < 4; ++c) {
         const uint8_t* q = blk + 512 * static_cast<size_t>(c);
-        const int8_t* xq = x[0][b].qs + 64 * c;
+        const int8_t* xq = x[b].qs + 64 * c;
         const char* first = reinterpret_cast<const char*>(blk) + 64 * kQ4KRPrefetchLines * static_cast<size_t>(c);
         if (a.prefetch)
 #pragma GCC unroll 1
@@ -137,15 +126,15 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
           for (size_t l = 0; l < kQ4KRPrefetchLines; ++l) _mm_prefetch(first + a.prefetch_l1 + 64 * l, _MM_HINT_T0);
         __m512i se, so;
         chunk_dots(q, xq, se, so);
-        isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(se, scale[2 * c]));
-        iodd[0] = _mm512_add_epi32(iodd[0], _mm512_mullo_epi32(so, scale[2 * c + 1]));
+        isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(se, scale[2 * c]));
+        iodd = _mm512_add_epi32(iodd, _mm512_mullo_epi32(so, scale[2 * c + 1]));
       }
-    } else if constexpr (NT == 1) {
+    } else {
       // Decode, unrolled (the chunk's dot products: chunk_dots).
 #pragma GCC unroll 4
       for (int c = 0; c < 4; ++c) {
         const uint8_t* q = blk + 512 * static_cast<size_t>(c);
-        const int8_t* xq = x[0][b].qs + 64 * c;
+        const int8_t* xq = x[b].qs + 64 * c;
         // The super-block's 36 lines a.prefetch bytes ahead, into L2, 9 with each chunk: one
         // burst of 36 per super-block held the core's fill buffers and stalled the loads and
         // arithmetic behind it (Xeon VM, 24-layer q4_k decode, distances interleaved in one
@@ -158,62 +147,138 @@ inline void tile(const MatArgs& a, int64_t g, int64_t t0) {
             _mm_prefetch(reinterpret_cast<const char*>(blk + a.prefetch_l1 + 64 * l), _MM_HINT_T0);
         __m512i se, so;
         chunk_dots(q, xq, se, so);
-        isum[0] = _mm512_add_epi32(isum[0], _mm512_mullo_epi32(se, sub_scale(sc, 2 * c)));
-        iodd[0] = _mm512_add_epi32(iodd[0], _mm512_mullo_epi32(so, sub_scale(sc, 2 * c + 1)));
-      }
-    } else {
-      // Prefill: a sub-block's 8 registers are masked once and used for the NT tokens.
-      for (int sub = 0; sub < 8; ++sub) {  // chunk sub / 2, low (even) or high (odd) nibbles
-        const uint8_t* q = blk + 512 * static_cast<size_t>(sub / 2);
-        const __m512i mask = sub % 2 ? hi4 : lo4;
-        __m512i w[8];
-        for (int k = 0; k < 8; ++k) w[k] = _mm512_and_si512(_mm512_loadu_si512(q + 64 * k), mask);
-        const __m512i s_scale = sub_scale(sc, sub);
-        const size_t xoff = 64 * static_cast<size_t>(sub / 2) + 32 * static_cast<size_t>(sub % 2);
-        for (int j = 0; j < NT; ++j) {
-          const __m512i s = _mm512_mullo_epi32(sub_block_dot(w, x[j][b].qs + xoff), s_scale);
-          if (sub % 2) iodd[j] = _mm512_add_epi32(iodd[j], s);
-          else isum[j] = _mm512_add_epi32(isum[j], s);
-        }
+        isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(se, sub_scale(sc, 2 * c)));
+        iodd = _mm512_add_epi32(iodd, _mm512_mullo_epi32(so, sub_scale(sc, 2 * c + 1)));
       }
     }
-    for (int j = 0; j < NT; ++j) isum[j] = _mm512_add_epi32(isum[j], _mm512_srai_epi32(iodd[j], 4));
+    isum = _mm512_add_epi32(isum, _mm512_srai_epi32(iodd, 4));
     // Mins: sum_j m_j * ssum_j with int16 pairs (m_2p, m_2p+1) x (ssum_2p, ssum_2p+1).
     const __m512i mp[4] = {_mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(2)),
                            _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(2))};
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQ4KRd)));
     const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQ4KRdmin)));
-    for (int j = 0; j < NT; ++j) {
-      __m512i msum = _mm512_setzero_si512();
-      for (int p = 0; p < 4; ++p) msum = _mm512_dpwssd_epi32(msum, mp[p], bcast4(x[j][b].ssum + 2 * p));
-      const __m512 dx = _mm512_set1_ps(x[j][b].d);
-      acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[j]), _mm512_mul_ps(d, dx), acc[j]);
-      acc[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, dx), acc[j]);
+    __m512i msum = _mm512_setzero_si512();
+    for (int p = 0; p < 4; ++p) msum = _mm512_dpwssd_epi32(msum, mp[p], bcast4(x[b].ssum + 2 * p));
+    const __m512 dx = _mm512_set1_ps(x[b].d);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, dx), acc);
+    acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, dx), acc);
+  }
+  _mm512_storeu_ps(a.Y + g * kInterleaveRows, acc);
+}
+
+// Prefill: NG row groups x NT tokens. Per 4 weight bytes of every row (one register of a group,
+// loaded and masked once per tile) and token, one broadcast of 4 activation bytes feeds NG
+// vpdpbusd, so a tile keeps NG x NT independent sums in flight; per sub-block each sum is weighted
+// by its 6-bit scales in int32 (vpmulld), exactly as decode and the scalar kernel. vpdpbusd is
+// throughput-bound only with many sums in flight (Xeon VM, one thread: 12 independent chains
+// 3.8 G/s, 24 chains 4.9 G/s); the tile that kept one group's 8 registers for a whole sub-block
+// and 4 tokens had 4 chains and ran qmatmul/Q4_KR/avx512/T128 at 150-230 GFLOP/s; 2 x 4 runs at
+// 245-302 (maxima of 9 interleaved runs: 1 x 4 230, 2 x 4 303, 2 x 6 293, 3 x 4 289, 1 x 8 267;
+// 2 x 12 and 4 x 6 were slower still).
+template <int NG, int NT>
+inline void prefill_tile(const MatArgs& a, int64_t g0, int64_t t0) {
+  const uint8_t* G[NG];
+  for (int g = 0; g < NG; ++g) G[g] = a.W + static_cast<size_t>(g0 + g) * kInterleaveRows * a.w_stride;
+  const BlockQ8_KS* x[NT];
+  for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_KS*>(a.X + (t0 + j) * a.x_stride);
+  alignas(64) float acc[NT][NG * kInterleaveRows] = {};  // touched once per super-block: in L1
+  for (int64_t b = 0; b < a.nb; ++b) {
+    const uint8_t* blk[NG];
+    __m512i scale[NG][8];  // sub-block j's scale in every lane, made once per super-block
+    for (int g = 0; g < NG; ++g) {
+      blk[g] = G[g] + kQ4KRBlockBytes * static_cast<size_t>(b);
+      const Scales sc = unpack_scales(blk[g]);
+      for (int j = 0; j < 8; ++j) scale[g][j] = sub_scale(sc, j);
+    }
+    __m512i isum[NG][NT];
+    for (int g = 0; g < NG; ++g)
+      for (int j = 0; j < NT; ++j) isum[g][j] = _mm512_setzero_si512();
+    // One sub-block: the even one from the low nibbles of chunk c, the odd one from the high
+    // nibbles masked in place (16 q, shifted down once per sum: exact, every term is a multiple
+    // of 16).
+    const auto sub_block = [&](int c, bool odd) {
+      const __m512i mask = _mm512_set1_epi8(static_cast<char>(odd ? 0xf0 : 0x0f));
+      const size_t xoff = 64 * static_cast<size_t>(c) + (odd ? 32 : 0);
+      __m512i s[NG][NT];
+      for (int g = 0; g < NG; ++g)
+        for (int j = 0; j < NT; ++j) s[g][j] = _mm512_setzero_si512();
+      for (int k = 0; k < 8; ++k) {
+        __m512i w[NG];
+        for (int g = 0; g < NG; ++g)
+          w[g] = _mm512_and_si512(_mm512_loadu_si512(blk[g] + 512 * static_cast<size_t>(c) + 64 * k), mask);
+        for (int j = 0; j < NT; ++j) {
+          const __m512i xk = bcast4(x[j][b].qs + xoff + 4 * k);
+          for (int g = 0; g < NG; ++g) s[g][j] = _mm512_dpbusd_epi32(s[g][j], w[g], xk);
+        }
+      }
+      const int sub = 2 * c + (odd ? 1 : 0);
+      for (int g = 0; g < NG; ++g)
+        for (int j = 0; j < NT; ++j)
+          isum[g][j] = _mm512_add_epi32(isum[g][j], _mm512_mullo_epi32(odd ? _mm512_srai_epi32(s[g][j], 4) : s[g][j],
+                                                                         scale[g][sub]));
+    };
+#pragma GCC unroll 1
+    for (int c = 0; c < 4; ++c) {
+      sub_block(c, false);
+      sub_block(c, true);
+    }
+    for (int g = 0; g < NG; ++g) {
+      // Mins: sum_j m_j * ssum_j with int16 pairs (m_2p, m_2p+1) x (ssum_2p, ssum_2p+1).
+      const Scales sc = unpack_scales(blk[g]);
+      const __m512i mp[4] = {_mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(2)),
+                             _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(2))};
+      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[g] + kQ4KRd)));
+      const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[g] + kQ4KRdmin)));
+      for (int j = 0; j < NT; ++j) {
+        __m512i msum = _mm512_setzero_si512();
+        for (int p = 0; p < 4; ++p) msum = _mm512_dpwssd_epi32(msum, mp[p], bcast4(x[j][b].ssum + 2 * p));
+        const __m512 dx = _mm512_set1_ps(x[j][b].d);
+        float* out = acc[j] + g * kInterleaveRows;
+        __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[g][j]), _mm512_mul_ps(d, dx), _mm512_load_ps(out));
+        v = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, dx), v);
+        _mm512_store_ps(out, v);
+      }
     }
   }
-  for (int j = 0; j < NT; ++j) _mm512_storeu_ps(a.Y + (t0 + j) * a.ldy + g * kInterleaveRows, acc[j]);
+  for (int g = 0; g < NG; ++g)
+    for (int j = 0; j < NT; ++j)
+      _mm512_storeu_ps(a.Y + (t0 + j) * a.ldy + (g0 + g) * kInterleaveRows, _mm512_load_ps(acc[j] + g * kInterleaveRows));
+}
+
+// Every token of groups g .. g + NG - 1: tiles of kPrefillTokens, then one of the rest.
+constexpr int kPrefillTokens = 4, kPrefillGroups = 2;
+template <int NG, int NT = kPrefillTokens - 1>
+inline void prefill_rest(const MatArgs& a, int64_t g, int64_t t) {
+  if constexpr (NT > 0) {
+    if (a.T - t == NT) prefill_tile<NG, NT>(a, g, t);
+    else prefill_rest<NG, NT - 1>(a, g, t);
+  }
+}
+template <int NG>
+inline void prefill_tokens(const MatArgs& a, int64_t g) {
+  int64_t t = 0;
+  for (; t + kPrefillTokens <= a.T; t += kPrefillTokens) prefill_tile<NG, kPrefillTokens>(a, g, t);
+  prefill_rest<NG>(a, g, t);
+}
+
+template <int NG = kPrefillGroups>
+inline void prefill_groups(const MatArgs& a, int64_t g, int64_t g1) {
+  if constexpr (NG > 0) {
+    for (; g + NG <= g1; g += NG) prefill_tokens<NG>(a, g);
+    prefill_groups<NG - 1>(a, g, g1);
+  }
 }
 
 }  // namespace
 
 void avx512_matvec_q4_kr(const MatArgs& a) {
   if (a.rolled)
-    for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) tile<1, true>(a, g, 0);
+    for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) decode_tile<true>(a, g);
   else
-    for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) tile<1>(a, g, 0);
+    for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) decode_tile<false>(a, g);
 }
 
-void avx512_matmul_q4_kr(const MatArgs& a) {
-  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) {
-    int64_t t = 0;
-    for (; t + 4 <= a.T; t += 4) tile<4>(a, g, t);
-    if (t + 2 <= a.T) {
-      tile<2>(a, g, t);
-      t += 2;
-    }
-    if (t < a.T) tile<1>(a, g, t);
-  }
-}
+void avx512_matmul_q4_kr(const MatArgs& a) { prefill_groups(a, a.r0 / kInterleaveRows, a.r1 / kInterleaveRows); }
 
 }  // namespace jetmoe::qdot_detail
 
