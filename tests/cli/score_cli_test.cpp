@@ -16,7 +16,14 @@ using jetmoe::test::run_command;
 namespace {
 
 std::string bin() { return jetmoe::test::jetmoe_binary(); }
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+// Appended rather than "'" + p.string() + "'": GCC 12 warns -Wrestrict (a false positive) where
+// a C string is inserted at the front of a temporary std::string (operator+(const char*, string&&)).
+std::string q(const fs::path& p) {
+  std::string s = "'";
+  s += p.string();
+  s += '\'';
+  return s;
+}
 
 std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
   std::vector<nlohmann::json> out;
@@ -135,9 +142,10 @@ TEST(ScoreCli, KilledRunResumesWithoutDuplicatesOrGaps) {
   // Kill -9 once some records are on disk (one thread and small batches keep it slow enough).
   const fs::path out = dir / "out.jsonl";
   const std::string partial = (dir / "out.jsonl.partial").string();
-  const std::string script = "(" + bin() + " score " + q(in) + " -o " + q(out) + " -t 1 -b 64 2>/dev/null & pid=$!; " +
-                             "for i in $(seq 1 600); do n=$(cat '" + partial + "' 2>/dev/null | wc -l); " +
-                             "[ \"$n\" -ge 40 ] && break; sleep 0.02; done; kill -9 $pid; wait $pid 2>/dev/null; true)";
+  std::string script = "(";  // appended, not "(" + ...: see q()
+  script += bin() + " score " + q(in) + " -o " + q(out) + " -t 1 -b 64 2>/dev/null & pid=$!; " +
+            "for i in $(seq 1 600); do n=$(cat '" + partial + "' 2>/dev/null | wc -l); " +
+            "[ \"$n\" -ge 40 ] && break; sleep 0.02; done; kill -9 $pid; wait $pid 2>/dev/null; true)";
   ASSERT_EQ(run_command(script, nullptr), 0);
   ASSERT_FALSE(fs::exists(out)) << "the run finished before it was killed; the test did not test resuming";
   ASSERT_TRUE(fs::exists(partial));
@@ -168,7 +176,8 @@ TEST(ScoreCli, ShardsMergeToTheUnshardedRun) {
                                    : bin() + " score --num-shards 3 --shard-index " + std::to_string(i) + " ";
     ASSERT_EQ(run_command(sel + q(in) + " -o " + q(o) + " 2>/dev/null", nullptr), 0) << i;
     EXPECT_EQ(read_jsonl(o).size(), 20u);
-    shards += " " + q(o);
+    shards += ' ';
+    shards += q(o);
   }
   ASSERT_EQ(run_command(bin() + " score-merge" + shards + " -o " + q(dir / "merged.jsonl") + " --summary " + q(dir / "merged.json") +
                             " 2>/dev/null",
