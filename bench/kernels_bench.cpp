@@ -2,7 +2,8 @@
 //   qmatvec / qmatmul   per quantized format and per SIMD path the CPU has (one thread: the
 //                       kernel itself; bytes/s and GFLOP/s counters),
 //   float_dot           F32 / BF16 / F16 weight rows per SIMD path (one thread),
-//   backend_matmul      CpuBackend::matmul on one MLP expert (all OpenMP threads, active ISA;
+//   backend_matmul      CpuBackend::matmul on one MLP expert's W_in (backend_matmul_w_out: its
+//                       W_out) (all OpenMP threads, active ISA;
 //                       includes quantizing the activations); "/step" inside a model step, where
 //                       one-token loops run as ops/cpu/decode_row_loops.h,
 //   attention           CpuBackend::attention, decode (T=1) at several context lengths and prefill,
@@ -142,12 +143,13 @@ void bm_float_dot(benchmark::State& st, CpuIsa isa, DType t, int64_t rows, int64
   set_counters(st, static_cast<double>(W.size()), 2.0 * static_cast<double>(rows * n * T));
 }
 
-// CpuBackend::matmul on one MLP expert's input matrix [2F, H], every OpenMP thread.
-void bm_backend_matmul(benchmark::State& st, DType t, int64_t T, bool in_step) {
-  const int64_t rows = 2 * kFfn, n = kHidden;
+// CpuBackend::matmul on one MLP expert's input matrix [2F, H] (or, w_out, its output matrix
+// [H, F]: longer rows, so a piece of rows holds fewer 16-row groups), every OpenMP thread.
+void bm_backend_matmul(benchmark::State& st, DType t, int64_t T, bool in_step, bool w_out) {
+  const int64_t rows = w_out ? kHidden : 2 * kFfn, n = w_out ? kFfn : kHidden;
   const auto W = random_matrix(t, rows, n, 7);
   WeightView v;
-  v.name = "w_in[0]";
+  v.name = w_out ? "w_out[0]" : "w_in[0]";
   v.data = W.data();
   v.dtype = t;
   v.shape = {rows, n};
@@ -299,8 +301,12 @@ void register_all() {
         if (!in_step || T == 1)
           benchmark::RegisterBenchmark(
               ("backend_matmul/" + std::string(dtype_name(t)) + "/T" + std::to_string(T) + (in_step ? "/step" : "")).c_str(),
-              bm_backend_matmul, t, T, in_step)
+              bm_backend_matmul, t, T, in_step, false)
               ->UseRealTime();
+  for (DType t : qtypes)
+    benchmark::RegisterBenchmark(("backend_matmul_w_out/" + std::string(dtype_name(t)) + "/T64").c_str(), bm_backend_matmul, t,
+                                 int64_t{64}, false, true)
+        ->UseRealTime();
   for (int64_t ctx : {128, 512, 2048})
     benchmark::RegisterBenchmark(("attention/decode/ctx" + std::to_string(ctx)).c_str(), bm_attention, ctx, int64_t{1})
         ->UseRealTime();

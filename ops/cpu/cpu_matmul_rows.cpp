@@ -22,6 +22,13 @@ namespace {
 
 // Pieces are multiples of this many rows (a multiple of every kernel's row tile).
 constexpr int64_t kRowQuantum = 16;
+// With several tokens, of this many: the interleaved layouts' prefill tiles take two 16-row
+// groups at a time, and a piece with an odd number of groups ends in a one-group tile, which
+// shares each activation broadcast with no second group. W_out's front pieces (256 KiB of Q4_KR
+// rows of 5,632 values: 80 rows) were five groups. Ice Lake Xeon VM, two threads, kernels bench
+// backend_matmul_w_out/*/T64, the two quanta alternating 4 times (maxima): Q4_0R 596 -> 630,
+// Q4_KR 596 -> 620, Q8_0R 600 -> 617 GFLOP/s.
+constexpr int64_t kRowQuantumTokens = 32;
 // The smallest piece, in weight bytes: about 2 us of one core's streaming on the Xeon VM, against
 // well under a microsecond to take a piece and start its stream. The threads end a loop within
 // about one such piece of each other.
@@ -119,7 +126,9 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
   }
   lanes_.clear_jobs();
   for (size_t i = 0; i < n_jobs; ++i) lanes_.add_job(jobs[i].rows, dtype_row_bytes(jobs[i].dtype, static_cast<size_t>(jobs[i].cols)));
-  lanes_.plan(threads, kRowQuantum, kMinPieceBytes, kMaxFrontPieceBytes);
+  bool tokens = false;
+  for (size_t i = 0; i < n_jobs; ++i) tokens = tokens || jobs[i].T > 1;
+  lanes_.plan(threads, tokens ? kRowQuantumTokens : kRowQuantum, kMinPieceBytes, kMaxFrontPieceBytes);
   const FloatDotFn dot = float_dot_for(active_isa());
   const auto run_piece = [&](const RowLanes::Piece& rc) {
     const MatmulJob& j = jobs[rc.job];
