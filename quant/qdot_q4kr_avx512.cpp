@@ -173,7 +173,7 @@ inline void decode_tile(const MatArgs& a, int64_t g) {
 // throughput-bound only with many sums in flight (Xeon VM, one thread: 12 independent chains
 // 3.8 G/s, 24 chains 4.9 G/s); the tile that kept one group's 8 registers for a whole sub-block
 // and 4 tokens had 4 chains and ran qmatmul/Q4_KR/avx512/T128 at 150-230 GFLOP/s; 2 x 4 runs at
-// 245-302 (maxima of 9 interleaved runs: 1 x 4 230, 2 x 4 303, 2 x 6 293, 3 x 4 289, 1 x 8 267;
+// 245-302 (maxima of 9 interleaved runs: the old tile 230, 2 x 4 303, 2 x 6 293, 3 x 4 289, 1 x 8 267;
 // 2 x 12 and 4 x 6 were slower still).
 template <int NG, int NT>
 inline void prefill_tile(const MatArgs& a, int64_t g0, int64_t t0) {
