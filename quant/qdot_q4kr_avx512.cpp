@@ -66,6 +66,34 @@ inline Scales unpack_scales(const uint8_t* blk) {
   return s;
 }
 
+// A super-block's factors besides the sub-block scales, the same for every token: its 8 mins as
+// int16 pairs (m_2p, m_2p+1) in every lane, and d, dmin.
+struct BlockTotals {
+  __m512i mp[4];
+  __m512 d, dmin;
+};
+
+inline BlockTotals block_totals(const uint8_t* blk, const Scales& s) {
+  BlockTotals t;
+  t.mp[0] = _mm512_shuffle_epi8(s.m_lo, bytes_to_pair(0));
+  t.mp[1] = _mm512_shuffle_epi8(s.m_lo, bytes_to_pair(2));
+  t.mp[2] = _mm512_shuffle_epi8(s.m_hi, bytes_to_pair(0));
+  t.mp[3] = _mm512_shuffle_epi8(s.m_hi, bytes_to_pair(2));
+  t.d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQ4KRd)));
+  t.dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQ4KRdmin)));
+  return t;
+}
+
+// acc + d * dx * isum - dmin * dx * sum_j m_j * ssum_j: one token's super-block xb, whose scaled
+// sub-block sums are isum. The mins meet the activation's 32-element sums as int16 pairs (vpdpwssd).
+inline __m512 add_block(const BlockTotals& t, __m512i isum, const BlockQ8_KS& xb, __m512 acc) {
+  __m512i msum = _mm512_setzero_si512();
+  for (int p = 0; p < 4; ++p) msum = _mm512_dpwssd_epi32(msum, t.mp[p], bcast4(xb.ssum + 2 * p));
+  const __m512 dx = _mm512_set1_ps(xb.d);
+  acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(t.d, dx), acc);
+  return _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(t.dmin, dx), acc);
+}
+
 // Scale of sub-block j of every row, as int32 lanes.
 inline __m512i sub_scale(const Scales& s, int j) {
   return _mm512_shuffle_epi8(j < 4 ? s.sc_lo : s.sc_hi, byte_to_lane(j % 4));
@@ -152,16 +180,7 @@ inline void decode_tile(const MatArgs& a, int64_t g) {
       }
     }
     isum = _mm512_add_epi32(isum, _mm512_srai_epi32(iodd, 4));
-    // Mins: sum_j m_j * ssum_j with int16 pairs (m_2p, m_2p+1) x (ssum_2p, ssum_2p+1).
-    const __m512i mp[4] = {_mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(2)),
-                           _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(2))};
-    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQ4KRd)));
-    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQ4KRdmin)));
-    __m512i msum = _mm512_setzero_si512();
-    for (int p = 0; p < 4; ++p) msum = _mm512_dpwssd_epi32(msum, mp[p], bcast4(x[b].ssum + 2 * p));
-    const __m512 dx = _mm512_set1_ps(x[b].d);
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(d, dx), acc);
-    acc = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, dx), acc);
+    acc = add_block(block_totals(blk, sc), isum, x[b], acc);
   }
   _mm512_storeu_ps(a.Y + g * kInterleaveRows, acc);
 }
@@ -183,12 +202,14 @@ inline void prefill_tile(const MatArgs& a, int64_t g0, int64_t t0) {
   for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_KS*>(a.X + (t0 + j) * a.x_stride);
   alignas(64) float acc[NT][NG * kInterleaveRows] = {};  // touched once per super-block: in L1
   for (int64_t b = 0; b < a.nb; ++b) {
-    const uint8_t* blk[NG];
     __m512i scale[NG][8];  // sub-block j's scale in every lane, made once per super-block
+    BlockTotals totals[NG];
+    const uint8_t* blk[NG];
     for (int g = 0; g < NG; ++g) {
       blk[g] = G[g] + kQ4KRBlockBytes * static_cast<size_t>(b);
       const Scales sc = unpack_scales(blk[g]);
       for (int j = 0; j < 8; ++j) scale[g][j] = sub_scale(sc, j);
+      totals[g] = block_totals(blk[g], sc);
     }
     __m512i isum[NG][NT];
     for (int g = 0; g < NG; ++g)
@@ -222,23 +243,11 @@ inline void prefill_tile(const MatArgs& a, int64_t g0, int64_t t0) {
       sub_block(c, false);
       sub_block(c, true);
     }
-    for (int g = 0; g < NG; ++g) {
-      // Mins: sum_j m_j * ssum_j with int16 pairs (m_2p, m_2p+1) x (ssum_2p, ssum_2p+1).
-      const Scales sc = unpack_scales(blk[g]);
-      const __m512i mp[4] = {_mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_lo, bytes_to_pair(2)),
-                             _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(0)), _mm512_shuffle_epi8(sc.m_hi, bytes_to_pair(2))};
-      const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[g] + kQ4KRd)));
-      const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[g] + kQ4KRdmin)));
+    for (int g = 0; g < NG; ++g)
       for (int j = 0; j < NT; ++j) {
-        __m512i msum = _mm512_setzero_si512();
-        for (int p = 0; p < 4; ++p) msum = _mm512_dpwssd_epi32(msum, mp[p], bcast4(x[j][b].ssum + 2 * p));
-        const __m512 dx = _mm512_set1_ps(x[j][b].d);
         float* out = acc[j] + g * kInterleaveRows;
-        __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[g][j]), _mm512_mul_ps(d, dx), _mm512_load_ps(out));
-        v = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_mul_ps(dmin, dx), v);
-        _mm512_store_ps(out, v);
+        _mm512_store_ps(out, add_block(totals[g], isum[g][j], x[j][b], _mm512_load_ps(out)));
       }
-    }
   }
   for (int g = 0; g < NG; ++g)
     for (int j = 0; j < NT; ++j)

@@ -67,11 +67,13 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
   act_off_.assign(n_jobs, 0);
   size_t act_bytes = 0;
   int64_t work = 0;
+  bool tokens = false;  // some job has several tokens: pieces of kRowQuantumTokens
   quant_pieces_.clear();
   int64_t quant_elems = 0;
   for (size_t i = 0; i < n_jobs; ++i) {
     const MatmulJob& j = jobs[i];
     work += j.rows * j.cols * j.T;
+    tokens = tokens || j.T > 1;
     if (!dtype_is_quantized(j.dtype)) continue;
     size_t same = i;
     for (size_t k = 0; k < i && same == i; ++k)
@@ -126,8 +128,6 @@ void CpuBackend::matmul_row_jobs(const MatmulJob* jobs, size_t n_jobs) {
   }
   lanes_.clear_jobs();
   for (size_t i = 0; i < n_jobs; ++i) lanes_.add_job(jobs[i].rows, dtype_row_bytes(jobs[i].dtype, static_cast<size_t>(jobs[i].cols)));
-  bool tokens = false;
-  for (size_t i = 0; i < n_jobs; ++i) tokens = tokens || jobs[i].T > 1;
   lanes_.plan(threads, tokens ? kRowQuantumTokens : kRowQuantum, kMinPieceBytes, kMaxFrontPieceBytes);
   const FloatDotFn dot = float_dot_for(active_isa());
   const auto run_piece = [&](const RowLanes::Piece& rc) {
