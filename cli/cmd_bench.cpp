@@ -292,6 +292,7 @@ void run_bench(BenchOptions& o) {
   report["decode_prefetch"] = decode_prefetch_summary();
   report["decode_stream"] = decode_stream_summary();
   report["kv_touch_bytes"] = kv_touch_bytes();
+  report["kv_row_prefetch"] = kv_row_prefetch_summary();
   report["omp_wait_policy"] = wait_policy ? wait_policy : "";
   report["openblas_core"] = openblas_get_corename();
   report["n_prompt"] = o.n_prompt;
@@ -390,6 +391,7 @@ void run_bench(BenchOptions& o) {
             r["decode_prefetch_default"] = !decode_prefetch_overridden();
             r["decode_stream"] = decode_stream_summary();
             r["kv_touch_bytes"] = kv_touch_bytes();
+            r["kv_row_prefetch"] = kv_row_prefetch_summary();
             r["tokens_per_second"] = {{"median", s.median}, {"min", s.min}, {"max", s.max}, {"mean", s.mean},
                                       {"stddev", s.stddev}, {"samples", s.samples}};
             r["active_weights_per_token"] = active;
@@ -494,10 +496,11 @@ void run_bench(BenchOptions& o) {
   if (on_gpu)
     std::printf("\ndevice %s: weights in device memory; read bandwidth: a streaming read of %.2f GiB of device memory, median of %d passes\n",
                 report.value("backend", device).c_str(), o.bw_gib, o.bw_passes);
-  std::printf("\nisa %s, decode prefetch %s (int8/int4 streams: %s; KV rows touched every %zu bytes, 0 = none), OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages), median of %d passes of the read loop with the highest median "
+  std::printf("\nisa %s, decode prefetch %s (int8/int4 streams: %s; KV rows %s, touched every %zu bytes, 0 = none), OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages), median of %d passes of the read loop with the highest median "
               "(decode rows: the probes around each repetition, and of BW = median of the per-repetition ratios)\n",
               report["isa"].get<std::string>().c_str(), report["decode_prefetch"].get<std::string>().c_str(),
-              report["decode_stream"].get<std::string>().c_str(), report["kv_touch_bytes"].get<size_t>(),
+              report["decode_stream"].get<std::string>().c_str(), report["kv_row_prefetch"].get<std::string>().c_str(),
+              report["kv_touch_bytes"].get<size_t>(),
               wait_policy ? wait_policy : "(unset)",
               report["openblas_core"].get<std::string>().c_str(), o.bw_gib, o.bw_passes);
 }
@@ -535,7 +538,7 @@ void add_bench_command(CLI::App& app) {
   sub->add_option("--prefetch", o->prefetch,
                   "Decode prefetch distances in bytes to compare, comma-separated, e.g. 0,4096: one decode row each, repetitions "
                   "interleaved; a number applies to every weight type, \"default\" is this CPU's settings (JETMOE_PREFETCH, or 8192 on "
-                  "Intel, where an Ice Lake Xeon's interleaved int8/int4 kernels prefetch 4096 into L1 alone; elsewhere 8192 for interleaved Q4_K and Q8_0 and 4096 for Q4_0 weights, 0 for the rest; each with a second prefetch into "
+                  "Intel, where an Ice Lake Xeon's interleaved int8/int4 kernels and attention's KV rows prefetch 4096 into L1 alone; elsewhere 8192 for interleaved Q4_K and Q8_0 and 4096 for Q4_0 weights, 0 for the rest; each with a second prefetch into "
                   "L1 at half the distance, or for Q8_0 / Q4_0 off Intel one line loaded 2 / 1 KiB ahead every ~2 KiB; off Intel the int8/int4 "
                   "kernels' rolled loops and attention's touches of its KV rows), which is also what runs without the option");
   sub->add_option("--device", o->device, "Run on cpu or cuda (a CUDA build without a usable GPU falls back to the CPU, saying so)")

@@ -44,16 +44,19 @@ bool is_intel() {
   return intel;
 }
 
-// Whether the one-token kernel of `weights` prefetches into L1 alone by default: the
-// interleaved types (Q8_0R / Q4_0R / Q4_KR) on an Ice Lake Xeon (family 6, models 106 and 108:
-// the Sunny Cove server parts; stream_prefetch.h, decode_stream). Their L2 distance is then 0.
-bool l1_alone(DType weights) {
+// An Ice Lake Xeon: family 6, models 106 and 108 (the Sunny Cove server parts).
+bool ice_lake_xeon() {
   static const bool icx = [] {
     const CpuModel m = cpu_model();
     return is_intel() && m.family == 6 && (m.model == 106 || m.model == 108);
   }();
-  return icx && dtype_is_repacked(weights);
+  return icx;
 }
+
+// Whether the one-token kernel of `weights` prefetches into L1 alone by default: the
+// interleaved types (Q8_0R / Q4_0R / Q4_KR) on an Ice Lake Xeon (stream_prefetch.h,
+// decode_stream; its KV rows too: kv_row_prefetch). Their L2 distance is then 0.
+bool l1_alone(DType weights) { return ice_lake_xeon() && dtype_is_repacked(weights); }
 
 // The distance of those L1-only prefetches.
 constexpr size_t kL1AloneBytes = 4096;
@@ -105,6 +108,21 @@ std::string decode_stream_summary() {
 }
 
 size_t kv_touch_bytes() { return off_intel_plans(current_override()) ? 1024 : 0; }
+
+KvRowPrefetch kv_row_prefetch() {
+  const long long v = current_override();
+  KvRowPrefetch p;
+  if (v < 0 && ice_lake_xeon())
+    p.l1 = kL1AloneBytes;
+  else
+    p.l2 = v >= 0 ? static_cast<size_t>(v) : decode_prefetch_default();
+  return p;
+}
+
+std::string kv_row_prefetch_summary() {
+  const KvRowPrefetch p = kv_row_prefetch();
+  return "L2 " + std::to_string(p.l2) + " L1 " + std::to_string(p.l1);
+}
 
 size_t decode_prefetch_bytes() {
   const long long v = current_override();

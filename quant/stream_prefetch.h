@@ -216,6 +216,25 @@ std::string decode_stream_summary();
 // short contexts and 7% slower at 2048.
 size_t kv_touch_bytes();
 
+// How decode attention's kernels (ops/cpu/kv_rows_simd.h) ask for each KV row ahead of reading it:
+// `l2` bytes ahead into L2, or `l1` bytes ahead into L1 alone (at most one of the two is non-zero).
+// Intel: l2 = decode_prefetch_bytes(), except on an Ice Lake Xeon (the CPUs whose interleaved
+// weight types prefetch into L1 alone, decode_stream), where the rows go into L1 alone 4 KiB ahead
+// as the weights do; elsewhere neither (kv_touch_bytes instead); under the override (JETMOE_PREFETCH
+// / set_decode_prefetch_bytes) l2 = that distance. Ice Lake Xeon VM (2 vCPUs, 2026-12-06), two
+// threads, cycles of a layer's attention with the two plans in turn every 4 tokens in one process:
+// q4_0, 8 layers at depth 2048 (f32 cache): 4661 -> 4311 and 5156 -> 4787 kcycles (-7%), the token
+// 36.1 -> 35.0 and 39.6 -> 38.1 ms; f16 cache at 2048: 2901 -> 2770 (-4.5%); 24 layers, positions
+// 0-127: 197 -> 174 (q4_0), 195 -> 188 (q4_k). L1 alone 8 KiB ahead: -5%; 2 KiB: -3%; L1 4 KiB
+// without the L2 head start of both streams (CpuBackend::attention_decode): -4%.
+struct KvRowPrefetch {
+  size_t l2 = 0, l1 = 0;
+};
+KvRowPrefetch kv_row_prefetch();
+
+// The KV rows' plan for reports: "L2 8192 L1 0".
+std::string kv_row_prefetch_summary();
+
 // A demand load (touch_line: 4 bytes) at p, p + every, p + 2 * every, ..., each wholly inside
 // [p, p + bytes).
 static inline void touch_lines(const void* p, size_t bytes, size_t every) {

@@ -15,8 +15,9 @@ namespace jetmoe {
 namespace {
 
 // Decode attention streams each KV head's rows once (tens of KB at short contexts, MB at long
-// ones); on the Xeon the L2 streamer stops at every 4 KiB page, so scores and accumulate prefetch
-// the row decode_prefetch_bytes() ahead (quant/stream_prefetch.h; 0 = none, as on AMD, where
+// ones); on the Xeon the L2 streamer stops at every 4 KiB page, so scores and accumulate ask for
+// each row ahead as kv_row_prefetch() says (quant/stream_prefetch.h: into L2 decode_prefetch_bytes()
+// ahead, or on an Ice Lake Xeon into L1 alone 4 KiB ahead; neither on AMD, where
 // CpuBackend::attention_decode touches a head's rows sparsely before these run: kv_touch_bytes).
 template <class V>
 void kv_widen_simd(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, float* out) {
@@ -45,6 +46,14 @@ void kv_widen_simd(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, floa
     }
     default: return kv_widen_scalar(t, rows, n_rows, d, out);  // throws: not a cache type
   }
+}
+
+// One row's lines asked for ahead, as the plan says (L2 or L1 alone; nothing when both are 0).
+inline void prefetch_row(const uint8_t* row, size_t rb, KvRowPrefetch pf) {
+  if (pf.l1)
+    prefetch_lines<0, 3>(row + pf.l1, rb);
+  else if (pf.l2)
+    prefetch_lines_l2(row + pf.l2, rb);
 }
 
 // Vector k (elements k*W .. k*W+W-1) of one cache row of type T, as floats. Q8_0 rows are whole
@@ -76,12 +85,12 @@ struct RowReader {
 // NQ query heads at once: each row is converted once and dotted with every head.
 template <class V, DType T, int NQ>
 void scores_rows(const uint8_t* rows, int64_t n, int64_t d, const float* q, int64_t ldq, float scale, float* s,
-                 int64_t lds, size_t pf) {
+                 int64_t lds, KvRowPrefetch pf) {
   constexpr int64_t W = V::width;
   const size_t rb = dtype_row_bytes(T, static_cast<size_t>(d));
   const int64_t nv = d / W;
   for (int64_t r = 0; r < n; ++r) {
-    if (pf) prefetch_lines_l2(rows + static_cast<size_t>(r) * rb + pf, rb);
+    prefetch_row(rows + static_cast<size_t>(r) * rb, rb, pf);
     const RowReader<V, T> R(rows + static_cast<size_t>(r) * rb, d);
     typename V::vec acc[NQ][2];
     for (int j = 0; j < NQ; ++j) acc[j][0] = acc[j][1] = V::zero();
@@ -105,14 +114,14 @@ void scores_rows(const uint8_t* rows, int64_t n, int64_t d, const float* q, int6
 // the whole pass over the rows (NQ x NV <= 16 vectors: 2 x 8 zmm, 2 x 4 ymm).
 template <class V, DType T, int NQ, int NV>
 void accumulate_piece(const uint8_t* rows, int64_t n, int64_t d, int64_t k0, const float* p, int64_t ldp,
-                      const float* alpha, float* out, int64_t ldo, size_t pf) {
+                      const float* alpha, float* out, int64_t ldo, KvRowPrefetch pf) {
   constexpr int64_t W = V::width;
   const size_t rb = dtype_row_bytes(T, static_cast<size_t>(d));
   typename V::vec acc[NQ][NV];
   for (int j = 0; j < NQ; ++j)
     for (int v = 0; v < NV; ++v) acc[j][v] = V::zero();
   for (int64_t r = 0; r < n; ++r) {
-    if (pf) prefetch_lines_l2(rows + static_cast<size_t>(r) * rb + pf, rb);
+    prefetch_row(rows + static_cast<size_t>(r) * rb, rb, pf);
     const RowReader<V, T> R(rows + static_cast<size_t>(r) * rb, d);
     typename V::vec c[NQ];
     for (int j = 0; j < NQ; ++j) c[j] = V::set1(p[j * ldp + r]);
@@ -127,12 +136,12 @@ void accumulate_piece(const uint8_t* rows, int64_t n, int64_t d, int64_t k0, con
 
 template <class V, DType T, int NQ>
 void accumulate_rows(const uint8_t* rows, int64_t n, int64_t d, const float* p, int64_t ldp, const float* alpha,
-                     float* out, int64_t ldo, size_t pf) {
+                     float* out, int64_t ldo, KvRowPrefetch pf) {
   constexpr int kMaxNV = V::width >= 16 ? 8 : 4;  // 16 accumulators of the register file's 32 / 16
   const int64_t nv = d / V::width;
   int64_t k = 0;
   // Only the first pass over the rows prefetches; later column pieces find them in cache.
-  const auto pf_at = [&](int64_t k_now) { return k_now == 0 ? pf : size_t{0}; };
+  const auto pf_at = [&](int64_t k_now) { return k_now == 0 ? pf : KvRowPrefetch{}; };
   for (; k + kMaxNV <= nv; k += kMaxNV)
     accumulate_piece<V, T, NQ, kMaxNV>(rows, n, d, k, p, ldp, alpha, out, ldo, pf_at(k));
   if constexpr (kMaxNV > 4) {
@@ -152,18 +161,18 @@ void accumulate_rows(const uint8_t* rows, int64_t n, int64_t d, const float* p, 
 template <class V, DType T>
 void scores_typed(const uint8_t* rows, int64_t n, int64_t d, const float* q, int64_t ldq, int64_t nq, float scale,
                   float* s, int64_t lds) {
-  size_t pf = decode_prefetch_bytes();  // the first pair of heads prefetches; the rest re-read from cache
+  KvRowPrefetch pf = kv_row_prefetch();  // the first pair of heads prefetches; the rest re-read from cache
   int64_t j = 0;
-  for (; j + 2 <= nq; j += 2, pf = 0) scores_rows<V, T, 2>(rows, n, d, q + j * ldq, ldq, scale, s + j * lds, lds, pf);
+  for (; j + 2 <= nq; j += 2, pf = {}) scores_rows<V, T, 2>(rows, n, d, q + j * ldq, ldq, scale, s + j * lds, lds, pf);
   if (j < nq) scores_rows<V, T, 1>(rows, n, d, q + j * ldq, ldq, scale, s + j * lds, lds, pf);
 }
 
 template <class V, DType T>
 void accumulate_typed(const uint8_t* rows, int64_t n, int64_t d, const float* p, int64_t ldp, int64_t nq,
                       const float* alpha, float* out, int64_t ldo) {
-  size_t pf = decode_prefetch_bytes();
+  KvRowPrefetch pf = kv_row_prefetch();
   int64_t j = 0;
-  for (; j + 2 <= nq; j += 2, pf = 0)
+  for (; j + 2 <= nq; j += 2, pf = {})
     accumulate_rows<V, T, 2>(rows, n, d, p + j * ldp, ldp, alpha + j, out + j * ldo, ldo, pf);
   if (j < nq) accumulate_rows<V, T, 1>(rows, n, d, p + j * ldp, ldp, alpha + j, out + j * ldo, ldo, pf);
 }

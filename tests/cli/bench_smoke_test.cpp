@@ -181,6 +181,9 @@ TEST(BenchSmoke, PrefetchDefaultIsAValueToCompare) {
   EXPECT_EQ(rs[1]["kv_touch_bytes"], j["kv_touch_bytes"]);
   EXPECT_EQ(rs[1]["kv_touch_bytes"], j["cpu_vendor"] == "GenuineIntel" ? 0 : 1024) << j["cpu_vendor"];
   EXPECT_EQ(rs[2]["kv_touch_bytes"], 0);
+  // So does the KV rows' own prefetch plan: a distance given is their L2 distance.
+  EXPECT_EQ(rs[1]["kv_row_prefetch"], j["kv_row_prefetch"]);
+  EXPECT_EQ(rs[2]["kv_row_prefetch"], "L2 64 L1 0");
 }
 
 TEST(BenchSmoke, DecodeShorterThanTheWarmupRuns) {

@@ -457,8 +457,16 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
   }
   // Decode attention touches its KV rows off Intel only (kv_touch_bytes), and not under the override.
   EXPECT_EQ(kv_touch_bytes(), intel ? 0u : 1024u);
+  // Its kernels prefetch each row into L2 on Intel, into L1 alone on an Ice Lake Xeon (as the
+  // interleaved weights), not at all elsewhere.
+  const KvRowPrefetch kv = kv_row_prefetch();
+  EXPECT_EQ(kv.l2, intel && !icx ? decode_prefetch_default() : 0u);
+  EXPECT_EQ(kv.l1, icx ? 4096u : 0u);
+  EXPECT_EQ(kv_row_prefetch_summary(), "L2 " + std::to_string(kv.l2) + " L1 " + std::to_string(kv.l1));
   set_decode_prefetch_bytes(4096);  // the override replaces every plan: no touches, unrolled
   EXPECT_EQ(kv_touch_bytes(), 0u);
+  EXPECT_EQ(kv_row_prefetch().l2, 4096u);
+  EXPECT_EQ(kv_row_prefetch().l1, 0u);
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
     const DecodeStream s = decode_stream(t);
     EXPECT_EQ(s.l2, 4096u) << dtype_name(t);
