@@ -110,12 +110,11 @@ std::string decode_stream_summary() {
 size_t kv_touch_bytes() { return off_intel_plans(current_override()) ? 1024 : 0; }
 
 KvRowPrefetch kv_row_prefetch() {
-  const long long v = current_override();
   KvRowPrefetch p;
-  if (v < 0 && ice_lake_xeon())
+  if (current_override() < 0 && ice_lake_xeon())
     p.l1 = kL1AloneBytes;
   else
-    p.l2 = v >= 0 ? static_cast<size_t>(v) : decode_prefetch_default();
+    p.l2 = decode_prefetch_bytes();  // the override's distance, or this CPU's default
   return p;
 }
 

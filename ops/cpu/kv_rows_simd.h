@@ -51,7 +51,7 @@ void kv_widen_simd(DType t, const uint8_t* rows, int64_t n_rows, int64_t d, floa
 // One row's lines asked for ahead, as the plan says (L2 or L1 alone; nothing when both are 0).
 inline void prefetch_row(const uint8_t* row, size_t rb, KvRowPrefetch pf) {
   if (pf.l1)
-    prefetch_lines<0, 3>(row + pf.l1, rb);
+    prefetch_lines_l1(row + pf.l1, rb);
   else if (pf.l2)
     prefetch_lines_l2(row + pf.l2, rb);
 }
