@@ -12,6 +12,7 @@
 #include "cli/common_options.h"
 #include "cli/serve_api.h"
 #include "cli/serve_engine.h"
+#include "cli/serve_replies.h"
 
 namespace jetmoe::cli {
 namespace {
@@ -30,25 +31,6 @@ struct ServeOptions {
   SamplingParams sampling;
 };
 
-void send_error(httplib::Response& res, const ApiError& e) {
-  res.status = e.status();
-  res.set_content(e.body().dump(), "application/json");
-}
-
-// Runs a handler body, turning every failure into an OpenAI-shaped error: the server keeps serving.
-template <class F>
-void guarded(httplib::Response& res, F&& body) {
-  try {
-    body();
-  } catch (const ApiError& e) {
-    send_error(res, e);
-  } catch (const std::invalid_argument& e) {  // e.g. text the tokenizer refuses
-    send_error(res, ApiError(400, e.what()));
-  } catch (const std::exception& e) {
-    send_error(res, ApiError(500, e.what(), "server_error"));
-  }
-}
-
 long long now_s() { return static_cast<long long>(std::time(nullptr)); }
 
 std::string next_id(const char* prefix) {
@@ -59,8 +41,6 @@ std::string next_id(const char* prefix) {
 json usage(size_t prompt, size_t completion) {
   return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
 }
-
-std::string sse(const json& j) { return "data: " + j.dump() + "\n\n"; }
 
 // One admitted request, shared with the content provider that httplib runs after the handler.
 // Responses are always chunked so that a failed write tells us the client is gone, even for a
@@ -76,40 +56,6 @@ bool wait_for_model(ServeEngine& engine, const Job& job, httplib::DataSink& sink
   return lock.owns_lock();
 }
 
-// on_text for the engine: writes through `write` and sends a heartbeat at most every 0.5 s when
-// the reply is not streamed.
-class Writer {
- public:
-  Writer(httplib::DataSink& sink, const Job& job) : sink_(sink), job_(job) {}
-  bool write(const std::string& s) { return sink_.write(s.data(), s.size()); }
-  bool heartbeat() {
-    const auto t = std::chrono::steady_clock::now();
-    if (t - last_ < std::chrono::milliseconds(500)) return true;
-    last_ = t;
-    return write(job_.heartbeat);
-  }
-
- private:
-  httplib::DataSink& sink_;
-  const Job& job_;
-  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
-};
-
-// The rest of a content provider once it holds the model: `body` generates and writes the reply
-// (false: the client went away; the response is dropped). An exception becomes an OpenAI-style
-// 500 error in the reply (an SSE event when streaming), and the response then ends normally.
-template <class Body>
-bool reply_or_error(Writer& w, httplib::DataSink& sink, bool stream, Body&& body) {
-  try {
-    if (!body()) return false;
-  } catch (const std::exception& e) {
-    const json err = ApiError(500, e.what(), "server_error").body();
-    w.write(stream ? sse(err) : err.dump());
-  }
-  sink.done();
-  return true;
-}
-
 void chat_completions(ServeEngine& engine, const SamplingParams& defaults, const httplib::Request& req, httplib::Response& res) {
   auto cr = std::make_shared<ChatRequest>(parse_chat_request(parse_body(req.body), defaults));
   auto job = std::make_shared<Job>(Job{engine.admit(), cr->gen.stream ? ": queued\n\n" : " "});
@@ -120,7 +66,7 @@ void chat_completions(ServeEngine& engine, const SamplingParams& defaults, const
                                    [&engine, cr, job, prompt, id, created](size_t, httplib::DataSink& sink) {
     std::unique_lock<std::timed_mutex> lock;
     if (!wait_for_model(engine, *job, sink, lock)) return false;
-    Writer w(sink, *job);
+    ReplyWriter w(sink, job->heartbeat);
     auto chunk = [&](const json& delta, const json& finish) {
       return w.write(sse({{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", engine.model_name()},
                           {"choices", {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}}}}));
@@ -156,7 +102,7 @@ void completions(ServeEngine& engine, const SamplingParams& defaults, const http
                                    [&engine, cr, job, prompts, id, created](size_t, httplib::DataSink& sink) {
     std::unique_lock<std::timed_mutex> lock;
     if (!wait_for_model(engine, *job, sink, lock)) return false;
-    Writer w(sink, *job);
+    ReplyWriter w(sink, job->heartbeat);
     auto chunk = [&](const std::string& text, const json& finish) {
       return w.write(sse({{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", engine.model_name()},
                           {"choices", {{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}}}}}));
@@ -263,14 +209,7 @@ void run_serve(ServeOptions& o) {
     }
   });
   svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string msg = "internal error";
-    try {
-      std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      msg = e.what();
-    } catch (...) {
-    }
-    send_error(res, ApiError(500, msg, "server_error"));
+    send_error(res, error_from_exception(ep));
   });
   svr.set_logger([](const httplib::Request& req, const httplib::Response& res) {
     std::cerr << req.method << " " << req.path << " " << res.status << "\n";

@@ -96,11 +96,6 @@ std::vector<int32_t> token_list(const json& a, int vocab_size, const std::string
 
 }  // namespace
 
-nlohmann::json ApiError::body() const {
-  const auto opt = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
-  return {{"error", {{"message", what()}, {"type", type_}, {"param", opt(param_)}, {"code", opt(code_)}}}};
-}
-
 nlohmann::json parse_body(const std::string& body) {
   size_t bad_at = 0;
   if (!is_valid_utf8(body, &bad_at))
