@@ -41,7 +41,7 @@ else
 fi
 elapsed "CUDA build + tests"
 
-echo "== sanitizer build (ASan + UBSan): loader, parsers, kernels, ops, routing and the golden forward pass"
+echo "== sanitizer build (ASan + UBSan): loader, parsers, kernels, ops, routing, the golden forward pass and serve's error replies"
 # -O1 with line tables only: half the compile time of -O2 -g (this build was 14 of the suite's
 # 23 minutes on 2 cores), and sanitizer reports still name file and line. It builds only
 # jetmoe_sanitizer_tests and jetmoe (tests/CMakeLists.txt says which tests): on the Zen 5 VM,
