@@ -23,6 +23,7 @@ class ApiError : public std::runtime_error {
            std::string code = "")
       : std::runtime_error(message), status_(status), type_(std::move(type)), param_(std::move(param)), code_(std::move(code)) {}
   int status() const { return status_; }
+  // Defined here so tests/cli/serve_replies_test.cpp builds without the CLI's objects.
   nlohmann::json body() const {
     const auto opt = [](const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); };
     return {{"error", {{"message", what()}, {"type", type_}, {"param", opt(param_)}, {"code", opt(code_)}}}};
