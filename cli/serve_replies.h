@@ -11,6 +11,7 @@
 #include <chrono>
 #include <exception>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
