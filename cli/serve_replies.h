@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -40,17 +41,17 @@ inline ApiError error_from_exception(std::exception_ptr ep) {
   return ApiError(500, msg, "server_error");
 }
 
-// Runs a handler body, turning every failure into an OpenAI-shaped error reply.
+// Runs a handler body, turning every failure into an OpenAI-shaped error reply: as
+// error_from_exception, except that std::invalid_argument (e.g. text the tokenizer refuses) is the
+// client's fault, a 400.
 template <class F>
 void guarded(httplib::Response& res, F&& body) {
   try {
     body();
-  } catch (const ApiError& e) {
-    send_error(res, e);
-  } catch (const std::invalid_argument& e) {  // e.g. text the tokenizer refuses
+  } catch (const std::invalid_argument& e) {
     send_error(res, ApiError(400, e.what()));
-  } catch (const std::exception& e) {
-    send_error(res, ApiError(500, e.what(), "server_error"));
+  } catch (...) {
+    send_error(res, error_from_exception(std::current_exception()));
   }
 }
 

@@ -47,6 +47,12 @@ TEST(ServeReplies, GuardedAnswersAnyOtherExceptionWith500ServerError) {
   EXPECT_EQ(e.at("type"), "server_error");
   EXPECT_TRUE(e.at("param").is_null());
   EXPECT_TRUE(e.at("code").is_null());
+
+  httplib::Response other;  // not a std::exception at all
+  guarded(other, [] { throw 42; });
+  EXPECT_EQ(other.status, 500);
+  EXPECT_EQ(error_of(other.body).at("message"), "internal error");
+  EXPECT_EQ(error_of(other.body).at("type"), "server_error");
 }
 
 TEST(ServeReplies, GuardedLeavesASuccessfulReplyAlone) {
