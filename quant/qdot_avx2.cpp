@@ -168,13 +168,22 @@ struct Q4_KK {
   }
 };
 
+// Decode: the one-token kernels of qmatvec_avx2.cpp, which keep their prepped activation on the
+// stack and so take rows up to avx2_matvec_max_elems() long; longer rows use the tile.
+template <KernelFn OneToken, class Tiled, int NR, int BlockElems>
+void matvec(const MatArgs& a) {
+  if (a.nb * BlockElems <= avx2_matvec_max_elems()) return OneToken(a);
+  drive<Tiled, NR, 1>(a);
+}
+
 }  // namespace
 
 const KernelTable& avx2_kernels() {
   static const KernelTable t = {
       // The repacked types (3, 4, 5) are only made when the AVX-512 kernels run; here (a forced
       // ISA) the scalar kernels read them.
-      {drive<Q8_0K, 4, 1>, drive<Q4_0K, 4, 1>, drive<Q4_KK, 2, 1>, scalar_q8_0r, scalar_q4_0r, scalar_q4_kr},
+      {matvec<avx2_matvec_q8_0, Q8_0K, 4, kQK8_0>, matvec<avx2_matvec_q4_0, Q4_0K, 4, kQK4_0>,
+       matvec<avx2_matvec_q4_k, Q4_KK, 2, kQK_K>, scalar_q8_0r, scalar_q4_0r, scalar_q4_kr},
       {drive<Q8_0K, 2, 4>, drive<Q4_0K, 2, 4>, drive<Q4_KK, 1, 4>, scalar_q8_0r, scalar_q4_0r, scalar_q4_kr},
   };
   return t;

@@ -60,6 +60,12 @@ const KernelTable& avx512_kernels();  // scalar table when built without AVX-512
 const KernelTable& kernel_table(CpuIsa isa);
 int kernel_index(DType t);
 
+// The AVX2 one-token kernels of qmatvec_avx2.cpp (GGUF layouts; defined only in builds with AVX2
+// flags); rows longer than avx2_matvec_max_elems() must use the tiled kernels.
+void avx2_matvec_q8_0(const MatArgs& a);
+void avx2_matvec_q4_0(const MatArgs& a);
+void avx2_matvec_q4_k(const MatArgs& a);
+int64_t avx2_matvec_max_elems();
 // The AVX-512 one-token kernels of qmatvec_avx512.cpp (defined only in builds with AVX-512
 // flags); rows longer than avx512_matvec_max_elems() must use the tiled kernels.
 void avx512_matvec_q8_0(const MatArgs& a);
