@@ -35,9 +35,18 @@ namespace {
 // JetMoE: 5632 at most) use the tiles.
 constexpr int64_t kMaxElems = 16384;
 
-// Prefetch distance along a Q8_0 / Q4_0 row, as the AVX-512 GGUF-layout kernels (Q4_K takes the
-// per-CPU distances of quant/stream_prefetch.h from MatArgs).
-constexpr int kPrefetchBytes = 2048;
+// Q8_0 / Q4_0 rows: every line prefetched this far ahead into L1 (Q4_K takes the per-CPU plan of
+// quant/stream_prefetch.h from MatArgs). Ice Lake VM, 24-layer q4_0 decode on two threads with
+// these kernels forced (JETMOE_FORCE_ISA=avx2), variants in turn every 4 tokens in one process,
+// ms per token: one prefetch per 72-byte group 2 KiB ahead (the AVX-512 GGUF-layout kernels'
+// plan) 74.7, every line 4 KiB ahead 70.0, every line 8 KiB into L2 and 4 KiB into L1 70.2, none
+// 96.5; in a second run every line 4 KiB ahead 64.7, 6 KiB 66.6, 8 KiB 65.3, 3 KiB 67.7.
+constexpr int kPrefetchBytes = 4096;
+
+// Asks for the lines of [p + kPrefetchBytes, p + kPrefetchBytes + bytes) into L1.
+inline void prefetch_ahead(const uint8_t* p, int bytes) {
+  for (int o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes + o, _MM_HINT_T0);
+}
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -118,7 +127,7 @@ inline void q4_0_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group* 
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t k = 0; k < groups; ++k) {
     const uint8_t* q = p + 72 * k;  // blocks at q, q + 18, q + 36, q + 54: fp16 scale, then 16 bytes
-    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
+    prefetch_ahead(q, 72);
     const __m256 sc = _mm256_castps128_ps256(_mm_mul_ps(four_scales<18>(q), _mm_load_ps(g[k].dx)));
     const __m256i v[2] = {
         _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(q + 20), reinterpret_cast<const __m128i*>(q + 2)),
@@ -163,8 +172,7 @@ inline void q8_0_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* 
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
   for (int64_t k = 0; k < groups; ++k) {
     const uint8_t* q = p + 136 * k;  // blocks at q + 34 i: fp16 scale, then 32 bytes
-    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes + 64, _MM_HINT_T0);
+    prefetch_ahead(q, 136);
     const __m256 sc = _mm256_castps128_ps256(_mm_mul_ps(four_scales<34>(q), _mm_load_ps(g[k].dx)));
     for (int i = 0; i < 4; ++i) {
       const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 34 * i + 2));
