@@ -47,6 +47,7 @@ namespace {
 struct BenchOptions {
   std::vector<std::string> models;  // checkpoint folders
   bool synth = false;
+  bool gguf_layout = false;  // --synth weights left in the GGUF block layout
   int layers = 4;
   std::string threads = "";  // "1,2"; empty: all cores
   std::string quants = "none";
@@ -142,11 +143,11 @@ Loaded load_one(const BenchOptions& o, const std::string& model, const std::stri
     std::fprintf(stderr, "bench: building synthetic JetMoE-8B-shape model, %d layers, %s (%.2f GB)...\n", o.layers,
                  t.c_str(), need / 1e9);
     const auto t0 = std::chrono::steady_clock::now();
-    L.files = make_synthetic_model(cfg, t, static_cast<uint64_t>(o.seed));
+    L.files = make_synthetic_model(cfg, t, static_cast<uint64_t>(o.seed), o.gguf_layout);
     std::fprintf(stderr, "bench: built in %.1f s\n",
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     L.name = "synth-8b-" + std::to_string(o.layers) + "L";
-    L.load_mode = "memory (synthetic)";
+    L.load_mode = o.gguf_layout ? "memory (synthetic, GGUF layout)" : "memory (synthetic)";
     return L;
   }
   ModelOptions mo;
@@ -257,6 +258,8 @@ void run_bench(BenchOptions& o) {
   for (const std::string& m : o.models)
     for (const std::string& p : split_list(m)) models.push_back(p);
   if (o.synth) models.push_back("");  // "" = the synthetic model
+  if (o.gguf_layout && !o.synth)
+    throw CLI::ValidationError("--gguf-layout", "applies to --synth only (a .gguf checkpoint runs in that layout when mmapped)");
   if (models.empty()) models.push_back(default_model_path());
   for (const std::string& t : types) {
     const auto known = synthetic_type_names();
@@ -512,6 +515,9 @@ void add_bench_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("bench", "Prefill (pp) and decode (tg) speed, with the memory bandwidth measured in the same run");
   sub->add_option("-m,--model", o->models, "Checkpoint folder(s), repeatable or comma-separated (default: the bundled model unless --synth)");
   sub->add_flag("--synth", o->synth, "Benchmark a random-weight model with JetMoE-8B's shapes, built in memory");
+  sub->add_flag("--gguf-layout", o->gguf_layout,
+                "Keep the --synth model's quantized weights in the GGUF block layout, the one a mmapped .gguf file runs, instead of "
+                "repacking them for this CPU's kernels");
   sub->add_option("--layers", o->layers, "Layers of the --synth model (JetMoE-8B has 24; full width either way)")
       ->check(CLI::Range(1, 24));
   sub->add_option("-t,--threads", o->threads, "Thread counts, comma-separated (default: all cores)");

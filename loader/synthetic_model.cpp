@@ -163,7 +163,8 @@ size_t synthetic_model_bytes(const JetMoeConfig& cfg, const std::string& type) {
   return total;
 }
 
-std::unique_ptr<ModelFiles> make_synthetic_model(const JetMoeConfig& cfg, const std::string& type, uint64_t seed) {
+std::unique_ptr<ModelFiles> make_synthetic_model(const JetMoeConfig& cfg, const std::string& type, uint64_t seed,
+                                                 bool gguf_layout) {
   const std::vector<Spec> specs = tensor_specs(cfg, type);
   auto m = std::make_unique<ModelFiles>();
   m->path = "synthetic-jetmoe-" + std::to_string(cfg.num_hidden_layers) + "L-" + type;
@@ -174,7 +175,7 @@ std::unique_ptr<ModelFiles> make_synthetic_model(const JetMoeConfig& cfg, const 
     uint8_t* dst = src->add(s.name, s.dtype, s.shape, spec_bytes(s));
     fill_tensor(seed, id++, s, dst);
   }
-  src->repack_for_cpu();  // owned memory: the layout the CPU kernels stream fastest
+  if (!gguf_layout) src->repack_for_cpu();  // owned memory: the layout the CPU kernels stream fastest
   m->tensors = std::move(src);
   m->weights = bind_weights(m->config, *m->tensors);
   return m;

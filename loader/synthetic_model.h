@@ -31,9 +31,12 @@ std::vector<std::string> synthetic_type_names();
 // are uniform with standard deviation 0.02 (the reference initializer range), norm gains 1,
 // biases 0. Quantization uses plain max-abs rounding (the error-minimising search would only slow
 // the build of weights whose values do not matter). Parallel over rows with OpenMP.
+// Quantized weights are repacked for this CPU's kernels (quant/repack.h) unless gguf_layout is
+// true: then they stay in the GGUF block layout, the one a mmapped .gguf file runs (to benchmark
+// those kernels at the full shape without a file).
 // Throws std::invalid_argument for an unknown type or a row length no block type divides.
 std::unique_ptr<ModelFiles> make_synthetic_model(const JetMoeConfig& cfg, const std::string& type,
-                                                 uint64_t seed = 1);
+                                                 uint64_t seed = 1, bool gguf_layout = false);
 
 // Bytes make_synthetic_model(cfg, type) will allocate (to refuse a model that cannot fit in RAM
 // before building it).

@@ -206,6 +206,8 @@ TEST(BenchSmoke, BadArgumentsFailCleanly) {
   EXPECT_THAT(out, ::testing::HasSubstr("--prefetch"));
   EXPECT_NE(run_command("JETMOE_PREFETCH=4k " + jetmoe::test::jetmoe_binary() + " inspect -m '" + kTiny.string() + "'", &out, true), 0);
   EXPECT_THAT(out, ::testing::HasSubstr("JETMOE_PREFETCH='4k'"));
+  EXPECT_NE(run_command(jetmoe::test::jetmoe_binary() + " bench -m '" + kTiny.string() + "' --gguf-layout", &out, true), 0);
+  EXPECT_THAT(out, ::testing::HasSubstr("--gguf-layout"));
 }
 
 }  // namespace

@@ -125,6 +125,38 @@ TEST(SyntheticModel, SameValuesInEveryTypeAndDeterministic) {
   EXPECT_LT(std::sqrt(num / den), 0.05);
 }
 
+// gguf_layout: the file's block types stay, whatever the CPU's kernels would repack, with the
+// same bytes as the GGUF-layout rows the repacked matrix unpacks to, and the same logits.
+TEST(SyntheticModel, GgufLayoutKeepsTheFileTypes) {
+  const JetMoeConfig c = small_config();
+  for (const char* type : {"q8_0", "q4_0", "q4_k"}) {
+    SCOPED_TRACE(type);
+    const auto file = make_synthetic_model(c, type, 3, true);
+    const auto mem = make_synthetic_model(c, type, 3);
+    const LayerWeights& lf = file->weights.layers[1];
+    const LayerWeights& lm = mem->weights.layers[1];
+    for (const auto& [f, m] : {std::pair{&lf.moe.w_in, &lm.moe.w_in}, std::pair{&lf.moa.kv_proj, &lm.moa.kv_proj}}) {
+      EXPECT_EQ(f->dtype, file_type(m->dtype));
+      EXPECT_FALSE(dtype_is_repacked(f->dtype));
+      ASSERT_EQ(f->nbytes(), m->nbytes());
+      const int64_t rows = f->shape[f->shape.size() - 2], n = f->shape.back();
+      std::vector<uint8_t> row(f->row_bytes());
+      for (int64_t r : {int64_t{0}, rows / 2 + 1, rows - 1}) {
+        if (dtype_is_repacked(m->dtype))
+          unpack_row(m->dtype, m->data, r, row.data(), n);
+        else
+          std::memcpy(row.data(), static_cast<const uint8_t*>(m->data) + r * m->row_bytes(), row.size());
+        EXPECT_EQ(std::memcmp(row.data(), static_cast<const uint8_t*>(f->data) + r * f->row_bytes(), row.size()), 0) << r;
+      }
+    }
+    EXPECT_EQ(file->bytes_per_token(), mem->bytes_per_token());
+    const std::vector<int32_t> toks = {4, 40, 250};
+    const auto a = run_logits(*file, toks), b = run_logits(*mem, toks);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-3f * (1.0f + std::fabs(b[i]))) << i;
+  }
+}
+
 TEST(SyntheticModel, UnknownTypeIsAnError) {
   EXPECT_THROW(make_synthetic_model(small_config(), "q9_9"), std::invalid_argument);
   EXPECT_THROW(synthetic_model_bytes(small_config(), "int3"), std::invalid_argument);
