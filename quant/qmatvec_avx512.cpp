@@ -51,13 +51,17 @@ struct alignas(64) Q8Group {
 // (none in JetMoE: 5632 at most) use the tiled kernel.
 constexpr int64_t kMaxElems = 16384;
 
-// Software prefetch distance along each weight row, for the kernels where it measured faster on
-// Zen 5 (qmatvec stream benchmark, one thread): GGUF-layout Q8_0 10.8 GB/s without, 13-16 GB/s with
-// 256..4096 bytes. The Q4_K kernel measured as fast or faster without it there (the machine is
-// shared and noisy: differences under ~15% are not resolved), so it takes the per-CPU distance
-// of quant/stream_prefetch.h instead (0 on AMD): on the Xeon VM, one thread from memory, 7.0-7.8
-// GB/s without, 10.9-12.8 prefetching 4 KiB ahead into L2.
-constexpr int kPrefetchBytes = 2048;
+// Software prefetch along each Q8_0 / Q4_0 row: every line this far ahead into L1 (two
+// prefetches per group, which covers every line of the 68- or 72-byte groups). On Zen 5 (qmatvec
+// stream benchmark, one thread) GGUF-layout Q8_0 read 10.8 GB/s without, 13-16 GB/s with 256..4096
+// bytes ahead (then one prefetch per group, 2 KiB ahead). On the Ice Lake VM, 24-layer decode of
+// GGUF-layout weights (`bench --synth --gguf-layout`, two threads), the plans in turn every 4
+// tokens in one process, ms per token: q8_0 120.6 -> 112.7, q4_0 74.6 -> 70.0 (the AVX2 kernels
+// of qmatvec_avx2.cpp, which stream this way, had shown it first). The Q4_K kernel measured as fast
+// or faster without prefetch on Zen 5 (the machine is shared and noisy: differences under ~15% are
+// not resolved), so it takes the per-CPU distance of quant/stream_prefetch.h instead (0 on AMD): on
+// the Xeon VM, one thread from memory, 7.0-7.8 GB/s without, 10.9-12.8 prefetching 4 KiB ahead into L2.
+constexpr int kPrefetchBytes = 4096;
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -123,6 +127,7 @@ inline void q4_0_row(const uint8_t* W, size_t stride, int64_t r, const Q4Group* 
   for (int64_t k = 0; k < groups; ++k) {
     const uint8_t* q = p + 72 * k;
     _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes + 64, _MM_HINT_T0);
     const __m512i a = _mm512_loadu_si512(q), b = _mm512_loadu_si512(q + 8);
     const __m512i v = _mm512_permutex2var_epi8(a, idx, b);
     const __m512i lo = _mm512_and_si512(v, m4);
@@ -162,6 +167,7 @@ inline void q8_0_row(const uint8_t* W, size_t stride, int64_t r, const Q8Group* 
   for (int64_t k = 0; k < groups; ++k) {
     const uint8_t* q = p + 68 * k;
     _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(q) + kPrefetchBytes + 64, _MM_HINT_T0);
     const __m512i a = _mm512_loadu_si512(q), b = _mm512_loadu_si512(q + 4);
     const __m512i wu = _mm512_xor_si512(_mm512_permutex2var_epi8(a, idx, b), k80);
     const __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(g[k].corr), wu, _mm512_load_si512(g[k].x));

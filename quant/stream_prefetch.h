@@ -2,7 +2,7 @@
 // the interleaved int8/int4 layouts, GGUF-layout Q4_K (mmapped files) and the float
 // (F32/BF16/F16) row kernel, and decode attention's KV rows (ops/cpu/kv_rows_simd.h); 0 = no
 // software prefetch, the hardware prefetchers alone. (The GGUF-layout Q8_0/Q4_0 kernels keep
-// their own fixed 2 KiB, measured on Zen 5.)
+// their own: every line 4 KiB ahead into L1, qmatvec_avx512.cpp and qmatvec_avx2.cpp.)
 //
 // Why it depends on the CPU: one core of a many-core Intel Xeon reads memory at a rate set by how
 // many cache-line misses it keeps in flight, and its L2 streamer stops at every 4 KiB boundary;
@@ -106,7 +106,7 @@ size_t decode_prefetch_default();
 // three alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s,
 // where Q4_0R went 37.5 / 32.2 / 39.2 -> 30.1 / 23.2 / 25.7, Q8_0R 39.9 / 32.2 / 38.7 -> 29.1 /
 // 25.7 / 26.0 and GGUF-layout Q4_K 29.4 / 28.0 / 26.6 -> 23.6 / 23.1 / 19.8 (the GGUF-layout Q8_0 /
-// Q4_0 kernels keep their own 2 KiB). Decode, distances interleaved in one process (`bench
+// Q4_0 kernels kept their own 2 KiB, since 2026-12-06 4 KiB). Decode, distances interleaved in one process (`bench
 // --prefetch`): 24-layer q4_k two threads 28.0 -> 35.6 and 29.7 -> 34.5 tok/s (two runs), one
 // thread 12.6 -> 18.0; q4_0 and q8_0 at two threads lost 9% and 24%; f32 (4 layers) 30.0 -> 25.7,
 // f16 53.1 -> 52.1; bf16 (8 layers) once 21.9 -> 27.7, then 24.3 -> 23.7 with 5 repetitions (no
