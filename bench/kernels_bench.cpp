@@ -284,7 +284,7 @@ void register_all() {
         benchmark::RegisterBenchmark(("qmatmul/" + ts + "/" + is + "/T" + std::to_string(T)).c_str(), bm_qmatmul, isa, t,
                                      int64_t{1024}, T);
     }
-    for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR})
+    for (DType t : {DType::Q8_0, DType::Q4_K, DType::Q8_0R, DType::Q4_0R, DType::Q4_KR})
       for (int64_t n : {2048, 11264})
         benchmark::RegisterBenchmark(("activation_quant/" + std::string(dtype_name(t)) + "/" + is + "/" + std::to_string(n)).c_str(),
                                      bm_activation_quant, isa, t, n);

@@ -157,17 +157,19 @@ namespace {
 
 void quantize_row_with(CpuIsa isa, DType wtype, const float* x, void* dst, int64_t n) {
   check_quant_row(wtype, n, "quantize_activation_row");
-  // The interleaved types' activations have AVX-512 code (decode quantizes before every matmul
-  // group); the GGUF-layout ones stay scalar.
+  // The interleaved types' activations have AVX-512 code, the GGUF-layout ones AVX2 code, which
+  // the AVX-512 CPUs run too (decode quantizes before every matmul group).
   const qdot_detail::ActivationQuantFns* simd = isa == CpuIsa::Avx512 ? qdot_detail::avx512_activation_quant() : nullptr;
+  const qdot_detail::GgufActivationQuantFns* gguf =
+      isa == CpuIsa::Avx512 || isa == CpuIsa::Avx2 ? qdot_detail::avx2_activation_quant() : nullptr;
   if (wtype == DType::Q4_K)
-    quantize_q8_k_blocks(x, static_cast<BlockQ8_K*>(dst), n / kQK_K);
+    (gguf ? gguf->q8_k : quantize_q8_k_blocks)(x, static_cast<BlockQ8_K*>(dst), n / kQK_K);
   else if (wtype == DType::Q4_KR)
     (simd ? simd->q8_ks : quantize_q8_ks_blocks)(x, static_cast<BlockQ8_KS*>(dst), n / kQK_K);
   else if (dtype_is_repacked(wtype))
     (simd ? simd->q8_0z : quantize_q8_0z_blocks)(x, static_cast<BlockQ8_0Z*>(dst), n / kQK8_0, wtype == DType::Q8_0R ? 128 : 8);
   else
-    quantize_q8_0_blocks(x, static_cast<BlockQ8_0*>(dst), n / kQK8_0);
+    (gguf ? gguf->q8_0 : quantize_q8_0_blocks)(x, static_cast<BlockQ8_0*>(dst), n / kQK8_0);
 }
 
 }  // namespace

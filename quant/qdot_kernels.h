@@ -15,6 +15,8 @@
 #endif
 
 namespace jetmoe {
+struct BlockQ8_0;
+struct BlockQ8_K;
 struct BlockQ8_0Z;
 struct BlockQ8_KS;
 enum class CpuIsa;           // ops/cpu/cpu_isa.h
@@ -89,6 +91,13 @@ struct ActivationQuantFns {
   void (*q8_ks)(const float* x, BlockQ8_KS* b, int64_t nb);                       // Q4_KR
 };
 const ActivationQuantFns* avx512_activation_quant();
+// ... and for the GGUF-layout kernels (activation_quant_avx2.cpp, also used where the AVX-512
+// kernels run); nullptr where the build has no AVX2 code.
+struct GgufActivationQuantFns {
+  void (*q8_0)(const float* x, BlockQ8_0* b, int64_t nb);  // Q8_0 / Q4_0 weights
+  void (*q8_k)(const float* x, BlockQ8_K* b, int64_t nb);  // Q4_K weights
+};
+const GgufActivationQuantFns* avx2_activation_quant();
 
 // Drives K::tile<NR, NT>(args, r, t), which computes the NR x NT outputs for rows r.. and
 // tokens t.., over the whole job; leftovers use smaller tiles.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -191,6 +192,30 @@ TEST(QuantActivation, EveryIsaGivesTheScalarBytes) {
             ASSERT_EQ(w.zsum, g.zsum) << isa_name(isa) << " " << dtype_name(t) << " row " << r << " block " << b;
           }
         }
+      }
+    }
+  }
+  // The GGUF-layout types' blocks (Q8_0 for Q8_0 / Q4_0 weights, Q8_K for Q4_K) have no padding:
+  // the whole row compares byte for byte. Plus a row with infinities and NaNs among finite values
+  // (an inf makes its block's scale inf and every product 0 or NaN; a NaN is skipped by the max).
+  std::vector<float> nans = rows[3];
+  nans[5] = std::numeric_limits<float>::quiet_NaN();
+  nans[40] = std::numeric_limits<float>::infinity();
+  nans[300] = -std::numeric_limits<float>::infinity();
+  nans[301] = std::numeric_limits<float>::quiet_NaN();
+  nans[63] = std::numeric_limits<float>::quiet_NaN();   // last of a 32-block
+  nans[511] = std::numeric_limits<float>::quiet_NaN();  // last of a 256-block
+  nans[1000] = -std::numeric_limits<float>::quiet_NaN();
+  rows.push_back(nans);
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+    const size_t rb = activation_row_bytes(t, n);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      std::vector<uint8_t> want(rb, 0xAB);
+      quantize_activation_row_isa(CpuIsa::Scalar, t, rows[r].data(), want.data(), n);
+      for (CpuIsa isa : supported_isas()) {
+        std::vector<uint8_t> got(rb, 0xCD);
+        quantize_activation_row_isa(isa, t, rows[r].data(), got.data(), n);
+        ASSERT_EQ(std::memcmp(want.data(), got.data(), rb), 0) << isa_name(isa) << " " << dtype_name(t) << " row " << r;
       }
     }
   }
