@@ -16,7 +16,10 @@
 //         signed weights, so the sign trick: |w| (u8) x a * sign(w) (s8).
 //   Q4_K: one super-block (144 bytes) per step: 8 sub-block products weighted by their 6-bit
 //         scales in int16 (madd), the mins against the prepped sub-block sums once per block.
-// Rows are processed one at a time, as in qmatvec_avx512.cpp.
+// Rows are processed one at a time, as in qmatvec_avx512.cpp: a Q4_0 kernel taking two rows per
+// pass (each activation load shared) read 20.5 against 17 GB/s from L2, but made 24-layer decode
+// slower on the Ice Lake VM (two threads, the two in turn every 4 tokens: 69.7 against 66.0 ms
+// per token).
 //
 // Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
 // qdot_avx2.cpp on weak symbols).
@@ -38,8 +41,8 @@ constexpr int64_t kMaxElems = 16384;
 // Q8_0 / Q4_0 rows: every line prefetched this far ahead into L1 (Q4_K takes the per-CPU plan of
 // quant/stream_prefetch.h from MatArgs). Ice Lake VM, 24-layer q4_0 decode on two threads with
 // these kernels forced (JETMOE_FORCE_ISA=avx2), variants in turn every 4 tokens in one process,
-// ms per token: one prefetch per 72-byte group 2 KiB ahead (the AVX-512 GGUF-layout kernels'
-// plan) 74.7, every line 4 KiB ahead 70.0, every line 8 KiB into L2 and 4 KiB into L1 70.2, none
+// ms per token: one prefetch per 72-byte group 2 KiB ahead (the AVX-512 GGUF-layout kernels' plan
+// until then) 74.7, every line 4 KiB ahead 70.0, every line 8 KiB into L2 and 4 KiB into L1 70.2, none
 // 96.5; in a second run every line 4 KiB ahead 64.7, 6 KiB 66.6, 8 KiB 65.3, 3 KiB 67.7.
 constexpr int kPrefetchBytes = 4096;
 
@@ -49,12 +52,6 @@ inline void prefetch_ahead(const uint8_t* p, int bytes) {
 }
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-
-inline uint16_t load_u16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
