@@ -17,6 +17,7 @@
 //
 // Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
 // qdot_avx2.cpp on weak symbols).
+#include "ops/cpu/simd_avx2.h"
 #include "quant/qdot_kernels.h"
 #include "quant/qtypes.h"
 
@@ -26,16 +27,12 @@
 namespace jetmoe::qdot_detail {
 namespace {
 
-inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
-
-// max(|x[0..n)|, 0), skipping NaN; n a multiple of 8.
+// max(|x[0..n)|, 0), skipping NaN; n a multiple of 8. (The running maximum is the second
+// operand of vmaxps, so it never takes a NaN, as Avx2::hmax requires.)
 inline float abs_max(const float* x, int n) {
-  __m256 m = _mm256_setzero_ps();
-  for (int k = 0; k < n; k += 8) m = _mm256_max_ps(abs_ps(_mm256_loadu_ps(x + k)), m);
-  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_max_ss(h, _mm_movehdup_ps(h));
-  return _mm_cvtss_f32(h);
+  __m256 m = Avx2::zero();
+  for (int k = 0; k < n; k += 8) m = Avx2::max(Avx2::abs(Avx2::load(x + k)), m);
+  return Avx2::hmax(m);
 }
 
 // round(clamp(x * id, -127, 127)) for 8 values, as int32 lanes.

@@ -23,6 +23,7 @@
 //
 // Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
 // qdot_avx2.cpp on weak symbols).
+#include "ops/cpu/simd_avx2.h"
 #include "quant/qdot_kernels.h"
 #include "quant/qtypes.h"
 
@@ -51,8 +52,6 @@ inline void prefetch_ahead(const uint8_t* p, int bytes) {
   for (int o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes + o, _MM_HINT_T0);
 }
 
-inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
-
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -76,12 +75,12 @@ inline __m128 four_scales(const uint8_t* p) {
 inline float tail_q8_0(const BlockQ8_0& w, const BlockQ8_0& x) {
   int s = 0;
   for (int e = 0; e < 32; ++e) s += w.qs[e] * x.qs[e];
-  return static_cast<float>(s) * (h2f(w.d) * h2f(x.d));
+  return static_cast<float>(s) * (Avx2::h2f(w.d) * Avx2::h2f(x.d));
 }
 inline float tail_q4_0(const BlockQ4_0& w, const BlockQ8_0& x) {
   int s = 0;
   for (int e = 0; e < 16; ++e) s += ((w.qs[e] & 0x0f) - 8) * x.qs[e] + ((w.qs[e] >> 4) - 8) * x.qs[e + 16];
-  return static_cast<float>(s) * (h2f(w.d) * h2f(x.d));
+  return static_cast<float>(s) * (Avx2::h2f(w.d) * Avx2::h2f(x.d));
 }
 
 // ---- Q4_0 ----------------------------------------------------------------------------------
@@ -110,7 +109,7 @@ void prep_q4_0(const BlockQ8_0* x, int64_t groups, Q4Group* g) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(g[i].corr[p]),
                          _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(s16, ones)));
     }
-    for (int k = 0; k < 4; ++k) g[i].dx[k] = h2f(x[4 * i + k].d);
+    for (int k = 0; k < 4; ++k) g[i].dx[k] = Avx2::h2f(x[4 * i + k].d);
   }
 }
 
@@ -158,7 +157,7 @@ void prep_q8_0(const BlockQ8_0* x, int64_t groups, Q8Group* g) {
     for (int k = 0; k < 4; ++k) {
       const BlockQ8_0& b = x[4 * i + k];
       _mm256_store_si256(reinterpret_cast<__m256i*>(g[i].x[k]), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)));
-      g[i].dx[k] = h2f(b.d);
+      g[i].dx[k] = Avx2::h2f(b.d);
     }
 }
 
@@ -241,8 +240,8 @@ inline void q4_k_row(const uint8_t* W, size_t stride, int64_t r, const Q4KGroup*
     const __m128i mins = _mm_cvtepu8_epi16(_mm_srli_si128(sm8, 8));
     const __m128i msum = _mm_madd_epi16(mins, _mm_load_si128(reinterpret_cast<const __m128i*>(g[b].bsum)));
     const float dx = g[b].dx;
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(h2f(w[b].d) * dx), acc);
-    accm = _mm_fmadd_ps(_mm_cvtepi32_ps(msum), _mm_set1_ps(-h2f(w[b].dmin) * dx), accm);
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(Avx2::h2f(w[b].d) * dx), acc);
+    accm = _mm_fmadd_ps(_mm_cvtepi32_ps(msum), _mm_set1_ps(-Avx2::h2f(w[b].dmin) * dx), accm);
   }
   const __m128 m2 = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
   y[r] = hsum(acc) + _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
