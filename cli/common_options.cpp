@@ -28,7 +28,7 @@ void ModelOptions::add_to(CLI::App& app) {
   app.add_option("--cache-type-v", cache_type_v, "KV cache type for values (also -ctv): f32, f16, bf16, q8_0")
       ->check(CLI::IsMember(kv_types))
       ->capture_default_str();
-  app.add_flag("--no-mmap", no_mmap, "Read the weights into RAM instead of mmapping them (immune to page-cache eviction; int8/int4 GGUF weights are then also repacked for the AVX-512 kernels)");
+  app.add_flag("--no-mmap", no_mmap, "Read the weights into RAM instead of mmapping them (immune to page-cache eviction; int8/int4 GGUF weights are then also repacked for the AVX-512 or AVX2 kernels)");
   app.add_flag("--mlock", mlock, "mmap the weights and lock them in RAM");
   app.add_option("--device", device, "Compute device: cpu, or cuda in a build with -DJETMOE_CUDA=ON (without a usable GPU it runs on the CPU, saying so)")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--quant", quant, "Quantize the weights at load time: q8_0, q4_0, q4_k (int4 experts, 8-bit kv_proj/embedding/head), q4_0-pure, q4_k-pure")

@@ -23,7 +23,7 @@ class MemoryTensorSource : public TensorSource {
   uint8_t* mutable_data(const std::string& name);
 
   // Rearranges every Q8_0 / Q4_0 tensor in place into the layout the active CPU kernels stream
-  // fastest (cpu_memory_type in quant/repack.h; a no-op unless the AVX-512 kernels run). Only
+  // fastest (cpu_memory_type in quant/repack.h; a no-op unless the AVX-512 or AVX2 kernels run). Only
   // for weights that are run, never for a source about to be written to a file.
   void repack_for_cpu();
 

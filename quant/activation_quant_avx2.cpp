@@ -1,7 +1,8 @@
 // AVX2 quantization of one activation row for the GGUF-layout kernels (Q8_0 blocks for Q8_0 / Q4_0
-// weights, Q8_K blocks for Q4_K): the same bytes, bit for bit, as the scalar code in qdot.cpp.
-// Decode quantizes before every weight loop; these are the rows a CPU without AVX-512 and every
-// mmapped .gguf file use (the interleaved types have activation_quant_avx512.cpp). The scalar
+// weights, Q8_K blocks for Q4_K) and for the interleaved types' AVX2 kernels (Q8_0Z, Q8_KS): the
+// same bytes, bit for bit, as the scalar code in qdot.cpp. Decode quantizes before every weight
+// loop; the GGUF-layout rows are what a CPU without AVX-512 and every mmapped .gguf file use (the
+// interleaved types have activation_quant_avx512.cpp where AVX-512 runs). The scalar
 // loops cost about 2 ns per value; perf on the Ice Lake VM with the AVX2 kernels forced put them
 // at 0.9% of a q4_0 decode step.
 //
@@ -86,11 +87,47 @@ void quantize_q8_k_row(const float* x, BlockQ8_K* b, int64_t nb) {
   }
 }
 
+// The sum of the 32 stored bytes at q (int8), as int32.
+inline int32_t sum32(const int8_t* q) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+  const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), v), _mm256_set1_epi16(1));
+  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  t = _mm_add_epi32(t, _mm_unpackhi_epi64(t, t));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 1));
+  return _mm_cvtsi128_si32(t);
+}
+
+// The interleaved types' blocks (AVX2 kernels of qdot_interleaved_avx2.cpp / qdot_q4kr_avx2.cpp):
+// Q8_0 values with the scale as a float and the zero-point term, and Q8_K values with the sums of
+// each 32 (the scalar quantize_q8_0z_blocks / quantize_q8_ks_blocks in qdot.cpp).
+void quantize_q8_0z_row(const float* x, BlockQ8_0Z* b, int64_t nb, int32_t zero_point) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK8_0) {
+    const float d = _cvtsh_ss(_cvtss_sh(abs_max(x, kQK8_0) / 127.0f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    b[i].d = d;
+    quantize32(x, _mm256_set1_ps(d > 0 ? 1.0f / d : 0.0f), b[i].qs);
+    b[i].zsum = -zero_point * sum32(b[i].qs);
+  }
+}
+
+void quantize_q8_ks_row(const float* x, BlockQ8_KS* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
+    const float d = abs_max(x, kQK_K) / 127.0f;
+    const __m256 id = _mm256_set1_ps(d > 0 ? 1.0f / d : 0.0f);
+    b[i].d = d;
+    for (int j = 0; j < 8; ++j) {
+      quantize32(x + 32 * j, id, b[i].qs + 32 * j);
+      b[i].ssum[j] = static_cast<int16_t>(sum32(b[i].qs + 32 * j));
+    }
+  }
+}
+
 const GgufActivationQuantFns kFns = {quantize_q8_0_row, quantize_q8_k_row};
+const ActivationQuantFns kInterleavedFns = {quantize_q8_0z_row, quantize_q8_ks_row};
 
 }  // namespace
 
 const GgufActivationQuantFns* avx2_activation_quant() { return &kFns; }
+const ActivationQuantFns* avx2_interleaved_activation_quant() { return &kInterleavedFns; }
 
 }  // namespace jetmoe::qdot_detail
 
@@ -98,6 +135,7 @@ const GgufActivationQuantFns* avx2_activation_quant() { return &kFns; }
 
 namespace jetmoe::qdot_detail {
 const GgufActivationQuantFns* avx2_activation_quant() { return nullptr; }
+const ActivationQuantFns* avx2_interleaved_activation_quant() { return nullptr; }
 }  // namespace jetmoe::qdot_detail
 
 #endif

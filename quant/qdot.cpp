@@ -157,9 +157,11 @@ namespace {
 
 void quantize_row_with(CpuIsa isa, DType wtype, const float* x, void* dst, int64_t n) {
   check_quant_row(wtype, n, "quantize_activation_row");
-  // The interleaved types' activations have AVX-512 code, the GGUF-layout ones AVX2 code, which
-  // the AVX-512 CPUs run too (decode quantizes before every matmul group).
-  const qdot_detail::ActivationQuantFns* simd = isa == CpuIsa::Avx512 ? qdot_detail::avx512_activation_quant() : nullptr;
+  // The interleaved types' activations have AVX-512 and AVX2 code, the GGUF-layout ones AVX2 code,
+  // which the AVX-512 CPUs run too (decode quantizes before every matmul group).
+  const qdot_detail::ActivationQuantFns* simd = isa == CpuIsa::Avx512 ? qdot_detail::avx512_activation_quant()
+                                                 : isa == CpuIsa::Avx2  ? qdot_detail::avx2_interleaved_activation_quant()
+                                                                        : nullptr;
   const qdot_detail::GgufActivationQuantFns* gguf =
       isa == CpuIsa::Avx512 || isa == CpuIsa::Avx2 ? qdot_detail::avx2_activation_quant() : nullptr;
   if (wtype == DType::Q4_K)

@@ -180,11 +180,10 @@ void matvec(const MatArgs& a) {
 
 const KernelTable& avx2_kernels() {
   static const KernelTable t = {
-      // The repacked types (3, 4, 5) are only made when the AVX-512 kernels run; here (a forced
-      // ISA) the scalar kernels read them.
+      // The repacked types (3, 4, 5): qdot_interleaved_avx2.cpp and qdot_q4kr_avx2.cpp.
       {matvec<avx2_matvec_q8_0, Q8_0K, 4, kQK8_0>, matvec<avx2_matvec_q4_0, Q4_0K, 4, kQK4_0>,
-       matvec<avx2_matvec_q4_k, Q4_KK, 2, kQK_K>, scalar_q8_0r, scalar_q4_0r, scalar_q4_kr},
-      {drive<Q8_0K, 2, 4>, drive<Q4_0K, 2, 4>, drive<Q4_KK, 1, 4>, scalar_q8_0r, scalar_q4_0r, scalar_q4_kr},
+       matvec<avx2_matvec_q4_k, Q4_KK, 2, kQK_K>, avx2_matvec_q8_0r, avx2_matvec_q4_0r, avx2_matvec_q4_kr},
+      {drive<Q8_0K, 2, 4>, drive<Q4_0K, 2, 4>, drive<Q4_KK, 1, 4>, avx2_matmul_q8_0r, avx2_matmul_q4_0r, avx2_matmul_q4_kr},
   };
   return t;
 }

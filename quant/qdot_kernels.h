@@ -68,6 +68,14 @@ void avx2_matvec_q8_0(const MatArgs& a);
 void avx2_matvec_q4_0(const MatArgs& a);
 void avx2_matvec_q4_k(const MatArgs& a);
 int64_t avx2_matvec_max_elems();
+// The AVX2 kernels of the interleaved Q8_0R / Q4_0R (qdot_interleaved_avx2.cpp) and Q4_KR
+// (qdot_q4kr_avx2.cpp): any row length; row ranges in whole 16-row groups.
+void avx2_matvec_q8_0r(const MatArgs& a);
+void avx2_matvec_q4_0r(const MatArgs& a);
+void avx2_matmul_q8_0r(const MatArgs& a);
+void avx2_matmul_q4_0r(const MatArgs& a);
+void avx2_matvec_q4_kr(const MatArgs& a);
+void avx2_matmul_q4_kr(const MatArgs& a);
 // The AVX-512 one-token kernels of qmatvec_avx512.cpp (defined only in builds with AVX-512
 // flags); rows longer than avx512_matvec_max_elems() must use the tiled kernels.
 void avx512_matvec_q8_0(const MatArgs& a);
@@ -98,6 +106,9 @@ struct GgufActivationQuantFns {
   void (*q8_k)(const float* x, BlockQ8_K* b, int64_t nb);  // Q4_K weights
 };
 const GgufActivationQuantFns* avx2_activation_quant();
+// The interleaved types' activations in AVX2 (activation_quant_avx2.cpp, for the AVX2 kernels of
+// those types); nullptr where the build has no AVX2 code.
+const ActivationQuantFns* avx2_interleaved_activation_quant();
 
 // Drives K::tile<NR, NT>(args, r, t), which computes the NR x NT outputs for rows r.. and
 // tokens t.., over the whole job; leftovers use smaller tiles.

@@ -80,7 +80,8 @@ DType file_type(DType t) {
 bool dtype_is_repacked(DType t) { return file_type(t) != t; }
 
 DType cpu_memory_type(DType t, int64_t rows) {
-  if (active_isa() != CpuIsa::Avx512 || rows <= 0 || rows % kInterleaveRows != 0) return t;
+  const CpuIsa isa = active_isa();
+  if ((isa != CpuIsa::Avx512 && isa != CpuIsa::Avx2) || rows <= 0 || rows % kInterleaveRows != 0) return t;
   return repacked_type(t);
 }
 

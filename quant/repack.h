@@ -4,7 +4,8 @@
 //
 // Files always hold the standard GGUF blocks; weights the runtime owns in memory (quantized at
 // load, read with --no-mmap, synthetic) are repacked once, in place, when the active kernels are
-// the AVX-512 ones and the matrix has a multiple of 16 rows. mmapped weights stay as they are in
+// the AVX-512 or AVX2 ones (both have kernels for the interleaved layouts; the scalar ones read
+// them too, but slower than the GGUF blocks) and the matrix has a multiple of 16 rows. mmapped weights stay as they are in
 // the file (repacking would copy them).
 #pragma once
 
@@ -22,7 +23,7 @@ bool dtype_is_repacked(DType t);
 
 // The type the CPU kernels want for a matrix of type t with `rows` rows (per matrix: an expert
 // tensor [E, out, in] has `out`) held in owned memory: repacked_type(t) when the active ISA is
-// AVX-512 and rows is a multiple of 16, t otherwise.
+// AVX-512 or AVX2 and rows is a multiple of 16, t otherwise.
 DType cpu_memory_type(DType t, int64_t rows);
 
 // Rearranges `rows` rows of n elements of type `from` (Q8_0, Q4_0, Q4_K) into repacked_type(from),

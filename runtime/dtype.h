@@ -17,12 +17,12 @@ enum class DType : uint8_t {
   Q8_0,  // 32 int8 weights + one fp16 scale (GGUF Q8_0 layout, 34 bytes)
   Q4_0,  // 32 int4 weights + one fp16 scale (GGUF Q4_0 layout, 18 bytes)
   Q4_K,  // 256-weight super-block, 6-bit sub-block scales and mins (GGUF Q4_K layout, 144 bytes)
-  // Q8_0 / Q4_0 / Q4_K repacked for the CPU's AVX-512 kernels, in memory only (never in a file): the
+  // Q8_0 / Q4_0 / Q4_K repacked for the CPU's AVX-512 and AVX2 kernels, in memory only (never in a file): the
   // same blocks, interleaved 16 rows at a time (layout in quant/qtypes.h, "Interleaved 16-row
   // layout"), for matrices whose row count is a multiple of 16. A group of 16 rows takes the bytes
   // those rows took, so row_bytes, expert offsets and 16-aligned row ranges are unchanged; one
-  // 512-bit load holds 4 weights of each of 16 rows, so the kernels need no byte shuffles and no
-  // horizontal sums (quant/repack.h).
+  // 512-bit load (or two 256-bit ones) holds 4 weights of each of 16 rows, so the kernels need no
+  // byte shuffles and no horizontal sums (quant/repack.h).
   Q8_0R,
   Q4_0R,
   Q4_KR,  // Q4_K interleaved the same way (layout in quant/qtypes.h)

@@ -1,0 +1,214 @@
+// AVX2 kernels for the interleaved 16-row layouts Q8_0R / Q4_0R (quant/qtypes.h), decode and
+// prefill alike: what a CPU without AVX-512 runs for weights it owns (quantized at load, read with
+// --no-mmap, synthetic).
+//
+// Each 64-byte line of a block's quants holds 4 weights of each of 16 rows (bytes 4i .. 4i + 3:
+// row i); its two 32-byte halves are rows 0-7 and 8-15. A half is one AVX2 register with one int32
+// lane per row, so 4 activation bytes broadcast to every lane advance 8 rows at once and the lanes
+// end up holding the 8 rows' sums, with no horizontal sums and no per-row scale product: the 8
+// rows' fp16 scales are one vcvtph2ps and one multiply-add per block and token. AVX2 has no
+// vpdpbusd; the 4-byte dot products are vpmaddubsw (u8 x s8 -> int16 pairs) and vpmaddwd:
+//   Q4_0R: nibbles q (0..15) are the unsigned operand. A block's 8 vpmaddubsw (4 lines x low /
+//          high nibbles) add up in int16 (each pair at most 2 * 15 * 127 = 3810, eight of them
+//          30480 < 2^15), then one vpmaddwd with ones makes the int32 row sums; zsum (-8 * sum(a),
+//          BlockQ8_0Z) applies the "- 8".
+//   Q8_0R: the sign trick: |w| (u8, at most 128) x sign(a, w) (s8, |a| <= 127: activations are
+//          clamped to +-127), so a pair is at most 2 * 128 * 127 = 32512 and each vpmaddubsw is
+//          widened to int32 at once (two would overflow int16). zsum is not used (it is the
+//          AVX-512 kernels' correction for feeding w + 128).
+// In the GGUF layout (qdot_avx2.cpp) every (row, token, block) costs a scale product, a broadcast,
+// a float conversion and a multiply-add besides the dot product itself, and every output a
+// horizontal sum; here those are per 8 rows.
+//
+// Prefill tiles are NH halves (8 rows each) x NT tokens, chunks of a block outermost so that only
+// one line's registers are live (AVX2 has 16 registers). Decode is a loop of its own: one 16-row
+// group at a time, both halves of each line, a pair of blocks per step (the layout's unit) with
+// the pair's lines prefetched as MatArgs asks (quant/stream_prefetch.h), as in
+// qdot_interleaved_avx512.cpp.
+//
+// Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
+// qdot_avx2.cpp).
+#include "quant/qdot_kernels.h"
+#include "quant/qtypes.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+#include "quant/stream_prefetch.h"
+
+namespace jetmoe::qdot_detail {
+namespace {
+
+constexpr int kHalfRows = 8;  // rows per AVX2 register: half of a 16-row group
+
+// The 4 bytes at p in every int32 lane.
+inline __m256i bcast4(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// The 8 fp16 scales of half h of a block (rows 8h .. 8h + 7), as floats.
+inline __m256 half_scales(const uint8_t* scales, int h) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(scales + 2 * kHalfRows * h)));
+}
+
+// One block's int32 sums for NH halves (half h's quants at q[h]) and NT tokens (x[j]): s[h][j].
+struct Q4Format {
+  static constexpr size_t kQuantBytes = 16;
+  template <int NH, int NT>
+  [[gnu::always_inline]] static inline void block_sums(const uint8_t* const (&q)[NH], const BlockQ8_0Z* const (&x)[NT],
+                                                       __m256i (&s)[NH][NT]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i s16[NH][NT];
+    for (int k = 0; k < 4; ++k) {  // line k: elements 4k .. 4k + 3 (low nibbles), 16 + 4k .. (high)
+      __m256i lo[NH], hi[NH];
+      for (int h = 0; h < NH; ++h) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[h] + 64 * k));
+        lo[h] = _mm256_and_si256(v, m4);
+        hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      }
+      for (int j = 0; j < NT; ++j) {
+        const __m256i al = bcast4(x[j]->qs + 4 * k), ah = bcast4(x[j]->qs + 16 + 4 * k);
+        for (int h = 0; h < NH; ++h) {
+          const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], al), _mm256_maddubs_epi16(hi[h], ah));
+          s16[h][j] = k == 0 ? p : _mm256_add_epi16(s16[h][j], p);
+        }
+      }
+    }
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int j = 0; j < NT; ++j) {
+      const __m256i z = _mm256_set1_epi32(x[j]->zsum);
+      for (int h = 0; h < NH; ++h) s[h][j] = _mm256_add_epi32(_mm256_madd_epi16(s16[h][j], ones), z);
+    }
+  }
+};
+
+struct Q8Format {
+  static constexpr size_t kQuantBytes = 32;
+  template <int NH, int NT>
+  [[gnu::always_inline]] static inline void block_sums(const uint8_t* const (&q)[NH], const BlockQ8_0Z* const (&x)[NT],
+                                                       __m256i (&s)[NH][NT]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int k = 0; k < 8; ++k) {  // line k: elements 4k .. 4k + 3
+      __m256i w[NH], wabs[NH];
+      for (int h = 0; h < NH; ++h) {
+        w[h] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[h] + 64 * k));
+        wabs[h] = _mm256_abs_epi8(w[h]);  // -128 gives 0x80: 128 as the unsigned operand
+      }
+      for (int j = 0; j < NT; ++j) {
+        const __m256i xk = bcast4(x[j]->qs + 4 * k);
+        for (int h = 0; h < NH; ++h) {
+          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[h], _mm256_sign_epi8(xk, w[h])), ones);
+          s[h][j] = k == 0 ? p : _mm256_add_epi32(s[h][j], p);
+        }
+      }
+    }
+  }
+};
+
+// Prefill: NH halves starting at half u0 (half u is rows 8u .. 8u + 7: group u / 2, half u % 2)
+// x NT tokens starting at t0, over the whole row.
+template <class F, int NH, int NT>
+inline void tile(const MatArgs& a, int64_t u0, int64_t t0) {
+  const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
+  const uint8_t* G[NH];
+  int half[NH];
+  for (int h = 0; h < NH; ++h) {
+    G[h] = a.W + static_cast<size_t>((u0 + h) / 2) * group_bytes;
+    half[h] = static_cast<int>((u0 + h) % 2);
+  }
+  const BlockQ8_0Z* x[NT];
+  __m256 acc[NH][NT];
+  for (int h = 0; h < NH; ++h)
+    for (int j = 0; j < NT; ++j) acc[h][j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < a.nb; ++b) {
+    const InterleavedBlock o = interleaved_block(F::kQuantBytes, a.nb, b);
+    const uint8_t* q[NH];
+    for (int h = 0; h < NH; ++h) q[h] = G[h] + o.quants + 32 * half[h];
+    for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_0Z*>(a.X + (t0 + j) * a.x_stride) + b;
+    __m256i s[NH][NT];
+    F::template block_sums<NH, NT>(q, x, s);
+    for (int h = 0; h < NH; ++h) {
+      const __m256 dw = half_scales(G[h] + o.scales, half[h]);
+      for (int j = 0; j < NT; ++j)
+        acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[h][j]), _mm256_mul_ps(dw, _mm256_set1_ps(x[j]->d)), acc[h][j]);
+    }
+  }
+  for (int h = 0; h < NH; ++h)
+    for (int j = 0; j < NT; ++j) _mm256_storeu_ps(a.Y + (t0 + j) * a.ldy + (u0 + h) * kHalfRows, acc[h][j]);
+}
+
+template <class F, int NH, int NT>
+inline void tokens(const MatArgs& a, int64_t u) {
+  int64_t t = 0;
+  for (; t + NT <= a.T; t += NT) tile<F, NH, NT>(a, u, t);
+  if constexpr (NT > 2) {
+    if (t + 2 <= a.T) {
+      tile<F, NH, 2>(a, u, t);
+      t += 2;
+    }
+  }
+  if constexpr (NT > 1) {
+    for (; t < a.T; ++t) tile<F, NH, 1>(a, u, t);
+  }
+}
+
+template <class F, int NH, int NT>
+void matmul(const MatArgs& a) {
+  const int64_t u1 = a.r1 / kHalfRows;
+  int64_t u = a.r0 / kHalfRows;  // whole groups: an even number of halves
+  for (; u + NH <= u1; u += NH) tokens<F, NH, NT>(a, u);
+  for (; u < u1; ++u) tokens<F, 1, NT>(a, u);
+}
+
+// Decode: one 16-row group at a time (both halves of every line), a pair of blocks per step.
+template <class F>
+void matvec(const MatArgs& a) {
+  constexpr size_t kBlock = static_cast<size_t>(kInterleaveRows) * F::kQuantBytes;  // one block's quants
+  constexpr size_t kPair = 2 * kBlock + 4 * kInterleaveRows;                          // + both blocks' scales
+  const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
+  const BlockQ8_0Z* x = reinterpret_cast<const BlockQ8_0Z*>(a.X);
+  // Both halves of block `blk` (quants at P, scales at S) for token block xb, into acc[0..1].
+  const auto block = [](const uint8_t* P, const uint8_t* S, const BlockQ8_0Z* xb, __m256 (&acc)[2]) {
+    const uint8_t* const q[2] = {P, P + 32};
+    const BlockQ8_0Z* const xs[1] = {xb};
+    __m256i s[2][1];
+    F::template block_sums<2, 1>(q, xs, s);
+    const __m256 dx = _mm256_set1_ps(xb->d);
+    for (int h = 0; h < 2; ++h)
+      acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[h][0]), _mm256_mul_ps(half_scales(S, h), dx), acc[h]);
+  };
+  const uint8_t* const end = a.W + static_cast<size_t>(a.r1 / kInterleaveRows) * group_bytes;  // touches stay before
+  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) {
+    const uint8_t* P = a.W + static_cast<size_t>(g) * group_bytes;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t b = 0;
+    for (; b + 2 <= a.nb; b += 2, P += kPair) {
+      if (a.touch && b % 8 == 0 && static_cast<size_t>(end - P) > a.touch) touch_line(P + a.touch);
+      // The pair's lines a.prefetch bytes ahead into L2 and a.prefetch_l1 ahead into L1; written
+      // out here rather than through a helper (GCC 12 dropped a helper's prefetches: see
+      // qdot_interleaved_avx512.cpp).
+      if (a.prefetch)
+        for (size_t l = 0; l < kPair; l += 64) _mm_prefetch(reinterpret_cast<const char*>(P + a.prefetch + l), _MM_HINT_T1);
+      if (a.prefetch_l1)
+        for (size_t l = 0; l < kPair; l += 64) _mm_prefetch(reinterpret_cast<const char*>(P + a.prefetch_l1 + l), _MM_HINT_T0);
+      block(P, P + 2 * kBlock, x + b, acc);
+      block(P + kBlock, P + 2 * kBlock + 2 * kInterleaveRows, x + b + 1, acc);
+    }
+    if (b < a.nb) block(P, P + kBlock, x + b, acc);  // an odd last block alone: its quants, then its scales
+    _mm256_storeu_ps(a.Y + g * kInterleaveRows, acc[0]);
+    _mm256_storeu_ps(a.Y + g * kInterleaveRows + kHalfRows, acc[1]);
+  }
+}
+
+}  // namespace
+
+void avx2_matvec_q8_0r(const MatArgs& a) { matvec<Q8Format>(a); }
+void avx2_matvec_q4_0r(const MatArgs& a) { matvec<Q4Format>(a); }
+void avx2_matmul_q8_0r(const MatArgs& a) { matmul<Q8Format, 2, 4>(a); }
+void avx2_matmul_q4_0r(const MatArgs& a) { matmul<Q4Format, 2, 4>(a); }
+
+}  // namespace jetmoe::qdot_detail
+
+#endif

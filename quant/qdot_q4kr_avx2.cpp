@@ -1,0 +1,229 @@
+// AVX2 kernels for Q4_KR, Q4_K interleaved 16 rows at a time (layout in quant/qtypes.h), decode
+// and prefill alike: what a CPU without AVX-512 runs for Q4_K weights it owns.
+//
+// As in qdot_interleaved_avx2.cpp, each 64-byte line is two registers of 8 rows (int32 lane i =
+// row 8h + i of half h), so 4 activation bytes broadcast to every lane advance 8 rows at once.
+// Per super-block of 256 weights and 8 rows:
+//   - the 12 packed scale bytes of 8 rows are three 32-byte loads; the 6-bit scales and mins come
+//     out with a few whole-register masks and shifts (as qdot_q4kr_avx512.cpp), and one byte
+//     shuffle makes scale j an int16 pair (sc_j, sc_j) in every lane;
+//   - quant chunk c is 8 lines; their low nibbles are sub-block 2c and the high nibbles sub-block
+//     2c + 1, each dotted with 4 broadcast activation bytes per register by vpmaddubsw, the 8
+//     products of a sub-block added in int16 (each at most 2 * 15 * 127 = 3810, eight 30480 <
+//     2^15), then one vpmaddwd with the scale pair gives sc_j * sum in int32: exact, as the
+//     scalar kernel;
+//   - the mins meet the activation's 32-element sums as int16 pairs (4 vpmaddwd);
+//   - one multiply-add each applies d * dx and dmin * dx.
+//
+// Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
+// qdot_avx2.cpp).
+#include "quant/qdot_kernels.h"
+#include "quant/qtypes.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+#include "quant/stream_prefetch.h"
+
+namespace jetmoe::qdot_detail {
+namespace {
+
+constexpr int kHalfRows = 8;  // rows per AVX2 register: half of a 16-row group
+
+inline __m256i bcast4(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// vpshufb index giving every int32 lane the int16 pair (byte i, byte j) of that lane (0x80: zero).
+inline __m256i lane_pair(int i, int j) {
+  alignas(32) int32_t v[8];
+  for (int l = 0; l < 8; ++l) {
+    const int base = 4 * (l % 4);  // vpshufb indexes within 128-bit lanes
+    v[l] = static_cast<int>((base + i) | 0x8000u | ((base + j) << 16) | 0x80000000u);
+  }
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(v));
+}
+
+// One super-block's factors for the 8 rows of one half, the same for every token: the 8 sub-block
+// scales and 4 min pairs as int16 pairs in every lane, d and dmin.
+struct HalfBlock {
+  __m256i sc[8];  // (sc_j, sc_j)
+  __m256i mp[4];  // (m_2p, m_2p+1)
+  __m256 d, dmin;
+};
+
+inline void unpack_half(const uint8_t* blk, int h, HalfBlock& t) {
+  const uint8_t* s = blk + kQ4KRScales + 32 * h;
+  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s));
+  const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 64));
+  const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 128));
+  const __m256i m6 = _mm256_set1_epi32(0x3f3f3f3f), m4 = _mm256_set1_epi32(0x0f0f0f0f),
+                top = _mm256_set1_epi32(0x30303030);
+  const __m256i sc_lo = _mm256_and_si256(a, m6);
+  const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(c, m4), _mm256_and_si256(_mm256_srli_epi32(a, 2), top));
+  const __m256i m_lo = _mm256_and_si256(b, m6);
+  const __m256i m_hi =
+      _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(c, 4), m4), _mm256_and_si256(_mm256_srli_epi32(b, 2), top));
+  for (int j = 0; j < 4; ++j) {
+    t.sc[j] = _mm256_shuffle_epi8(sc_lo, lane_pair(j, j));
+    t.sc[j + 4] = _mm256_shuffle_epi8(sc_hi, lane_pair(j, j));
+  }
+  t.mp[0] = _mm256_shuffle_epi8(m_lo, lane_pair(0, 1));
+  t.mp[1] = _mm256_shuffle_epi8(m_lo, lane_pair(2, 3));
+  t.mp[2] = _mm256_shuffle_epi8(m_hi, lane_pair(0, 1));
+  t.mp[3] = _mm256_shuffle_epi8(m_hi, lane_pair(2, 3));
+  t.d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kQ4KRd + 2 * kHalfRows * h)));
+  t.dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kQ4KRdmin + 2 * kHalfRows * h)));
+}
+
+// acc + d * dx * isum - dmin * dx * sum_j m_j * ssum_j for one token's super-block xb.
+inline __m256 add_block(const HalfBlock& t, __m256i isum, const BlockQ8_KS& xb, __m256 acc) {
+  __m256i msum = _mm256_madd_epi16(t.mp[0], bcast4(xb.ssum));
+  for (int p = 1; p < 4; ++p) msum = _mm256_add_epi32(msum, _mm256_madd_epi16(t.mp[p], bcast4(xb.ssum + 2 * p)));
+  const __m256 dx = _mm256_set1_ps(xb.d);
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(t.d, dx), acc);
+  return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(t.dmin, dx), acc);
+}
+
+// Quant chunk c of a super-block for NH halves (half h's chunk lines at q[h] + 64 k) and NT tokens
+// (super-block x[j]): isum[h][j] += sc_2c * (even sub-block's sum) + sc_2c+1 * (odd one's).
+template <int NH, int NT>
+[[gnu::always_inline]] inline void chunk_sums(int c, const uint8_t* const (&q)[NH], const BlockQ8_KS* const (&x)[NT],
+                                              const HalfBlock* const (&t)[NH], __m256i (&isum)[NH][NT]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  __m256i se[NH][NT], so[NH][NT];
+  for (int k = 0; k < 8; ++k) {
+    __m256i lo[NH], hi[NH];
+    for (int h = 0; h < NH; ++h) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[h] + 64 * k));
+      lo[h] = _mm256_and_si256(v, m4);
+      hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+    for (int j = 0; j < NT; ++j) {
+      const __m256i ae = bcast4(x[j]->qs + 64 * c + 4 * k), ao = bcast4(x[j]->qs + 64 * c + 32 + 4 * k);
+      for (int h = 0; h < NH; ++h) {
+        const __m256i pe = _mm256_maddubs_epi16(lo[h], ae), po = _mm256_maddubs_epi16(hi[h], ao);
+        se[h][j] = k == 0 ? pe : _mm256_add_epi16(se[h][j], pe);
+        so[h][j] = k == 0 ? po : _mm256_add_epi16(so[h][j], po);
+      }
+    }
+  }
+  for (int h = 0; h < NH; ++h)
+    for (int j = 0; j < NT; ++j)
+      isum[h][j] = _mm256_add_epi32(isum[h][j], _mm256_add_epi32(_mm256_madd_epi16(se[h][j], t[h]->sc[2 * c]),
+                                                                 _mm256_madd_epi16(so[h][j], t[h]->sc[2 * c + 1])));
+}
+
+// A super-block's lines, a quarter per quant chunk.
+constexpr size_t kChunkPrefetchLines = kQ4KRBlockBytes / 64 / 4;
+static_assert(kQ4KRBlockBytes % (64 * 4) == 0, "a Q4_KR super-block is 36 whole lines");
+
+// Decode: one 16-row group (both halves of every line), one token, the super-blocks in one
+// sequential stream, their lines prefetched a chunk's share at a time as MatArgs asks (as the
+// AVX-512 kernel does: quant/stream_prefetch.h).
+inline void decode_group(const MatArgs& a, int64_t g) {
+  const uint8_t* G = a.W + static_cast<size_t>(g) * kInterleaveRows * a.w_stride;
+  const BlockQ8_KS* x = reinterpret_cast<const BlockQ8_KS*>(a.X);
+  const uint8_t* const end = a.W + static_cast<size_t>(a.r1 / kInterleaveRows) * kInterleaveRows * a.w_stride;
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t b = 0; b < a.nb; ++b) {
+    const uint8_t* blk = G + kQ4KRBlockBytes * static_cast<size_t>(b);
+    if (a.touch && static_cast<size_t>(end - blk) > a.touch) touch_line(blk + a.touch);
+    HalfBlock t0, t1;
+    unpack_half(blk, 0, t0);
+    unpack_half(blk, 1, t1);
+    const HalfBlock* const t[2] = {&t0, &t1};
+    const BlockQ8_KS* const xs[1] = {x + b};
+    __m256i isum[2][1] = {{_mm256_setzero_si256()}, {_mm256_setzero_si256()}};
+    for (int c = 0; c < 4; ++c) {
+      const char* first = reinterpret_cast<const char*>(blk) + 64 * kChunkPrefetchLines * static_cast<size_t>(c);
+      if (a.prefetch)
+        for (size_t l = 0; l < kChunkPrefetchLines; ++l) _mm_prefetch(first + a.prefetch + 64 * l, _MM_HINT_T1);
+      if (a.prefetch_l1)
+        for (size_t l = 0; l < kChunkPrefetchLines; ++l) _mm_prefetch(first + a.prefetch_l1 + 64 * l, _MM_HINT_T0);
+      const uint8_t* q = blk + 512 * static_cast<size_t>(c);
+      const uint8_t* const qs[2] = {q, q + 32};
+      chunk_sums<2, 1>(c, qs, xs, t, isum);
+    }
+    acc[0] = add_block(t0, isum[0][0], x[b], acc[0]);
+    acc[1] = add_block(t1, isum[1][0], x[b], acc[1]);
+  }
+  _mm256_storeu_ps(a.Y + g * kInterleaveRows, acc[0]);
+  _mm256_storeu_ps(a.Y + g * kInterleaveRows + kHalfRows, acc[1]);
+}
+
+// Prefill: NH halves starting at half u0 (rows 8u0 ..) x NT tokens starting at t0.
+template <int NH, int NT>
+inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
+  const uint8_t* G[NH];
+  int half[NH];
+  for (int h = 0; h < NH; ++h) {
+    G[h] = a.W + static_cast<size_t>((u0 + h) / 2) * kInterleaveRows * a.w_stride;
+    half[h] = static_cast<int>((u0 + h) % 2);
+  }
+  const BlockQ8_KS* x[NT];
+  __m256 acc[NH][NT];
+  for (int h = 0; h < NH; ++h)
+    for (int j = 0; j < NT; ++j) acc[h][j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < a.nb; ++b) {
+    HalfBlock tb[NH];
+    const HalfBlock* t[NH];
+    const uint8_t* blk[NH];
+    for (int h = 0; h < NH; ++h) {
+      blk[h] = G[h] + kQ4KRBlockBytes * static_cast<size_t>(b);
+      unpack_half(blk[h], half[h], tb[h]);
+      t[h] = &tb[h];
+    }
+    for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_KS*>(a.X + (t0 + j) * a.x_stride) + b;
+    __m256i isum[NH][NT];
+    for (int h = 0; h < NH; ++h)
+      for (int j = 0; j < NT; ++j) isum[h][j] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+    for (int c = 0; c < 4; ++c) {
+      const uint8_t* q[NH];
+      for (int h = 0; h < NH; ++h) q[h] = blk[h] + 512 * static_cast<size_t>(c) + 32 * half[h];
+      chunk_sums<NH, NT>(c, q, x, t, isum);
+    }
+    for (int h = 0; h < NH; ++h)
+      for (int j = 0; j < NT; ++j) acc[h][j] = add_block(tb[h], isum[h][j], *x[j], acc[h][j]);
+  }
+  for (int h = 0; h < NH; ++h)
+    for (int j = 0; j < NT; ++j) _mm256_storeu_ps(a.Y + (t0 + j) * a.ldy + (u0 + h) * kHalfRows, acc[h][j]);
+}
+
+template <int NH, int NT>
+inline void prefill_tokens(const MatArgs& a, int64_t u) {
+  int64_t t = 0;
+  for (; t + NT <= a.T; t += NT) prefill_tile<NH, NT>(a, u, t);
+  if constexpr (NT > 2) {
+    if (t + 2 <= a.T) {
+      prefill_tile<NH, 2>(a, u, t);
+      t += 2;
+    }
+  }
+  if constexpr (NT > 1) {
+    for (; t < a.T; ++t) prefill_tile<NH, 1>(a, u, t);
+  }
+}
+
+template <int NH, int NT>
+void prefill(const MatArgs& a) {
+  const int64_t u1 = a.r1 / kHalfRows;
+  int64_t u = a.r0 / kHalfRows;
+  for (; u + NH <= u1; u += NH) prefill_tokens<NH, NT>(a, u);
+  for (; u < u1; ++u) prefill_tokens<1, NT>(a, u);
+}
+
+}  // namespace
+
+void avx2_matvec_q4_kr(const MatArgs& a) {
+  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) decode_group(a, g);
+}
+
+void avx2_matmul_q4_kr(const MatArgs& a) { prefill<2, 4>(a); }
+
+}  // namespace jetmoe::qdot_detail
+
+#endif
