@@ -280,7 +280,9 @@ void register_all() {
       benchmark::RegisterBenchmark(("qmatvec/" + ts + "/" + is + "/stream").c_str(), bm_qmatvec, isa, t, int64_t{16384});
       // 65536 rows (75 MB at Q4, 142 MB at Q8): from DRAM on any current L3.
       benchmark::RegisterBenchmark(("qmatvec/" + ts + "/" + is + "/dram").c_str(), bm_qmatvec, isa, t, int64_t{65536});
-      for (int64_t T : {16, 128})
+      // 4 and 8 tokens: either side of where GGUF-layout weights start to be packed for the
+      // interleaved kernels (quant/qmatmul_packed.cpp).
+      for (int64_t T : {4, 8, 16, 128})
         benchmark::RegisterBenchmark(("qmatmul/" + ts + "/" + is + "/T" + std::to_string(T)).c_str(), bm_qmatmul, isa, t,
                                      int64_t{1024}, T);
     }

@@ -208,6 +208,8 @@ void run_matmul(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64
                 int64_t n, const void* Xq, int64_t T, float* Y, int64_t ldy) {
   const auto a = make_args(wtype, W, row_begin, row_end, n, Xq, T, Y, ldy, "qmatmul");
   if (row_end == row_begin || T == 0) return;
+  if (qdot_detail::packed_matmul_applies(isa, wtype, row_end - row_begin, T))
+    return qdot_detail::packed_matmul(isa, wtype, a, n);
   qdot_detail::kernel_table(isa).matmul[qdot_detail::kernel_index(wtype)](a);
 }
 

@@ -331,7 +331,53 @@ TEST(QuantDot, EveryIsaMatchesScalarOddBlockCounts) {
 TEST(QuantDot, EveryIsaMatchesScalarRawBitPatterns) {
   for (CpuIsa isa : supported_isas())
     for (DType t : kQuantTypes)
-      for (int64_t T : {1, 4, 6}) check_against_scalar(make_problem(t, rows_for(t, 13), 1024, T, 99 + static_cast<uint32_t>(T), true), isa);
+      for (int64_t T : {1, 4, 6, 9}) check_against_scalar(make_problem(t, rows_for(t, 13), 1024, T, 99 + static_cast<uint32_t>(T), true), isa);
+}
+
+TEST(QuantDot, FileLayoutPrefillPacksRowGroupsLikeTheRepackedPath) {
+  // With enough tokens the SIMD ISAs run GGUF-layout Q8_0 / Q4_0 / Q4_K weights (a mapped file) by
+  // packing each whole run of 16 rows into the interleaved layout (quant/qmatmul_packed.cpp). The
+  // packed rows must give exactly what the repacked matrix gives on the same ISA (the same int8
+  // activations and kernels), from any first row; leftover rows take the file-layout kernels.
+  ASSERT_EQ(qdot_detail::kPackedMatmulMinTokens, 8);
+  if (supported_isas().size() == 1) GTEST_SKIP() << "this CPU runs only the scalar kernels";
+  for (CpuIsa isa : supported_isas()) {
+    if (isa == CpuIsa::Scalar) continue;  // packs nothing
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K})
+      for (int64_t T : {8, 9, 17}) {
+        const std::string what = std::string(isa_name(isa)) + " " + dtype_name(t) + " T " + std::to_string(T);
+        const int64_t R = 48, n = 512;
+        const uint32_t seed = 500 + static_cast<uint32_t>(T);
+        const Problem p = make_problem(t, R, n, T, seed);
+        // The same weights repacked, and the same floats (make_problem's) quantized for the
+        // repacked type.
+        std::vector<uint8_t> Wr = p.W;
+        repack_rows(t, Wr.data(), R, n);
+        const DType rt = repacked_type(t);
+        const auto xf = gaussian(static_cast<size_t>(T * n), seed * 31 + 7, 1.0f);
+        std::vector<uint8_t> Xr(activation_row_bytes(rt, n) * T);
+        quantize_activation_rows(rt, xf.data(), n, Xr.data(), T, n);
+        std::vector<float> want(static_cast<size_t>(T * R)), got(want.size(), -777.0f);
+        qmatmul_isa(isa, rt, Wr.data(), 0, R, n, Xr.data(), T, want.data(), R);
+        qmatmul_isa(isa, t, p.W.data(), 0, R, n, p.X.data(), T, got.data(), R);
+        for (int64_t k = 0; k < T; ++k)
+          for (int64_t r = 0; r < R; ++r) ASSERT_EQ(got[k * R + r], want[k * R + r]) << what << " r " << r << " t " << k;
+        // Rows [5, 43): two packed runs of 16 (rows 5-20, 21-36) and 6 rows in the file layout.
+        std::vector<float> part(want.size(), -777.0f), scalar(want.size());
+        qmatmul_isa(isa, t, p.W.data(), 5, 43, n, p.X.data(), T, part.data(), R);
+        qmatmul_isa(CpuIsa::Scalar, t, p.W.data(), 0, R, n, p.X.data(), T, scalar.data(), R);
+        for (int64_t k = 0; k < T; ++k)
+          for (int64_t r = 0; r < R; ++r) {
+            if (r < 5 || r >= 43) {
+              ASSERT_EQ(part[k * R + r], -777.0f) << what << " wrote row " << r;
+              continue;
+            }
+            double ref, mag;
+            ref_dot(p, r, k, &ref, &mag);
+            ASSERT_NEAR(part[k * R + r], scalar[k * R + r], 1e-5 * mag + 1e-30) << what << " rows 5-43, r " << r;
+          }
+      }
+  }
 }
 
 TEST(QuantDot, EveryIsaReadsWeightsAtAnyAlignment) {
