@@ -34,19 +34,11 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
+#include "quant/interleaved_avx2.h"
 #include "quant/stream_prefetch.h"
 
 namespace jetmoe::qdot_detail {
 namespace {
-
-constexpr int kHalfRows = 8;  // rows per AVX2 register: half of a 16-row group
-
-// The 4 bytes at p in every int32 lane.
-inline __m256i bcast4(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm256_set1_epi32(v);
-}
 
 // The 8 fp16 scales of half h of a block (rows 8h .. 8h + 7), as floats.
 inline __m256 half_scales(const uint8_t* scales, int h) {
@@ -59,17 +51,12 @@ struct Q4Format {
   template <int NH, int NT>
   [[gnu::always_inline]] static inline void block_sums(const uint8_t* const (&q)[NH], const BlockQ8_0Z* const (&x)[NT],
                                                        __m256i (&s)[NH][NT]) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m256i s16[NH][NT];
     for (int k = 0; k < 4; ++k) {  // line k: elements 4k .. 4k + 3 (low nibbles), 16 + 4k .. (high)
       __m256i lo[NH], hi[NH];
-      for (int h = 0; h < NH; ++h) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[h] + 64 * k));
-        lo[h] = _mm256_and_si256(v, m4);
-        hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-      }
+      split_nibbles<NH>(q, k, lo, hi);
       for (int j = 0; j < NT; ++j) {
-        const __m256i al = bcast4(x[j]->qs + 4 * k), ah = bcast4(x[j]->qs + 16 + 4 * k);
+        const __m256i al = bcast4_avx2(x[j]->qs + 4 * k), ah = bcast4_avx2(x[j]->qs + 16 + 4 * k);
         for (int h = 0; h < NH; ++h) {
           const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], al), _mm256_maddubs_epi16(hi[h], ah));
           s16[h][j] = k == 0 ? p : _mm256_add_epi16(s16[h][j], p);
@@ -97,7 +84,7 @@ struct Q8Format {
         wabs[h] = _mm256_abs_epi8(w[h]);  // -128 gives 0x80: 128 as the unsigned operand
       }
       for (int j = 0; j < NT; ++j) {
-        const __m256i xk = bcast4(x[j]->qs + 4 * k);
+        const __m256i xk = bcast4_avx2(x[j]->qs + 4 * k);
         for (int h = 0; h < NH; ++h) {
           const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[h], _mm256_sign_epi8(xk, w[h])), ones);
           s[h][j] = k == 0 ? p : _mm256_add_epi32(s[h][j], p);
@@ -110,7 +97,7 @@ struct Q8Format {
 // Prefill: NH halves starting at half u0 (half u is rows 8u .. 8u + 7: group u / 2, half u % 2)
 // x NT tokens starting at t0, over the whole row.
 template <class F, int NH, int NT>
-inline void tile(const MatArgs& a, int64_t u0, int64_t t0) {
+inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
   const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
   const uint8_t* G[NH];
   int half[NH];
@@ -139,28 +126,13 @@ inline void tile(const MatArgs& a, int64_t u0, int64_t t0) {
     for (int j = 0; j < NT; ++j) _mm256_storeu_ps(a.Y + (t0 + j) * a.ldy + (u0 + h) * kHalfRows, acc[h][j]);
 }
 
-template <class F, int NH, int NT>
-inline void tokens(const MatArgs& a, int64_t u) {
-  int64_t t = 0;
-  for (; t + NT <= a.T; t += NT) tile<F, NH, NT>(a, u, t);
-  if constexpr (NT > 2) {
-    if (t + 2 <= a.T) {
-      tile<F, NH, 2>(a, u, t);
-      t += 2;
-    }
+template <class F>
+struct Tiles {
+  template <int NH, int NT>
+  static void tile(const MatArgs& a, int64_t u, int64_t t) {
+    prefill_tile<F, NH, NT>(a, u, t);
   }
-  if constexpr (NT > 1) {
-    for (; t < a.T; ++t) tile<F, NH, 1>(a, u, t);
-  }
-}
-
-template <class F, int NH, int NT>
-void matmul(const MatArgs& a) {
-  const int64_t u1 = a.r1 / kHalfRows;
-  int64_t u = a.r0 / kHalfRows;  // whole groups: an even number of halves
-  for (; u + NH <= u1; u += NH) tokens<F, NH, NT>(a, u);
-  for (; u < u1; ++u) tokens<F, 1, NT>(a, u);
-}
+};
 
 // Decode: one 16-row group at a time (both halves of every line), a pair of blocks per step.
 template <class F>
@@ -206,8 +178,8 @@ void matvec(const MatArgs& a) {
 
 void avx2_matvec_q8_0r(const MatArgs& a) { matvec<Q8Format>(a); }
 void avx2_matvec_q4_0r(const MatArgs& a) { matvec<Q4Format>(a); }
-void avx2_matmul_q8_0r(const MatArgs& a) { matmul<Q8Format, 2, 4>(a); }
-void avx2_matmul_q4_0r(const MatArgs& a) { matmul<Q4Format, 2, 4>(a); }
+void avx2_matmul_q8_0r(const MatArgs& a) { drive_half_tiles<Tiles<Q8Format>, 2, 4>(a); }
+void avx2_matmul_q4_0r(const MatArgs& a) { drive_half_tiles<Tiles<Q4Format>, 2, 4>(a); }
 
 }  // namespace jetmoe::qdot_detail
 

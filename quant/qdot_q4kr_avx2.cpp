@@ -23,18 +23,11 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
+#include "quant/interleaved_avx2.h"
 #include "quant/stream_prefetch.h"
 
 namespace jetmoe::qdot_detail {
 namespace {
-
-constexpr int kHalfRows = 8;  // rows per AVX2 register: half of a 16-row group
-
-inline __m256i bcast4(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm256_set1_epi32(v);
-}
 
 // vpshufb index giving every int32 lane the int16 pair (byte i, byte j) of that lane (0x80: zero).
 inline __m256i lane_pair(int i, int j) {
@@ -80,8 +73,8 @@ inline void unpack_half(const uint8_t* blk, int h, HalfBlock& t) {
 
 // acc + d * dx * isum - dmin * dx * sum_j m_j * ssum_j for one token's super-block xb.
 inline __m256 add_block(const HalfBlock& t, __m256i isum, const BlockQ8_KS& xb, __m256 acc) {
-  __m256i msum = _mm256_madd_epi16(t.mp[0], bcast4(xb.ssum));
-  for (int p = 1; p < 4; ++p) msum = _mm256_add_epi32(msum, _mm256_madd_epi16(t.mp[p], bcast4(xb.ssum + 2 * p)));
+  __m256i msum = _mm256_madd_epi16(t.mp[0], bcast4_avx2(xb.ssum));
+  for (int p = 1; p < 4; ++p) msum = _mm256_add_epi32(msum, _mm256_madd_epi16(t.mp[p], bcast4_avx2(xb.ssum + 2 * p)));
   const __m256 dx = _mm256_set1_ps(xb.d);
   acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(t.d, dx), acc);
   return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(t.dmin, dx), acc);
@@ -92,17 +85,12 @@ inline __m256 add_block(const HalfBlock& t, __m256i isum, const BlockQ8_KS& xb, 
 template <int NH, int NT>
 [[gnu::always_inline]] inline void chunk_sums(int c, const uint8_t* const (&q)[NH], const BlockQ8_KS* const (&x)[NT],
                                               const HalfBlock* const (&t)[NH], __m256i (&isum)[NH][NT]) {
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
   __m256i se[NH][NT], so[NH][NT];
   for (int k = 0; k < 8; ++k) {
     __m256i lo[NH], hi[NH];
-    for (int h = 0; h < NH; ++h) {
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[h] + 64 * k));
-      lo[h] = _mm256_and_si256(v, m4);
-      hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    }
+    split_nibbles<NH>(q, k, lo, hi);
     for (int j = 0; j < NT; ++j) {
-      const __m256i ae = bcast4(x[j]->qs + 64 * c + 4 * k), ao = bcast4(x[j]->qs + 64 * c + 32 + 4 * k);
+      const __m256i ae = bcast4_avx2(x[j]->qs + 64 * c + 4 * k), ao = bcast4_avx2(x[j]->qs + 64 * c + 32 + 4 * k);
       for (int h = 0; h < NH; ++h) {
         const __m256i pe = _mm256_maddubs_epi16(lo[h], ae), po = _mm256_maddubs_epi16(hi[h], ao);
         se[h][j] = k == 0 ? pe : _mm256_add_epi16(se[h][j], pe);
@@ -193,28 +181,12 @@ inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
     for (int j = 0; j < NT; ++j) _mm256_storeu_ps(a.Y + (t0 + j) * a.ldy + (u0 + h) * kHalfRows, acc[h][j]);
 }
 
-template <int NH, int NT>
-inline void prefill_tokens(const MatArgs& a, int64_t u) {
-  int64_t t = 0;
-  for (; t + NT <= a.T; t += NT) prefill_tile<NH, NT>(a, u, t);
-  if constexpr (NT > 2) {
-    if (t + 2 <= a.T) {
-      prefill_tile<NH, 2>(a, u, t);
-      t += 2;
-    }
+struct PrefillTiles {
+  template <int NH, int NT>
+  static void tile(const MatArgs& a, int64_t u, int64_t t) {
+    prefill_tile<NH, NT>(a, u, t);
   }
-  if constexpr (NT > 1) {
-    for (; t < a.T; ++t) prefill_tile<NH, 1>(a, u, t);
-  }
-}
-
-template <int NH, int NT>
-void prefill(const MatArgs& a) {
-  const int64_t u1 = a.r1 / kHalfRows;
-  int64_t u = a.r0 / kHalfRows;
-  for (; u + NH <= u1; u += NH) prefill_tokens<NH, NT>(a, u);
-  for (; u < u1; ++u) prefill_tokens<1, NT>(a, u);
-}
+};
 
 }  // namespace
 
@@ -222,7 +194,7 @@ void avx2_matvec_q4_kr(const MatArgs& a) {
   for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) decode_group(a, g);
 }
 
-void avx2_matmul_q4_kr(const MatArgs& a) { prefill<2, 4>(a); }
+void avx2_matmul_q4_kr(const MatArgs& a) { drive_half_tiles<PrefillTiles, 2, 4>(a); }
 
 }  // namespace jetmoe::qdot_detail
 
