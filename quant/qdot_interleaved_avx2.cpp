@@ -48,6 +48,7 @@ inline __m256 half_scales(const uint8_t* scales, int h) {
 // One block's int32 sums for NH halves (half h's quants at q[h]) and NT tokens (x[j]): s[h][j].
 struct Q4Format {
   static constexpr size_t kQuantBytes = 16;
+  static constexpr int64_t kTouchBlocks = 8;  // demand touches (MatArgs::touch) as the AVX-512 kernel
   template <int NH, int NT>
   [[gnu::always_inline]] static inline void block_sums(const uint8_t* const (&q)[NH], const BlockQ8_0Z* const (&x)[NT],
                                                        __m256i (&s)[NH][NT]) {
@@ -73,6 +74,7 @@ struct Q4Format {
 
 struct Q8Format {
   static constexpr size_t kQuantBytes = 32;
+  static constexpr int64_t kTouchBlocks = 4;
   template <int NH, int NT>
   [[gnu::always_inline]] static inline void block_sums(const uint8_t* const (&q)[NH], const BlockQ8_0Z* const (&x)[NT],
                                                        __m256i (&s)[NH][NT]) {
@@ -134,7 +136,9 @@ struct Tiles {
   }
 };
 
-// Decode: one 16-row group at a time (both halves of every line), a pair of blocks per step.
+// Decode: one 16-row group at a time (both halves of every line), a pair of blocks per step. The
+// AVX-512 kernels' rolled loops (MatArgs::rolled, the plan for AMD CPUs) are not repeated here:
+// whether they help these kernels is unmeasured, and this loop is always unrolled.
 template <class F>
 void matvec(const MatArgs& a) {
   constexpr size_t kBlock = static_cast<size_t>(kInterleaveRows) * F::kQuantBytes;  // one block's quants
@@ -157,7 +161,7 @@ void matvec(const MatArgs& a) {
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     int64_t b = 0;
     for (; b + 2 <= a.nb; b += 2, P += kPair) {
-      if (a.touch && b % 8 == 0 && static_cast<size_t>(end - P) > a.touch) touch_line(P + a.touch);
+      if (a.touch && b % F::kTouchBlocks == 0 && static_cast<size_t>(end - P) > a.touch) touch_line(P + a.touch);
       // The pair's lines a.prefetch bytes ahead into L2 and a.prefetch_l1 ahead into L1; written
       // out here rather than through a helper (GCC 12 dropped a helper's prefetches: see
       // qdot_interleaved_avx512.cpp).

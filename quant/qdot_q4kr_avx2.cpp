@@ -110,7 +110,8 @@ static_assert(kQ4KRBlockBytes % (64 * 4) == 0, "a Q4_KR super-block is 36 whole 
 
 // Decode: one 16-row group (both halves of every line), one token, the super-blocks in one
 // sequential stream, their lines prefetched a chunk's share at a time as MatArgs asks (as the
-// AVX-512 kernel does: quant/stream_prefetch.h).
+// AVX-512 kernel does: quant/stream_prefetch.h; its rolled chunk loop, MatArgs::rolled, is not
+// repeated here: unmeasured for this kernel).
 inline void decode_group(const MatArgs& a, int64_t g) {
   const uint8_t* G = a.W + static_cast<size_t>(g) * kInterleaveRows * a.w_stride;
   const BlockQ8_KS* x = reinterpret_cast<const BlockQ8_KS*>(a.X);
