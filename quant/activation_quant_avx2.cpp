@@ -121,13 +121,37 @@ void quantize_q8_ks_row(const float* x, BlockQ8_KS* b, int64_t nb) {
   }
 }
 
+// Blocks already quantized for the GGUF-layout types, as the interleaved kernels' blocks (prefill
+// on a mapped file, quant/qmatmul_packed.cpp): the same values, the fp16 scale as a float, the
+// zero-point term or the sums of 32 (the sums of 16 pairwise; int16 cannot wrap: |sum| <= 32 * 127).
+void convert_q8_0z(const BlockQ8_0* x, BlockQ8_0Z* z, int64_t nb, int32_t zero_point) {
+  for (int64_t i = 0; i < nb; ++i) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(z[i].qs), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs)));
+    z[i].d = _cvtsh_ss(x[i].d);
+    z[i].zsum = -zero_point * sum32(x[i].qs);
+  }
+}
+
+void convert_q8_ks(const BlockQ8_K* x, BlockQ8_KS* z, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    z[i].d = x[i].d;
+    for (int k = 0; k < kQK_K; k += 32)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(z[i].qs + k), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].qs + k)));
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].bsums));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].bsums + 8));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(z[i].ssum), _mm_hadd_epi16(lo, hi));
+  }
+}
+
 const GgufActivationQuantFns kFns = {quantize_q8_0_row, quantize_q8_k_row};
 const ActivationQuantFns kInterleavedFns = {quantize_q8_0z_row, quantize_q8_ks_row};
+const ActivationConvertFns kConvertFns = {convert_q8_0z, convert_q8_ks};
 
 }  // namespace
 
 const GgufActivationQuantFns* avx2_activation_quant() { return &kFns; }
 const ActivationQuantFns* avx2_interleaved_activation_quant() { return &kInterleavedFns; }
+const ActivationConvertFns* avx2_activation_convert() { return &kConvertFns; }
 
 }  // namespace jetmoe::qdot_detail
 
@@ -136,6 +160,7 @@ const ActivationQuantFns* avx2_interleaved_activation_quant() { return &kInterle
 namespace jetmoe::qdot_detail {
 const GgufActivationQuantFns* avx2_activation_quant() { return nullptr; }
 const ActivationQuantFns* avx2_interleaved_activation_quant() { return nullptr; }
+const ActivationConvertFns* avx2_activation_convert() { return nullptr; }
 }  // namespace jetmoe::qdot_detail
 
 #endif

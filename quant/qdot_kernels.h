@@ -109,6 +109,14 @@ const GgufActivationQuantFns* avx2_activation_quant();
 // The interleaved types' activations in AVX2 (activation_quant_avx2.cpp, for the AVX2 kernels of
 // those types); nullptr where the build has no AVX2 code.
 const ActivationQuantFns* avx2_interleaved_activation_quant();
+// Q8_0 / Q8_K activation blocks (quantized for the GGUF-layout types) converted to the interleaved
+// kernels' BlockQ8_0Z / BlockQ8_KS, the bytes quantization would give (for qmatmul_packed.cpp);
+// nullptr where the build has no AVX2 code.
+struct ActivationConvertFns {
+  void (*q8_0z)(const BlockQ8_0* x, BlockQ8_0Z* z, int64_t nb, int32_t zero_point);
+  void (*q8_ks)(const BlockQ8_K* x, BlockQ8_KS* z, int64_t nb);
+};
+const ActivationConvertFns* avx2_activation_convert();
 
 // Prefill on GGUF-layout weights through the interleaved kernels (qmatmul_packed.cpp): each
 // whole run of 16 rows packed in a per-thread buffer, the activations converted; for the SIMD

@@ -13,7 +13,6 @@
 // GGUF-layout tiles -> packed: AVX-512 128 / 115 / 131 -> 285 / 271 / 243 GFLOP/s (q4_0 / q4_k /
 // q8_0), AVX2 78 / 100 / 97 -> 166 / 156 / 117. The per-thread buffers grow to the largest call
 // (16 rows, and T activation rows: at most ~3.6 MB for 512 tokens of a 5632-wide row) and stay.
-#include <cstring>
 #include <vector>
 
 #include "ops/cpu/cpu_isa.h"
@@ -41,31 +40,12 @@ uint8_t* grown(std::vector<uint8_t>& v, size_t bytes) {
   return v.data();
 }
 
-// Q8_0 activation blocks -> BlockQ8_0Z (the scalar quantize_q8_0z_blocks gives the same from the
-// same floats: the fp16 scale as a float, and -zero_point * the sum of the values).
-void to_q8_0z(const BlockQ8_0* x, BlockQ8_0Z* z, int64_t nb, int32_t zero_point) {
-  for (int64_t i = 0; i < nb; ++i) {
-    std::memcpy(z[i].qs, x[i].qs, kQK8_0);
-    z[i].d = f16_to_f32(x[i].d);
-    int32_t s = 0;
-    for (int k = 0; k < kQK8_0; ++k) s += x[i].qs[k];
-    z[i].zsum = -zero_point * s;
-  }
-}
-
-// Q8_K activation blocks -> BlockQ8_KS (the sums of 32 from the sums of 16).
-void to_q8_ks(const BlockQ8_K* x, BlockQ8_KS* z, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i) {
-    z[i].d = x[i].d;
-    std::memcpy(z[i].qs, x[i].qs, kQK_K);
-    for (int j = 0; j < 8; ++j) z[i].ssum[j] = static_cast<int16_t>(x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
-  }
-}
-
 }  // namespace
 
 bool packed_matmul_applies(CpuIsa isa, DType wtype, int64_t rows, int64_t T) {
-  return (isa == CpuIsa::Avx512 || isa == CpuIsa::Avx2) && T >= kPackedMatmulMinTokens &&
+  // The activations' conversion is AVX2 code (activation_quant_avx2.cpp), which both SIMD ISAs run.
+  static const bool have_convert = avx2_activation_convert() != nullptr;
+  return have_convert && (isa == CpuIsa::Avx512 || isa == CpuIsa::Avx2) && T >= kPackedMatmulMinTokens &&
          rows >= kInterleaveRows && (wtype == DType::Q8_0 || wtype == DType::Q4_0 || wtype == DType::Q4_K);
 }
 
@@ -76,14 +56,15 @@ void packed_matmul(CpuIsa isa, DType wtype, const MatArgs& a, int64_t n) {
   // The activations in the packed type's blocks, all tokens.
   const size_t xz_stride = static_cast<size_t>(a.nb) * (wtype == DType::Q4_K ? sizeof(BlockQ8_KS) : sizeof(BlockQ8_0Z));
   uint8_t* xz = grown(buf.act, xz_stride * static_cast<size_t>(a.T));
+  static const ActivationConvertFns* const convert = avx2_activation_convert();
   for (int64_t t = 0; t < a.T; ++t) {
     const uint8_t* x = a.X + static_cast<size_t>(t) * a.x_stride;
     uint8_t* z = xz + static_cast<size_t>(t) * xz_stride;
     if (wtype == DType::Q4_K)
-      to_q8_ks(reinterpret_cast<const BlockQ8_K*>(x), reinterpret_cast<BlockQ8_KS*>(z), a.nb);
+      convert->q8_ks(reinterpret_cast<const BlockQ8_K*>(x), reinterpret_cast<BlockQ8_KS*>(z), a.nb);
     else
-      to_q8_0z(reinterpret_cast<const BlockQ8_0*>(x), reinterpret_cast<BlockQ8_0Z*>(z), a.nb,
-               wtype == DType::Q8_0 ? 128 : 8);
+      convert->q8_0z(reinterpret_cast<const BlockQ8_0*>(x), reinterpret_cast<BlockQ8_0Z*>(z), a.nb,
+                     wtype == DType::Q8_0 ? 128 : 8);
   }
   uint8_t* group = grown(buf.group, static_cast<size_t>(kInterleaveRows) * a.w_stride);
   static const PackGroupFn simd_pack = avx2_pack_row_group();  // every ISA that gets here has AVX2

@@ -219,6 +219,24 @@ TEST(QuantActivation, EveryIsaGivesTheScalarBytes) {
       }
     }
   }
+  // Prefill on a mapped file converts these blocks to the interleaved kernels' (quant/qmatmul_packed.cpp):
+  // the bytes quantizing the same row for the repacked type gives (both blocks have no padding).
+  if (const qdot_detail::ActivationConvertFns* convert = qdot_detail::avx2_activation_convert()) {
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+      const DType rt = repacked_type(t);
+      for (size_t r = 0; r < rows.size(); ++r) {
+        std::vector<uint8_t> file(activation_row_bytes(t, n)), want(activation_row_bytes(rt, n), 0xAB), got(want.size(), 0xCD);
+        quantize_activation_row_isa(CpuIsa::Scalar, t, rows[r].data(), file.data(), n);
+        quantize_activation_row_isa(CpuIsa::Scalar, rt, rows[r].data(), want.data(), n);
+        if (t == DType::Q4_K)
+          convert->q8_ks(reinterpret_cast<const BlockQ8_K*>(file.data()), reinterpret_cast<BlockQ8_KS*>(got.data()), n / kQK_K);
+        else
+          convert->q8_0z(reinterpret_cast<const BlockQ8_0*>(file.data()), reinterpret_cast<BlockQ8_0Z*>(got.data()),
+                         n / kQK8_0, t == DType::Q8_0 ? 128 : 8);
+        ASSERT_EQ(std::memcmp(want.data(), got.data(), want.size()), 0) << "converted " << dtype_name(t) << " row " << r;
+      }
+    }
+  }
   std::vector<uint8_t> q(activation_row_bytes(DType::Q8_0R, n));
   for (CpuIsa isa : supported_isas()) EXPECT_NO_THROW(quantize_activation_row_isa(isa, DType::Q8_0R, rows[0].data(), q.data(), n));
 }
