@@ -97,30 +97,6 @@ inline int32_t sum32(const int8_t* q) {
   return _mm_cvtsi128_si32(t);
 }
 
-// The interleaved types' blocks (AVX2 kernels of qdot_interleaved_avx2.cpp / qdot_q4kr_avx2.cpp):
-// Q8_0 values with the scale as a float and the zero-point term, and Q8_K values with the sums of
-// each 32 (the scalar quantize_q8_0z_blocks / quantize_q8_ks_blocks in qdot.cpp).
-void quantize_q8_0z_row(const float* x, BlockQ8_0Z* b, int64_t nb, int32_t zero_point) {
-  for (int64_t i = 0; i < nb; ++i, x += kQK8_0) {
-    const float d = _cvtsh_ss(_cvtss_sh(abs_max(x, kQK8_0) / 127.0f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    b[i].d = d;
-    quantize32(x, _mm256_set1_ps(d > 0 ? 1.0f / d : 0.0f), b[i].qs);
-    b[i].zsum = -zero_point * sum32(b[i].qs);
-  }
-}
-
-void quantize_q8_ks_row(const float* x, BlockQ8_KS* b, int64_t nb) {
-  for (int64_t i = 0; i < nb; ++i, x += kQK_K) {
-    const float d = abs_max(x, kQK_K) / 127.0f;
-    const __m256 id = _mm256_set1_ps(d > 0 ? 1.0f / d : 0.0f);
-    b[i].d = d;
-    for (int j = 0; j < 8; ++j) {
-      quantize32(x + 32 * j, id, b[i].qs + 32 * j);
-      b[i].ssum[j] = static_cast<int16_t>(sum32(b[i].qs + 32 * j));
-    }
-  }
-}
-
 // Blocks already quantized for the GGUF-layout types, as the interleaved kernels' blocks (prefill
 // on a mapped file, quant/qmatmul_packed.cpp): the same values, the fp16 scale as a float, the
 // zero-point term or the sums of 32 (the sums of 16 pairwise; int16 cannot wrap: |sum| <= 32 * 127).
@@ -140,6 +116,25 @@ void convert_q8_ks(const BlockQ8_K* x, BlockQ8_KS* z, int64_t nb) {
     const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].bsums));
     const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x[i].bsums + 8));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(z[i].ssum), _mm_hadd_epi16(lo, hi));
+  }
+}
+
+// The interleaved types' blocks (AVX2 kernels of qdot_interleaved_avx2.cpp / qdot_q4kr_avx2.cpp):
+// a GGUF-layout block converted, as the scalar quantize_q8_0z_blocks / quantize_q8_ks_blocks in
+// qdot.cpp do.
+void quantize_q8_0z_row(const float* x, BlockQ8_0Z* b, int64_t nb, int32_t zero_point) {
+  for (int64_t i = 0; i < nb; ++i) {
+    BlockQ8_0 q;
+    quantize_q8_0_row(x + i * kQK8_0, &q, 1);
+    convert_q8_0z(&q, b + i, 1, zero_point);
+  }
+}
+
+void quantize_q8_ks_row(const float* x, BlockQ8_KS* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    BlockQ8_K q;
+    quantize_q8_k_row(x + i * kQK_K, &q, 1);
+    convert_q8_ks(&q, b + i, 1);
   }
 }
 

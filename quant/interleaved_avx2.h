@@ -21,6 +21,16 @@ static inline __m256i bcast4_avx2(const void* p) {
   return _mm256_set1_epi32(v);
 }
 
+// Where half u's rows are: the start of its 16-row group, and which half of each line (and of the
+// group's scale arrays) they take, 0 or 1.
+struct HalfRows {
+  const uint8_t* group;
+  int half;
+};
+static inline HalfRows half_rows(const MatArgs& a, int64_t u) {
+  return {a.W + static_cast<size_t>(u / 2) * kInterleaveRows * a.w_stride, static_cast<int>(u % 2)};
+}
+
 // Line k of NH halves' 4-bit quants (half h's lines at q[h] + 64 k): the low and the high nibbles,
 // each byte 0..15 (the unsigned operand of vpmaddubsw).
 template <int NH>

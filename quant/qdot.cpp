@@ -209,7 +209,7 @@ void run_matmul(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64
   const auto a = make_args(wtype, W, row_begin, row_end, n, Xq, T, Y, ldy, "qmatmul");
   if (row_end == row_begin || T == 0) return;
   if (qdot_detail::packed_matmul_applies(isa, wtype, row_end - row_begin, T))
-    return qdot_detail::packed_matmul(isa, wtype, a, n);
+    return qdot_detail::packed_matmul(isa, wtype, a);
   qdot_detail::kernel_table(isa).matmul[qdot_detail::kernel_index(wtype)](a);
 }
 

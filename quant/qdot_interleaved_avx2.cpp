@@ -100,13 +100,8 @@ struct Q8Format {
 // x NT tokens starting at t0, over the whole row.
 template <class F, int NH, int NT>
 inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
-  const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
-  const uint8_t* G[NH];
-  int half[NH];
-  for (int h = 0; h < NH; ++h) {
-    G[h] = a.W + static_cast<size_t>((u0 + h) / 2) * group_bytes;
-    half[h] = static_cast<int>((u0 + h) % 2);
-  }
+  HalfRows H[NH];
+  for (int h = 0; h < NH; ++h) H[h] = half_rows(a, u0 + h);
   const BlockQ8_0Z* x[NT];
   __m256 acc[NH][NT];
   for (int h = 0; h < NH; ++h)
@@ -114,12 +109,12 @@ inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
   for (int64_t b = 0; b < a.nb; ++b) {
     const InterleavedBlock o = interleaved_block(F::kQuantBytes, a.nb, b);
     const uint8_t* q[NH];
-    for (int h = 0; h < NH; ++h) q[h] = G[h] + o.quants + 32 * half[h];
+    for (int h = 0; h < NH; ++h) q[h] = H[h].group + o.quants + 32 * H[h].half;
     for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_0Z*>(a.X + (t0 + j) * a.x_stride) + b;
     __m256i s[NH][NT];
     F::template block_sums<NH, NT>(q, x, s);
     for (int h = 0; h < NH; ++h) {
-      const __m256 dw = half_scales(G[h] + o.scales, half[h]);
+      const __m256 dw = half_scales(H[h].group + o.scales, H[h].half);
       for (int j = 0; j < NT; ++j)
         acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[h][j]), _mm256_mul_ps(dw, _mm256_set1_ps(x[j]->d)), acc[h][j]);
     }

@@ -123,12 +123,12 @@ const ActivationConvertFns* avx2_activation_convert();
 // ISAs, Q8_0 / Q4_0 / Q4_K, and calls of at least kPackedMatmulMinTokens tokens and 16 rows.
 inline constexpr int64_t kPackedMatmulMinTokens = 8;
 // Packs 16 GGUF-layout rows (rb bytes apart from `rows`, nb blocks each) of weight type
-// kernel_index (0 = Q8_0, 1 = Q4_0, 2 = Q4_K) into one interleaved group at dst: the bytes of
-// pack_row_group (quant/repack.h). avx2_pack_row_group() is nullptr where the build has no AVX2 code.
+// kernel_index (0 = Q8_0, 1 = Q4_0, 2 = Q4_K) into one interleaved group at dst: the bytes
+// repack_rows (quant/repack.h) gives them (repack_avx2.cpp). nullptr where the build has no AVX2 code.
 using PackGroupFn = void (*)(int kernel_index, const uint8_t* rows, int64_t nb, size_t rb, uint8_t* dst);
 PackGroupFn avx2_pack_row_group();
 bool packed_matmul_applies(CpuIsa isa, DType wtype, int64_t rows, int64_t T);
-void packed_matmul(CpuIsa isa, DType wtype, const MatArgs& a, int64_t n);
+void packed_matmul(CpuIsa isa, DType wtype, const MatArgs& a);
 
 // Drives K::tile<NR, NT>(args, r, t), which computes the NR x NT outputs for rows r.. and
 // tokens t.., over the whole job; leftovers use smaller tiles.

@@ -146,12 +146,8 @@ inline void decode_group(const MatArgs& a, int64_t g) {
 // Prefill: NH halves starting at half u0 (rows 8u0 ..) x NT tokens starting at t0.
 template <int NH, int NT>
 inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
-  const uint8_t* G[NH];
-  int half[NH];
-  for (int h = 0; h < NH; ++h) {
-    G[h] = a.W + static_cast<size_t>((u0 + h) / 2) * kInterleaveRows * a.w_stride;
-    half[h] = static_cast<int>((u0 + h) % 2);
-  }
+  HalfRows H[NH];
+  for (int h = 0; h < NH; ++h) H[h] = half_rows(a, u0 + h);
   const BlockQ8_KS* x[NT];
   __m256 acc[NH][NT];
   for (int h = 0; h < NH; ++h)
@@ -161,8 +157,8 @@ inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
     const HalfBlock* t[NH];
     const uint8_t* blk[NH];
     for (int h = 0; h < NH; ++h) {
-      blk[h] = G[h] + kQ4KRBlockBytes * static_cast<size_t>(b);
-      unpack_half(blk[h], half[h], tb[h]);
+      blk[h] = H[h].group + kQ4KRBlockBytes * static_cast<size_t>(b);
+      unpack_half(blk[h], H[h].half, tb[h]);
       t[h] = &tb[h];
     }
     for (int j = 0; j < NT; ++j) x[j] = reinterpret_cast<const BlockQ8_KS*>(a.X + (t0 + j) * a.x_stride) + b;
@@ -172,7 +168,7 @@ inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
 #pragma GCC unroll 1
     for (int c = 0; c < 4; ++c) {
       const uint8_t* q[NH];
-      for (int h = 0; h < NH; ++h) q[h] = blk[h] + 512 * static_cast<size_t>(c) + 32 * half[h];
+      for (int h = 0; h < NH; ++h) q[h] = blk[h] + 512 * static_cast<size_t>(c) + 32 * H[h].half;
       chunk_sums<NH, NT>(c, q, x, t, isum);
     }
     for (int h = 0; h < NH; ++h)

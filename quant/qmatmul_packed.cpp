@@ -1,7 +1,6 @@
 // Prefill on weights in the GGUF block layout (a mapped .gguf file, which is never repacked: that
-// would copy it): every whole run of 16 rows is packed into the interleaved layout (quant/repack.h,
-// pack_row_group; on SIMD CPUs the AVX2 transposes of repack_avx2.cpp, the same bytes) in a buffer
-// of the calling thread and multiplied there by the interleaved kernels, whose tiles keep one
+// would copy it): every whole run of 16 rows is packed into the interleaved layout (the AVX2
+// transposes of repack_avx2.cpp; the bytes repack_rows gives) in a buffer of the calling thread and multiplied there by the interleaved kernels, whose tiles keep one
 // int32 lane per row (no horizontal sums, one scale multiply-add per 8 or 16 rows). Packing 16 rows
 // is a copy of their bytes, paid once for all the call's tokens; the activations, quantized for
 // the file's type, are converted once per call to the interleaved kernels' blocks (the same int8
@@ -43,13 +42,14 @@ uint8_t* grown(std::vector<uint8_t>& v, size_t bytes) {
 }  // namespace
 
 bool packed_matmul_applies(CpuIsa isa, DType wtype, int64_t rows, int64_t T) {
-  // The activations' conversion is AVX2 code (activation_quant_avx2.cpp), which both SIMD ISAs run.
-  static const bool have_convert = avx2_activation_convert() != nullptr;
-  return have_convert && (isa == CpuIsa::Avx512 || isa == CpuIsa::Avx2) && T >= kPackedMatmulMinTokens &&
+  // The packing and the activations' conversion are AVX2 code (repack_avx2.cpp,
+  // activation_quant_avx2.cpp), which both SIMD ISAs run, built with the same flags.
+  static const bool have_avx2 = avx2_pack_row_group() != nullptr && avx2_activation_convert() != nullptr;
+  return have_avx2 && (isa == CpuIsa::Avx512 || isa == CpuIsa::Avx2) && T >= kPackedMatmulMinTokens &&
          rows >= kInterleaveRows && (wtype == DType::Q8_0 || wtype == DType::Q4_0 || wtype == DType::Q4_K);
 }
 
-void packed_matmul(CpuIsa isa, DType wtype, const MatArgs& a, int64_t n) {
+void packed_matmul(CpuIsa isa, DType wtype, const MatArgs& a) {
   const KernelTable& table = kernel_table(isa);
   const DType packed = repacked_type(wtype);
   PackBuffers& buf = buffers();
@@ -67,7 +67,7 @@ void packed_matmul(CpuIsa isa, DType wtype, const MatArgs& a, int64_t n) {
                      wtype == DType::Q8_0 ? 128 : 8);
   }
   uint8_t* group = grown(buf.group, static_cast<size_t>(kInterleaveRows) * a.w_stride);
-  static const PackGroupFn simd_pack = avx2_pack_row_group();  // every ISA that gets here has AVX2
+  static const PackGroupFn pack = avx2_pack_row_group();
   MatArgs p = a;
   p.W = group;
   p.X = xz;
@@ -76,11 +76,7 @@ void packed_matmul(CpuIsa isa, DType wtype, const MatArgs& a, int64_t n) {
   p.r1 = kInterleaveRows;
   int64_t r = a.r0;
   for (; r + kInterleaveRows <= a.r1; r += kInterleaveRows) {
-    const uint8_t* rows = a.W + static_cast<size_t>(r) * a.w_stride;
-    if (simd_pack)
-      simd_pack(kernel_index(wtype), rows, a.nb, a.w_stride, group);
-    else
-      pack_row_group(wtype, rows, n, group);
+    pack(kernel_index(wtype), a.W + static_cast<size_t>(r) * a.w_stride, a.nb, a.w_stride, group);
     p.Y = a.Y + r;
     table.matmul[kernel_index(packed)](p);
   }

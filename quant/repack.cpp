@@ -24,11 +24,10 @@ void check(DType t, bool want_repacked, int64_t n, const char* what) {
                                 " is not a positive multiple of " + std::to_string(be));
 }
 
-// Q4_K: super-block b of the 16 rows (rb bytes apart from `rows`) to its Q4_KR place in tmp
-// (quant/qtypes.h).
-void pack_group_q4_k(const uint8_t* rows, int64_t nb, size_t rb, uint8_t* tmp) {
+// Q4_K: super-block b of the 16 rows to its Q4_KR place (quant/qtypes.h).
+void repack_group_q4_k(uint8_t* group, int64_t nb, size_t rb, uint8_t* tmp) {
   for (int i = 0; i < kInterleaveRows; ++i) {
-    const auto* row = reinterpret_cast<const BlockQ4_K*>(rows + static_cast<size_t>(i) * rb);
+    const auto* row = reinterpret_cast<const BlockQ4_K*>(group + static_cast<size_t>(i) * rb);
     const size_t lane = 4 * static_cast<size_t>(i);
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* blk = tmp + kQ4KRBlockBytes * static_cast<size_t>(b);
@@ -39,14 +38,15 @@ void pack_group_q4_k(const uint8_t* rows, int64_t nb, size_t rb, uint8_t* tmp) {
       std::memcpy(blk + kQ4KRdmin + 2 * static_cast<size_t>(i), &row[b].dmin, 2);
     }
   }
+  std::memcpy(group, tmp, rb * kInterleaveRows);
 }
 
-// One group of 16 GGUF-layout rows (rb bytes each, from `rows`) rearranged into `tmp`.
-void pack_group(DType from, const uint8_t* rows, int64_t nb, size_t rb, uint8_t* tmp) {
-  if (from == DType::Q4_K) return pack_group_q4_k(rows, nb, rb, tmp);
+// One group of 16 GGUF-layout rows (rb bytes each) rearranged into `tmp`, then copied back.
+void repack_group(DType from, uint8_t* group, int64_t nb, size_t rb, uint8_t* tmp) {
+  if (from == DType::Q4_K) return repack_group_q4_k(group, nb, rb, tmp);
   const size_t qb = quant_bytes(from), bb = qb + 2;
   for (int i = 0; i < kInterleaveRows; ++i) {
-    const uint8_t* row = rows + static_cast<size_t>(i) * rb;
+    const uint8_t* row = group + static_cast<size_t>(i) * rb;
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* blk = row + static_cast<size_t>(b) * bb;  // fp16 scale, then the quants
       const InterleavedBlock o = interleaved_block(qb, nb, b);
@@ -54,11 +54,6 @@ void pack_group(DType from, const uint8_t* rows, int64_t nb, size_t rb, uint8_t*
       std::memcpy(tmp + o.scales + 2 * static_cast<size_t>(i), blk, 2);
     }
   }
-}
-
-// The same in place, through tmp.
-void repack_group(DType from, uint8_t* group, int64_t nb, size_t rb, uint8_t* tmp) {
-  pack_group(from, group, nb, rb, tmp);
   std::memcpy(group, tmp, rb * kInterleaveRows);
 }
 
@@ -105,12 +100,6 @@ void repack_rows(DType from, void* data, int64_t rows, int64_t n) {
       repack_group(from, static_cast<uint8_t*>(data) + static_cast<size_t>(g) * kInterleaveRows * rb,
                    n / static_cast<int64_t>(dtype_block_elems(from)), rb, tmp.data());
   }
-}
-
-void pack_row_group(DType from, const void* rows, int64_t n, void* dst) {
-  check(from, false, n, "pack_row_group");
-  pack_group(from, static_cast<const uint8_t*>(rows), n / static_cast<int64_t>(dtype_block_elems(from)),
-             dtype_row_bytes(from, static_cast<size_t>(n)), static_cast<uint8_t*>(dst));
 }
 
 void unpack_row(DType repacked, const void* matrix, int64_t r, void* dst, int64_t n) {

@@ -31,11 +31,6 @@ DType cpu_memory_type(DType t, int64_t rows);
 // whole groups (a matrix, an expert) stays where it was.
 void repack_rows(DType from, void* data, int64_t rows, int64_t n);
 
-// 16 consecutive rows of n elements of type `from` (Q8_0, Q4_0, Q4_K) at `rows`, written as one
-// group of repacked_type(from) to dst (16 * row bytes; must not overlap rows). Prefill packs the
-// rows of a mapped file this way, a group at a time, to run the interleaved kernels on them.
-void pack_row_group(DType from, const void* rows, int64_t n, void* dst);
-
 // Row r of a repacked matrix (at `matrix`, rows of n elements) back to its file type's blocks,
 // into dst (dtype_row_bytes bytes).
 void unpack_row(DType repacked, const void* matrix, int64_t r, void* dst, int64_t n);

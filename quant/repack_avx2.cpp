@@ -1,8 +1,8 @@
-// AVX2 packing of 16 GGUF-layout rows into one interleaved group (quant/repack.h, pack_row_group:
-// the same bytes), for prefill on a mapped file (quant/qmatmul_packed.cpp), which packs every group
-// of rows it multiplies. The layouts are a transpose of 4-byte words: word k of row i's quants
-// goes to line k, lane i. The portable code copies those words one by one (16 x 8 per Q8_0 block);
-// here 8 rows x 8 words are one 8x8 transpose in registers (24 unpacks and lane permutes), and
+// AVX2 packing of 16 GGUF-layout rows into one interleaved group (the bytes quant/repack.h's
+// repack_rows gives them), for prefill on a mapped file (quant/qmatmul_packed.cpp), which packs
+// every group of rows it multiplies. The layouts are a transpose of 4-byte words: word k of row
+// i's quants goes to line k, lane i. The load-time repack copies those words one by one (16 x 8
+// per Q8_0 block); here 8 rows x 8 words are one 8x8 transpose in registers (24 unpacks and lane permutes), and
 // Q4_0's 16 rows x 4 words four 4x4 transposes.
 //
 // Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
