@@ -110,7 +110,7 @@ void quantize_q8_ks_blocks(const float* x, BlockQ8_KS* b, int64_t nb) {
 }
 
 
-qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, int64_t row_end,
+qdot_detail::MatArgs make_args(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
                                int64_t n, const void* X, int64_t T, float* Y, int64_t ldy,
                                const char* what) {
   check_quant_row(wtype, n, what);
@@ -134,11 +134,12 @@ qdot_detail::MatArgs make_args(DType wtype, const void* W, int64_t row_begin, in
   a.r0 = row_begin;
   a.r1 = row_end;
   if (T == 1) {  // the one-token kernels' stream plan (quant/stream_prefetch.h)
-    const DecodeStream s = decode_stream(wtype);
+    const DecodeStream s = decode_stream(wtype, isa);
     a.prefetch = s.l2;
     a.prefetch_l1 = s.l1;
     a.touch = s.touch;
     a.rolled = s.rolled;
+    a.two_streams = s.two_streams;
   }
   return a;
 }
@@ -199,14 +200,14 @@ void check_isa(CpuIsa isa) {
 
 void run_matvec(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
                 int64_t n, const void* xq, float* y) {
-  const auto a = make_args(wtype, W, row_begin, row_end, n, xq, 1, y, 0, "qmatvec");
+  const auto a = make_args(isa, wtype, W, row_begin, row_end, n, xq, 1, y, 0, "qmatvec");
   if (row_end == row_begin) return;
   qdot_detail::kernel_table(isa).matvec[qdot_detail::kernel_index(wtype)](a);
 }
 
 void run_matmul(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
                 int64_t n, const void* Xq, int64_t T, float* Y, int64_t ldy) {
-  const auto a = make_args(wtype, W, row_begin, row_end, n, Xq, T, Y, ldy, "qmatmul");
+  const auto a = make_args(isa, wtype, W, row_begin, row_end, n, Xq, T, Y, ldy, "qmatmul");
   if (row_end == row_begin || T == 0) return;
   if (qdot_detail::packed_matmul_applies(isa, wtype, row_end - row_begin, T))
     return qdot_detail::packed_matmul(isa, wtype, a);

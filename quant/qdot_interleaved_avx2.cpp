@@ -21,10 +21,10 @@
 // horizontal sum; here those are per 8 rows.
 //
 // Prefill tiles are NH halves (8 rows each) x NT tokens, chunks of a block outermost so that only
-// one line's registers are live (AVX2 has 16 registers). Decode is a loop of its own: one 16-row
-// group at a time, both halves of each line, a pair of blocks per step (the layout's unit) with
-// the pair's lines prefetched as MatArgs asks (quant/stream_prefetch.h), as in
-// qdot_interleaved_avx512.cpp.
+// one line's registers are live (AVX2 has 16 registers). Decode is a loop of its own: a 16-row
+// group at a time, or two from the two halves of the range in turn (MatArgs::two_streams), both
+// halves of each line, a pair of blocks per step (the layout's unit) with the pair's lines
+// prefetched as MatArgs asks (quant/stream_prefetch.h), as in qdot_interleaved_avx512.cpp.
 //
 // Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
 // qdot_avx2.cpp).
@@ -131,11 +131,15 @@ struct Tiles {
   }
 };
 
-// Decode: one 16-row group at a time (both halves of every line), a pair of blocks per step. The
-// AVX-512 kernels' rolled loops (MatArgs::rolled, the plan for AMD CPUs) are not repeated here:
-// whether they help these kernels is unmeasured, and this loop is always unrolled.
-template <class F>
-void matvec(const MatArgs& a) {
+// Decode: 16-row groups (both halves of every line), a pair of blocks per step, the pair's lines
+// prefetched and touched as MatArgs asks (quant/stream_prefetch.h), as in
+// qdot_interleaved_avx512.cpp. NS groups at a time, each its own stream: with
+// MatArgs::two_streams the range's first and second halves of groups are read in turn, a pair of
+// blocks of each (the plan of AMD CPUs without AVX-512: stream_prefetch.h, decode_stream). The
+// AVX-512 kernels' rolled loops (MatArgs::rolled) are not repeated here: this loop is always
+// unrolled.
+template <class F, int NS>
+void decode_groups(const MatArgs& a, const int64_t (&g)[NS]) {
   constexpr size_t kBlock = static_cast<size_t>(kInterleaveRows) * F::kQuantBytes;  // one block's quants
   constexpr size_t kPair = 2 * kBlock + 4 * kInterleaveRows;                          // + both blocks' scales
   const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
@@ -151,26 +155,45 @@ void matvec(const MatArgs& a) {
       acc[h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[h][0]), _mm256_mul_ps(half_scales(S, h), dx), acc[h]);
   };
   const uint8_t* const end = a.W + static_cast<size_t>(a.r1 / kInterleaveRows) * group_bytes;  // touches stay before
-  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) {
-    const uint8_t* P = a.W + static_cast<size_t>(g) * group_bytes;
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    int64_t b = 0;
-    for (; b + 2 <= a.nb; b += 2, P += kPair) {
-      if (a.touch && b % F::kTouchBlocks == 0 && static_cast<size_t>(end - P) > a.touch) touch_line(P + a.touch);
+  const uint8_t* P[NS];
+  __m256 acc[NS][2];
+  for (int s = 0; s < NS; ++s) {
+    P[s] = a.W + static_cast<size_t>(g[s]) * group_bytes;
+    acc[s][0] = acc[s][1] = _mm256_setzero_ps();
+  }
+  int64_t b = 0;
+  for (; b + 2 <= a.nb; b += 2) {
+    for (int s = 0; s < NS; ++s) {
+      if (a.touch && b % F::kTouchBlocks == 0 && static_cast<size_t>(end - P[s]) > a.touch) touch_line(P[s] + a.touch);
       // The pair's lines a.prefetch bytes ahead into L2 and a.prefetch_l1 ahead into L1; written
       // out here rather than through a helper (GCC 12 dropped a helper's prefetches: see
       // qdot_interleaved_avx512.cpp).
       if (a.prefetch)
-        for (size_t l = 0; l < kPair; l += 64) _mm_prefetch(reinterpret_cast<const char*>(P + a.prefetch + l), _MM_HINT_T1);
+        for (size_t l = 0; l < kPair; l += 64) _mm_prefetch(reinterpret_cast<const char*>(P[s] + a.prefetch + l), _MM_HINT_T1);
       if (a.prefetch_l1)
-        for (size_t l = 0; l < kPair; l += 64) _mm_prefetch(reinterpret_cast<const char*>(P + a.prefetch_l1 + l), _MM_HINT_T0);
-      block(P, P + 2 * kBlock, x + b, acc);
-      block(P + kBlock, P + 2 * kBlock + 2 * kInterleaveRows, x + b + 1, acc);
+        for (size_t l = 0; l < kPair; l += 64) _mm_prefetch(reinterpret_cast<const char*>(P[s] + a.prefetch_l1 + l), _MM_HINT_T0);
+      block(P[s], P[s] + 2 * kBlock, x + b, acc[s]);
+      block(P[s] + kBlock, P[s] + 2 * kBlock + 2 * kInterleaveRows, x + b + 1, acc[s]);
+      P[s] += kPair;
     }
-    if (b < a.nb) block(P, P + kBlock, x + b, acc);  // an odd last block alone: its quants, then its scales
-    _mm256_storeu_ps(a.Y + g * kInterleaveRows, acc[0]);
-    _mm256_storeu_ps(a.Y + g * kInterleaveRows + kHalfRows, acc[1]);
   }
+  for (int s = 0; s < NS; ++s) {
+    if (b < a.nb) block(P[s], P[s] + kBlock, x + b, acc[s]);  // an odd last block alone: its quants, then its scales
+    _mm256_storeu_ps(a.Y + g[s] * kInterleaveRows, acc[s][0]);
+    _mm256_storeu_ps(a.Y + g[s] * kInterleaveRows + kHalfRows, acc[s][1]);
+  }
+}
+
+template <class F>
+void matvec(const MatArgs& a) {
+  const int64_t g0 = a.r0 / kInterleaveRows, g1 = a.r1 / kInterleaveRows;
+  if (!a.two_streams) {
+    for (int64_t g = g0; g < g1; ++g) decode_groups<F, 1>(a, {g});
+    return;
+  }
+  const int64_t gm = g0 + (g1 - g0 + 1) / 2;  // the first half takes an odd count's extra group, last
+  for (int64_t i = 0; gm + i < g1; ++i) decode_groups<F, 2>(a, {g0 + i, gm + i});
+  if ((g1 - g0) % 2 != 0) decode_groups<F, 1>(a, {gm - 1});
 }
 
 }  // namespace

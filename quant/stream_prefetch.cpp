@@ -61,28 +61,47 @@ bool l1_alone(DType weights) { return ice_lake_xeon() && dtype_is_repacked(weigh
 // The distance of those L1-only prefetches.
 constexpr size_t kL1AloneBytes = 4096;
 
-// Whether the plans measured off Intel (Zen 5: touches, rolled loops) are in force, given the
-// override value (current_override()): not on Intel, and not while a distance is set.
+// Whether the plans measured off Intel (Zen 5: touches, rolled loops; Zen 3: two streams) are in
+// force, given the override value (current_override()): not on Intel, and not while a distance is
+// set.
 bool off_intel_plans(long long override_value) { return override_value < 0 && !is_intel(); }
+
+// Whether the one-token kernel of `weights` on `isa` reads two streams per thread off Intel: the
+// AVX2 Q8_0R / Q4_0R kernels (stream_prefetch.h, the Zen 3 figures).
+bool two_streams_off_intel(DType weights, CpuIsa isa) {
+  return isa == CpuIsa::Avx2 && (weights == DType::Q8_0R || weights == DType::Q4_0R);
+}
+
+size_t default_l2(DType weights, CpuIsa isa) {
+  if (is_intel()) return l1_alone(weights) ? 0 : 8192;
+  if (two_streams_off_intel(weights, isa)) return 0;
+  if (weights == DType::Q4_KR || weights == DType::Q8_0R) return 8192;
+  return weights == DType::Q4_0R ? 4096 : 0;  // Q8_0R / Q4_0R: with touches and the rolled loop (decode_stream)
+}
 
 }  // namespace
 
 size_t decode_prefetch_default() { return is_intel() ? 8192 : 0; }
 
-size_t decode_prefetch_default(DType weights) {
-  if (is_intel()) return l1_alone(weights) ? 0 : 8192;
-  if (weights == DType::Q4_KR || weights == DType::Q8_0R) return 8192;
-  return weights == DType::Q4_0R ? 4096 : 0;  // Q8_0R / Q4_0R: with touches and the rolled loop (decode_stream)
-}
+size_t decode_prefetch_default(DType weights) { return default_l2(weights, active_isa()); }
 
-DecodeStream decode_stream(DType weights) {
+DecodeStream decode_stream(DType weights) { return decode_stream(weights, active_isa()); }
+
+DecodeStream decode_stream(DType weights, CpuIsa isa) {
   const long long v = current_override();
   DecodeStream s;
-  s.l2 = v >= 0 ? static_cast<size_t>(v) : decode_prefetch_default(weights);
+  s.l2 = v >= 0 ? static_cast<size_t>(v) : default_l2(weights, isa);
   if (!off_intel_plans(v)) {
     // Intel (and any CPU under the override): an L1 prefetch at half the L2 distance, except the
     // interleaved types' default on an Ice Lake Xeon, which prefetch into L1 alone.
     s.l1 = v < 0 && l1_alone(weights) ? kL1AloneBytes : l1_prefetch_bytes(s.l2);
+    return s;
+  }
+  // AMD and the rest without AVX-512 (the Zen 3 figures): the AVX2 Q8_0R / Q4_0R kernels read two
+  // streams, Q4_0R prefetching 1 KiB ahead into L1.
+  if (two_streams_off_intel(weights, isa)) {
+    s.two_streams = true;
+    s.l1 = weights == DType::Q4_0R ? 1024 : 0;
     return s;
   }
   // AMD and the rest (stream_prefetch.h: the Zen 5 figures): the interleaved types run their
@@ -102,7 +121,7 @@ std::string decode_stream_summary() {
   for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
     const DecodeStream s = decode_stream(t);
     out += (out.empty() ? "" : ", ") + std::string(dtype_name(t)) + " L2 " + std::to_string(s.l2) + " L1 " + std::to_string(s.l1) +
-           " touch " + std::to_string(s.touch) + (s.rolled ? " rolled" : "");
+           " touch " + std::to_string(s.touch) + (s.rolled ? " rolled" : "") + (s.two_streams ? " two streams" : "");
   }
   return out;
 }

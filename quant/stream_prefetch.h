@@ -33,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "ops/cpu/cpu_isa.h"
 #include "runtime/dtype.h"
 
 namespace jetmoe {
@@ -100,7 +101,8 @@ size_t decode_prefetch_default();
 // This CPU's default for one weight type's one-token kernel: 8192 on Intel (0 for the interleaved
 // Q8_0R / Q4_0R / Q4_KR on an Ice Lake Xeon, which prefetch into L1 alone: decode_stream);
 // elsewhere 8192 for Q4_KR, 4096 for Q4_0R (with touches and no L1 prefetch: decode_stream) and
-// 0 for the rest.
+// 0 for the rest, and 0 for Q8_0R / Q4_0R where the active ISA is AVX2 (two streams per thread:
+// decode_stream).
 // On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone streamed faster with
 // software prefetch (until Q4_0R got touches, decode_stream). Kernel bench, one thread from memory,
 // three alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s,
@@ -194,15 +196,35 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // q8_0 110.8 -> 108.3 (6 or 8 KiB the same). One thread, q4_k: 129.2 -> 129.9, within noise.
 // Other Intel CPUs keep the L2 + L1 plan: the Emerald Rapids VM streamed faster prefetching into
 // L2 than into L1 (qdot_interleaved_avx512.cpp) and then gained from the L1 prefetch added to it.
+//
+// Why the AVX2 Q8_0R / Q4_0R kernels read two streams off Intel (MatArgs::two_streams: each
+// thread's row range in halves, a block pair of each in turn; Q4_0R also prefetching 1 KiB ahead
+// into L1, Q8_0R nothing): the AMD plans above were measured with the AVX-512 kernels, and the
+// CPUs that run the AVX2 kernels off Intel are AMD's without AVX-512 (Zen 1-3). On a Zen 3 VM
+// (AMD EPYC family 25 model 1, 2 vCPUs at 2.45 GHz, 2026-12-07) they left 24-layer decode at two
+// threads at 63% (q8_0) and 73% (q4_0) of the read probe, whose fastest loop there is its
+// two-stream one (~25 GB/s against 21-22 for its one-stream loops; one thread 15 against 11-12).
+// Plans in turn in one process (`bench --prefetch`, medians of 3 and 5 repetitions): q8_0 63% ->
+// 81-85% prefetching 2-8 KiB into L1 alone, and 88% / 90% with two streams and no prefetch (82% /
+// 80% one stream, L1 4 KiB, in the same runs; two streams with an L1 prefetch 65-72%); q4_0 73% ->
+// 82-87% into L1 alone, and 85% / 89% with two streams and L1 1 KiB (80% / 86% one stream, L1 4
+// KiB). Q4_KR keeps its plan: there, one stream with L2 8 KiB + L1 4 KiB was level with or ahead
+// of two streams (docs/performance.md, the Zen 3 section). Intel CPUs without AVX-512 keep the
+// Intel plan (unmeasured there); the override replaces this plan as every other.
 struct DecodeStream {
   size_t l2 = 0, l1 = 0, touch = 0;
-  bool rolled = false;  // Q8_0R / Q4_0R / Q4_KR: the kernel's rolled loop (MatArgs::rolled)
+  bool rolled = false;       // Q8_0R / Q4_0R / Q4_KR: the kernel's rolled loop (MatArgs::rolled)
+  bool two_streams = false;  // AVX2 Q8_0R / Q4_0R: two streams per thread (MatArgs::two_streams)
 };
+// The plan of the kernels of `isa` (the one-token kernels of qmatvec_isa); the first form is that
+// of the active ISA.
 DecodeStream decode_stream(DType weights);
+DecodeStream decode_stream(DType weights, CpuIsa isa);
 
-// The plans of the interleaved types, "Q8_0R L2 8192 L1 0 touch 2048 rolled, Q4_0R L2 4096 L1 0
-// touch 1024 rolled, Q4_KR L2 8192 L1 4096 touch 0 rolled" (AMD), "Q8_0R L2 0 L1 4096 touch 0,
-// ..." (Ice Lake Xeon).
+// The plans of the interleaved types for the active ISA, "Q8_0R L2 8192 L1 0 touch 2048 rolled,
+// Q4_0R L2 4096 L1 0 touch 1024 rolled, Q4_KR L2 8192 L1 4096 touch 0 rolled" (AMD with AVX-512),
+// "Q8_0R L2 0 L1 0 touch 0 two streams, Q4_0R L2 0 L1 1024 touch 0 two streams, ..." (AMD with
+// AVX2), "Q8_0R L2 0 L1 4096 touch 0, ..." (Ice Lake Xeon).
 std::string decode_stream_summary();
 
 // Decode attention (CpuBackend::attention_decode) off Intel: before a KV head's keys are scored,

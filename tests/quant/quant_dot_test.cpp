@@ -469,9 +469,11 @@ TEST(QuantDot, DecodePrefetchDistanceIsChecked) {
   // Per weight type: the interleaved int8/int4 kernels prefetch on every CPU (off Intel Q4_0R 4 KiB
   // and Q8_0R 8 KiB, with touches and rolled loops; on an Ice Lake Xeon into L1 alone, so their L2
   // distance is 0), the others on Intel only.
+  // Off Intel the AVX2 Q8_0R / Q4_0R kernels read two streams instead, without an L2 prefetch.
+  const bool two_streams = !intel && active_isa() == CpuIsa::Avx2;
   EXPECT_EQ(decode_prefetch_default(DType::Q4_KR), icx ? 0u : 8192u) << vendor;
-  EXPECT_EQ(decode_prefetch_default(DType::Q8_0R), icx ? 0u : 8192u) << vendor;
-  EXPECT_EQ(decode_prefetch_default(DType::Q4_0R), icx ? 0u : intel ? 8192u : 4096u) << vendor;
+  EXPECT_EQ(decode_prefetch_default(DType::Q8_0R), icx || two_streams ? 0u : 8192u) << vendor;
+  EXPECT_EQ(decode_prefetch_default(DType::Q4_0R), icx || two_streams ? 0u : intel ? 8192u : 4096u) << vendor;
   for (DType t : {DType::Q4_K, DType::Q8_0, DType::F32, DType::F16, DType::BF16})
     EXPECT_EQ(decode_prefetch_default(t), intel ? 8192u : 0u) << vendor << " " << dtype_name(t);
 }
@@ -505,7 +507,9 @@ TEST(QuantDot, DecodePrefetchOverrideCoversEveryTypeUntilReset) {
       for (const char* after : {",", " "}) named = named || summary.find(before + name + after) != std::string::npos;
     EXPECT_EQ(named, bytes != decode_prefetch_default()) << dtype_name(t) << ": " << summary;
   }
-  if (decode_prefetch_default() == 0)
+  if (decode_prefetch_default() == 0 && active_isa() == CpuIsa::Avx2)
+    EXPECT_EQ(summary, "0 bytes (Q4_KR weights 8192)");
+  else if (decode_prefetch_default() == 0)
     EXPECT_EQ(summary, "0 bytes (Q8_0R weights 8192, Q4_0R weights 4096, Q4_KR weights 8192)");
   else if (test::proc_cpu_is_ice_lake_xeon())
     EXPECT_EQ(summary, "8192 bytes (Q8_0R weights 0, Q4_0R weights 0, Q4_KR weights 0)");
@@ -517,23 +521,50 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
   reset_decode_prefetch_bytes();
   const bool intel = cpu_vendor() == "GenuineIntel";
   const bool icx = test::proc_cpu_is_ice_lake_xeon();
-  for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR, DType::Q4_K, DType::BF16}) {
-    const DecodeStream s = decode_stream(t);
-    SCOPED_TRACE(dtype_name(t));
-    EXPECT_EQ(s.l2, decode_prefetch_default(t));
-    // Off Intel the interleaved types run their rolled loops, and only Q4_0R and Q8_0R touch,
-    // prefetching into L2 alone; every other plan keeps the L1 prefetch at half the distance
-    // (quant/stream_prefetch.h).
-    const bool touches = !intel && (t == DType::Q4_0R || t == DType::Q8_0R);
-    // An Ice Lake Xeon's interleaved types prefetch into L1 alone, 4 KiB ahead.
-    const bool l1_alone = icx && (t == DType::Q8_0R || t == DType::Q4_0R || t == DType::Q4_KR);
-    EXPECT_EQ(s.touch, touches ? (t == DType::Q4_0R ? 1024u : 2048u) : 0u);
-    EXPECT_EQ(s.l1, touches ? 0u : l1_alone ? 4096u : l1_prefetch_bytes(s.l2));
-    EXPECT_EQ(s.rolled, !intel && (touches || t == DType::Q4_KR));
-  }
+  // The plan follows the kernels' ISA (whether or not this CPU runs it: the plan is a pure function
+  // of the vendor, the model and the ISA); the one-argument form is the active ISA's.
+  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
+    for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR, DType::Q4_K, DType::BF16}) {
+      const DecodeStream s = decode_stream(t, isa);
+      SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t));
+      // Off Intel the AVX2 Q8_0R / Q4_0R kernels read two streams, Q4_0R prefetching 1 KiB into L1
+      // alone, Q8_0R not at all.
+      const bool two = !intel && isa == CpuIsa::Avx2 && (t == DType::Q4_0R || t == DType::Q8_0R);
+      EXPECT_EQ(s.two_streams, two);
+      if (isa == active_isa()) {
+        EXPECT_EQ(s.l2, decode_prefetch_default(t));
+        const DecodeStream active = decode_stream(t);
+        EXPECT_EQ(active.l2, s.l2);
+        EXPECT_EQ(active.l1, s.l1);
+        EXPECT_EQ(active.touch, s.touch);
+        EXPECT_EQ(active.rolled, s.rolled);
+        EXPECT_EQ(active.two_streams, s.two_streams);
+      }
+      if (two) {
+        EXPECT_EQ(s.l2, 0u);
+        EXPECT_EQ(s.l1, t == DType::Q4_0R ? 1024u : 0u);
+        EXPECT_EQ(s.touch, 0u);
+        EXPECT_FALSE(s.rolled);
+        continue;
+      }
+      // Otherwise, off Intel the interleaved types run their rolled loops, and only Q4_0R and
+      // Q8_0R touch, prefetching into L2 alone; every other plan keeps the L1 prefetch at half the
+      // distance (quant/stream_prefetch.h).
+      const bool touches = !intel && (t == DType::Q4_0R || t == DType::Q8_0R);
+      // An Ice Lake Xeon's interleaved types prefetch into L1 alone, 4 KiB ahead.
+      const bool l1_alone = icx && (t == DType::Q8_0R || t == DType::Q4_0R || t == DType::Q4_KR);
+      EXPECT_EQ(s.l2, l1_alone ? 0u : touches ? (t == DType::Q4_0R ? 4096u : 8192u)
+                      : intel || t == DType::Q4_KR ? 8192u : 0u);
+      EXPECT_EQ(s.touch, touches ? (t == DType::Q4_0R ? 1024u : 2048u) : 0u);
+      EXPECT_EQ(s.l1, touches ? 0u : l1_alone ? 4096u : l1_prefetch_bytes(s.l2));
+      EXPECT_EQ(s.rolled, !intel && (touches || t == DType::Q4_KR));
+    }
   const std::string summary = decode_stream_summary();
   if (icx) {
     EXPECT_EQ(summary, "Q8_0R L2 0 L1 4096 touch 0, Q4_0R L2 0 L1 4096 touch 0, Q4_KR L2 0 L1 4096 touch 0");
+  } else if (!intel && active_isa() == CpuIsa::Avx2) {
+    EXPECT_EQ(summary,
+              "Q8_0R L2 0 L1 0 touch 0 two streams, Q4_0R L2 0 L1 1024 touch 0 two streams, Q4_KR L2 8192 L1 4096 touch 0 rolled");
   } else {
     EXPECT_NE(summary.find(std::string("Q4_0R L2 ") + (intel ? "8192 L1 4096 touch 0," : "4096 L1 0 touch 1024 rolled,")),
               std::string::npos)
@@ -562,6 +593,7 @@ TEST(QuantDot, DecodeStreamPlanPerCpuAndOverride) {
     EXPECT_EQ(s.l1, 2048u) << dtype_name(t);
     EXPECT_EQ(s.touch, 0u) << dtype_name(t);
     EXPECT_FALSE(s.rolled) << dtype_name(t);
+    EXPECT_FALSE(decode_stream(t, CpuIsa::Avx2).two_streams) << dtype_name(t);
   }
   reset_decode_prefetch_bytes();
 }
@@ -609,7 +641,8 @@ TEST(QuantDot, DecodeTouchesAndRolledLoopsStayInsideTheWeightsAndChangeNoResult)
   // but never past the end of the rows they were given: with the weights against a guard page, a
   // touch past them would crash this test. The sums must be bit for bit those without touches,
   // and those of the unrolled loop (MatArgs::rolled; Q8_0R / Q4_0R rows of 65 blocks take the
-  // odd-block path too).
+  // odd-block path too) and of one stream (MatArgs::two_streams: 4, 3 and 1 groups, the odd
+  // counts with a group left over).
   for (CpuIsa isa : supported_isas()) {
     const qdot_detail::KernelTable& k = qdot_detail::kernel_table(isa);
     for (DType t : {DType::Q8_0R, DType::Q4_0R, DType::Q4_KR}) {
@@ -617,7 +650,7 @@ TEST(QuantDot, DecodeTouchesAndRolledLoopsStayInsideTheWeightsAndChangeNoResult)
       const Problem p = make_problem(t, rows, n, 1, 23);
       const GuardedCopy w(p.W);
       const int slot = qdot_detail::kernel_index(t);
-      for (int64_t r0 : {int64_t{0}, int64_t{48}})
+      for (int64_t r0 : {int64_t{0}, int64_t{16}, int64_t{48}})
         for (size_t prefetch : {size_t{0}, size_t{8192}}) {
           qdot_detail::MatArgs a;
           a.W = w.data();
@@ -629,21 +662,24 @@ TEST(QuantDot, DecodeTouchesAndRolledLoopsStayInsideTheWeightsAndChangeNoResult)
           a.r0 = r0;
           a.r1 = rows;
           a.prefetch = prefetch;
+          a.prefetch_l1 = prefetch / 8;
           std::vector<float> want(rows, -777.0f);
           a.Y = want.data();
           k.matvec[slot](a);
           for (bool rolled : {false, true})
-            for (size_t touch : {size_t{0}, size_t{64}, size_t{2048}, size_t{65536}}) {
-              SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " rows " + std::to_string(r0) +
-                           ".. prefetch " + std::to_string(prefetch) + " touch " + std::to_string(touch) +
-                           (rolled ? " rolled" : ""));
-              std::vector<float> got(rows, -777.0f);
-              a.Y = got.data();
-              a.touch = touch;
-              a.rolled = rolled;
-              k.matvec[slot](a);
-              EXPECT_EQ(got, want);
-            }
+            for (bool two_streams : {false, true})
+              for (size_t touch : {size_t{0}, size_t{64}, size_t{2048}, size_t{65536}}) {
+                SCOPED_TRACE(std::string(isa_name(isa)) + " " + dtype_name(t) + " rows " + std::to_string(r0) +
+                             ".. prefetch " + std::to_string(prefetch) + " touch " + std::to_string(touch) +
+                             (rolled ? " rolled" : "") + (two_streams ? " two streams" : ""));
+                std::vector<float> got(rows, -777.0f);
+                a.Y = got.data();
+                a.touch = touch;
+                a.rolled = rolled;
+                a.two_streams = two_streams;
+                k.matvec[slot](a);
+                EXPECT_EQ(got, want);
+              }
         }
     }
   }
