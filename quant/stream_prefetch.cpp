@@ -75,6 +75,7 @@ bool two_streams_off_intel(DType weights, CpuIsa isa) {
 size_t default_l2(DType weights, CpuIsa isa) {
   if (is_intel()) return l1_alone(weights) ? 0 : 8192;
   if (two_streams_off_intel(weights, isa)) return 0;
+  if (weights == DType::Q4_K && isa == CpuIsa::Avx2) return 8192;  // the AVX2 GGUF-layout kernel (stream_prefetch.h)
   if (weights == DType::Q4_KR || weights == DType::Q8_0R) return 8192;
   return weights == DType::Q4_0R ? 4096 : 0;  // Q8_0R / Q4_0R: with touches and the rolled loop (decode_stream)
 }

@@ -101,8 +101,11 @@ size_t decode_prefetch_default();
 // This CPU's default for one weight type's one-token kernel: 8192 on Intel (0 for the interleaved
 // Q8_0R / Q4_0R / Q4_KR on an Ice Lake Xeon, which prefetch into L1 alone: decode_stream);
 // elsewhere 8192 for Q4_KR, 4096 for Q4_0R (with touches and no L1 prefetch: decode_stream) and
-// 0 for the rest, and 0 for Q8_0R / Q4_0R where the active ISA is AVX2 (two streams per thread:
-// decode_stream).
+// 0 for the rest; where the active ISA is AVX2, 0 for Q8_0R / Q4_0R (two streams per thread:
+// decode_stream) and 8192 for Q4_K (the GGUF-layout kernel of a mmapped file: on the Zen 3 VM,
+// 24-layer q4_k decode in the file's layout at two threads, distances in turn in one process,
+// 0 / 4 / 8 KiB: 68 / 79 / 86% of the read probe, 5 repetitions, and 72% / 84% at 0 / 4 KiB in
+// a 3-repetition run before; kernels bench one thread from memory 10.5-11.3 -> 13.7 GB/s).
 // On the Zen 5 VM (AMD EPYC family 26, 2 vCPUs) the Q4_KR kernel alone streamed faster with
 // software prefetch (until Q4_0R got touches, decode_stream). Kernel bench, one thread from memory,
 // three alternating pairs, 0 -> 8192 bytes: Q4_KR 19.8 / 23.4 / 25.2 -> 37.0 / 26.9 / 32.9 GB/s,
