@@ -1,7 +1,8 @@
 // Prefill on weights in the GGUF block layout (a mapped .gguf file, which is never repacked: that
 // would copy it): every whole run of 16 rows is packed into the interleaved layout (the AVX2
-// transposes of repack_avx2.cpp; the bytes repack_rows gives) in a buffer of the calling thread and multiplied there by the interleaved kernels, whose tiles keep one
-// int32 lane per row (no horizontal sums, one scale multiply-add per 8 or 16 rows). Packing 16 rows
+// transposes of repack_avx2.cpp; the bytes repack_rows gives) in a buffer of the calling thread
+// and multiplied there by the interleaved kernels, whose tiles keep one int32 lane per row (no
+// horizontal sums, one scale multiply-add per 8 or 16 rows). Packing 16 rows
 // is a copy of their bytes, paid once for all the call's tokens; the activations, quantized for
 // the file's type, are converted once per call to the interleaved kernels' blocks (the same int8
 // values and scales: the products are those of the repacked path, bit for bit). Rows left over

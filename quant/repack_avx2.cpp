@@ -2,8 +2,8 @@
 // repack_rows gives them), for prefill on a mapped file (quant/qmatmul_packed.cpp), which packs
 // every group of rows it multiplies. The layouts are a transpose of 4-byte words: word k of row
 // i's quants goes to line k, lane i. The load-time repack copies those words one by one (16 x 8
-// per Q8_0 block); here 8 rows x 8 words are one 8x8 transpose in registers (24 unpacks and lane permutes), and
-// Q4_0's 16 rows x 4 words four 4x4 transposes.
+// per Q8_0 block); here 8 rows x 8 words are one 8x8 transpose in registers (24 unpacks and lane
+// permutes), and Q4_0's 16 rows x 4 words four 4x4 transposes.
 //
 // Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
 // qdot_avx2.cpp).

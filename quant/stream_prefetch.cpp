@@ -66,10 +66,10 @@ constexpr size_t kL1AloneBytes = 4096;
 // set.
 bool off_intel_plans(long long override_value) { return override_value < 0 && !is_intel(); }
 
-// Whether the one-token kernel of `weights` on `isa` reads two streams per thread off Intel: the
-// AVX2 Q8_0R / Q4_0R kernels (stream_prefetch.h, the Zen 3 figures).
+// Whether the one-token kernel of `weights` on `isa` reads two streams per thread: the AVX2
+// Q8_0R / Q4_0R kernels off Intel (stream_prefetch.h, the Zen 3 figures).
 bool two_streams_off_intel(DType weights, CpuIsa isa) {
-  return isa == CpuIsa::Avx2 && (weights == DType::Q8_0R || weights == DType::Q4_0R);
+  return !is_intel() && isa == CpuIsa::Avx2 && (weights == DType::Q8_0R || weights == DType::Q4_0R);
 }
 
 size_t default_l2(DType weights, CpuIsa isa) {
