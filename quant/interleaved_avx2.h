@@ -21,6 +21,13 @@ static inline __m256i bcast4_avx2(const void* p) {
   return _mm256_set1_epi32(v);
 }
 
+// An empty asm that takes v in a register and gives it back: the compiler must have v's value
+// here, so it cannot reassociate a chain of int16 sums across the point. Without it GCC 12 turned
+// a prefill block's chain of additions into a tree, computed every vpmaddubsw product first and
+// spilled them (2 KB of stack in the 2 x 4 tile); one thread, Zen 3: Q4_0R 117 -> ~150 GFLOP/s
+// (docs/performance.md).
+static inline void keep_in_register(__m256i& v) { asm("" : "+x"(v)); }
+
 // Where half u's rows are: the start of its 16-row group, and which half of each line (and of the
 // group's scale arrays) they take, 0 or 1.
 struct HalfRows {

@@ -21,7 +21,10 @@
 // horizontal sum; here those are per 8 rows.
 //
 // Prefill tiles are NH halves (8 rows each) x NT tokens, chunks of a block outermost so that only
-// one line's registers are live (AVX2 has 16 registers). Decode is a loop of its own: a 16-row
+// one line's registers are live (AVX2 has 16 registers). Q4_0R's tile is 1 half x 4 tokens: its 4
+// int16 sums, 4 float sums and a line's registers fit the 16 with its sums kept as chains
+// (keep_in_register); Q8_0R's stays 2 x 4, where its sign trick, not registers, sets the pace
+// (docs/performance.md). Decode is a loop of its own: a 16-row
 // group at a time, or two from the two halves of the range in turn (MatArgs::two_streams), both
 // halves of each line, a pair of blocks per step (the layout's unit) with the pair's lines
 // prefetched as MatArgs asks (quant/stream_prefetch.h), as in qdot_interleaved_avx512.cpp.
@@ -61,6 +64,7 @@ struct Q4Format {
         for (int h = 0; h < NH; ++h) {
           const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], al), _mm256_maddubs_epi16(hi[h], ah));
           s16[h][j] = k == 0 ? p : _mm256_add_epi16(s16[h][j], p);
+          keep_in_register(s16[h][j]);  // a chain, line by line (interleaved_avx2.h)
         }
       }
     }
@@ -201,7 +205,7 @@ void matvec(const MatArgs& a) {
 void avx2_matvec_q8_0r(const MatArgs& a) { matvec<Q8Format>(a); }
 void avx2_matvec_q4_0r(const MatArgs& a) { matvec<Q4Format>(a); }
 void avx2_matmul_q8_0r(const MatArgs& a) { drive_half_tiles<Tiles<Q8Format>, 2, 4>(a); }
-void avx2_matmul_q4_0r(const MatArgs& a) { drive_half_tiles<Tiles<Q4Format>, 2, 4>(a); }
+void avx2_matmul_q4_0r(const MatArgs& a) { drive_half_tiles<Tiles<Q4Format>, 1, 4>(a); }
 
 }  // namespace jetmoe::qdot_detail
 
