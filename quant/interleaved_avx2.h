@@ -24,9 +24,15 @@ static inline __m256i bcast4_avx2(const void* p) {
 // An empty asm that takes v in a register and gives it back: the compiler must have v's value
 // here, so it cannot reassociate a chain of int16 sums across the point. Without it GCC 12 turned
 // a prefill block's chain of additions into a tree, computed every vpmaddubsw product first and
-// spilled them (2 KB of stack in the 2 x 4 tile); one thread, Zen 3: Q4_0R 117 -> ~150 GFLOP/s
-// (docs/performance.md).
+// spilled them (2 KB of stack in the 2 x 4 tile; docs/performance.md has the figures).
 static inline void keep_in_register(__m256i& v) { asm("" : "+x"(v)); }
+
+// The same for a value the compiler should hold in memory between uses (a sum updated once per
+// block), so that the hot loop's values get the 16 registers.
+template <class T>
+static inline void keep_in_memory(T& v) {
+  asm("" : "+m"(v));
+}
 
 // Where half u's rows are: the start of its 16-row group, and which half of each line (and of the
 // group's scale arrays) they take, 0 or 1.

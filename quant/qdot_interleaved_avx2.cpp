@@ -21,10 +21,10 @@
 // horizontal sum; here those are per 8 rows.
 //
 // Prefill tiles are NH halves (8 rows each) x NT tokens, chunks of a block outermost so that only
-// one line's registers are live (AVX2 has 16 registers). Q4_0R's tile is 1 half x 4 tokens: its 4
-// int16 sums, 4 float sums and a line's registers fit the 16 with its sums kept as chains
-// (keep_in_register); Q8_0R's stays 2 x 4, where its sign trick, not registers, sets the pace
-// (docs/performance.md). Decode is a loop of its own: a 16-row
+// one line's registers are live (AVX2 has 16 registers): the block's 8 sums are kept as chains in
+// registers and the tile's 8 float sums in memory, one load and store per block
+// (keep_in_register / keep_in_memory, interleaved_avx2.h; GCC had spilled the hot loop's values
+// instead: docs/performance.md). Decode is a loop of its own: a 16-row
 // group at a time, or two from the two halves of the range in turn (MatArgs::two_streams), both
 // halves of each line, a pair of blocks per step (the layout's unit) with the pair's lines
 // prefetched as MatArgs asks (quant/stream_prefetch.h), as in qdot_interleaved_avx512.cpp.
@@ -56,6 +56,7 @@ struct Q4Format {
   [[gnu::always_inline]] static inline void block_sums(const uint8_t* const (&q)[NH], const BlockQ8_0Z* const (&x)[NT],
                                                        __m256i (&s)[NH][NT]) {
     __m256i s16[NH][NT];
+#pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {  // line k: elements 4k .. 4k + 3 (low nibbles), 16 + 4k .. (high)
       __m256i lo[NH], hi[NH];
       split_nibbles<NH>(q, k, lo, hi);
@@ -83,6 +84,7 @@ struct Q8Format {
   [[gnu::always_inline]] static inline void block_sums(const uint8_t* const (&q)[NH], const BlockQ8_0Z* const (&x)[NT],
                                                        __m256i (&s)[NH][NT]) {
     const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 8
     for (int k = 0; k < 8; ++k) {  // line k: elements 4k .. 4k + 3
       __m256i w[NH], wabs[NH];
       for (int h = 0; h < NH; ++h) {
@@ -94,6 +96,7 @@ struct Q8Format {
         for (int h = 0; h < NH; ++h) {
           const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[h], _mm256_sign_epi8(xk, w[h])), ones);
           s[h][j] = k == 0 ? p : _mm256_add_epi32(s[h][j], p);
+          keep_in_register(s[h][j]);  // a chain, line by line (interleaved_avx2.h)
         }
       }
     }
@@ -119,8 +122,11 @@ inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
     F::template block_sums<NH, NT>(q, x, s);
     for (int h = 0; h < NH; ++h) {
       const __m256 dw = half_scales(H[h].group + o.scales, H[h].half);
-      for (int j = 0; j < NT; ++j)
+      for (int j = 0; j < NT; ++j) {
         acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[h][j]), _mm256_mul_ps(dw, _mm256_set1_ps(x[j]->d)), acc[h][j]);
+        if constexpr (NH * NT > 4) keep_in_memory(acc[h][j]);  // a load and a store per block: the registers
+                                                                // go to the block's sums
+      }
     }
   }
   for (int h = 0; h < NH; ++h)
@@ -205,7 +211,7 @@ void matvec(const MatArgs& a) {
 void avx2_matvec_q8_0r(const MatArgs& a) { matvec<Q8Format>(a); }
 void avx2_matvec_q4_0r(const MatArgs& a) { matvec<Q4Format>(a); }
 void avx2_matmul_q8_0r(const MatArgs& a) { drive_half_tiles<Tiles<Q8Format>, 2, 4>(a); }
-void avx2_matmul_q4_0r(const MatArgs& a) { drive_half_tiles<Tiles<Q4Format>, 1, 4>(a); }
+void avx2_matmul_q4_0r(const MatArgs& a) { drive_half_tiles<Tiles<Q4Format>, 2, 4>(a); }
 
 }  // namespace jetmoe::qdot_detail
 
