@@ -95,6 +95,8 @@ template <int NH, int NT>
         const __m256i pe = _mm256_maddubs_epi16(lo[h], ae), po = _mm256_maddubs_epi16(hi[h], ao);
         se[h][j] = k == 0 ? pe : _mm256_add_epi16(se[h][j], pe);
         so[h][j] = k == 0 ? po : _mm256_add_epi16(so[h][j], po);
+        keep_in_register(se[h][j]);  // chains, line by line (interleaved_avx2.h)
+        keep_in_register(so[h][j]);
       }
     }
   }
