@@ -22,9 +22,10 @@ static inline __m256i bcast4_avx2(const void* p) {
 }
 
 // An empty asm that takes v in a register and gives it back: the compiler must have v's value
-// here, so it cannot reassociate a chain of int16 sums across the point. Without it GCC 12 turned
-// a prefill block's chain of additions into a tree, computed every vpmaddubsw product first and
-// spilled them (2 KB of stack in the 2 x 4 tile; docs/performance.md has the figures).
+// here, so it cannot reassociate a chain of sums across the point. Without it GCC 12 turned a
+// block's chain of additions into a tree, computed every vpmaddubsw product first and spilled
+// them (2 KB of stack in the Q4_0R 2 x 4 prefill tile, 25 of the 32 products of a Q4_KR decode
+// chunk; docs/performance.md has the figures).
 static inline void keep_in_register(__m256i& v) { asm("" : "+x"(v)); }
 
 // The same for a value the compiler should hold in memory between uses (a sum updated once per
