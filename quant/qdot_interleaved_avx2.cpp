@@ -124,7 +124,8 @@ inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
       const __m256 dw = half_scales(H[h].group + o.scales, H[h].half);
       for (int j = 0; j < NT; ++j) {
         acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[h][j]), _mm256_mul_ps(dw, _mm256_set1_ps(x[j]->d)), acc[h][j]);
-        // A load and a store per block, so that the registers go to the block's sums.
+        // Tiles of more than 4 (half, token) pairs: their float sums and the block's int sums would
+        // not both fit AVX2's 16 registers, so the float sums take a load and a store per block.
         if constexpr (NH * NT > 4) keep_in_memory(acc[h][j]);
       }
     }
