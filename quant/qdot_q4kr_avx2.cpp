@@ -14,6 +14,11 @@
 //     scalar kernel;
 //   - the mins meet the activation's 32-element sums as int16 pairs (4 vpmaddwd);
 //   - one multiply-add each applies d * dx and dmin * dx.
+// Decode takes a chunk's lines once, both sub-blocks' sums at a time (4 live for 16 rows). A
+// prefill tile (2 halves x 4 tokens) would need 16 such sums, more than AVX2's 16 registers with
+// the lines and activations, and GCC spilled them; it takes the chunk's lines twice instead, low
+// nibbles then high (8 sums live), with the int32 sums in memory, updated once per sub-block:
+// 1.2x the rate of the one-pass tile (docs/performance.md).
 //
 // Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
 // qdot_avx2.cpp).
@@ -106,6 +111,43 @@ template <int NH, int NT>
                                                                  _mm256_madd_epi16(so[h][j], t[h]->sc[2 * c + 1])));
 }
 
+// Prefill's form of chunk_sums: the chunk's 8 lines for the even sub-block (low nibbles), then
+// again for the odd one (high nibbles), so that one int16 sum per half and token is live, not
+// two; isum is kept in memory (keep_in_memory), updated once per sub-block. Reading a line twice
+// costs no more than splitting it once: the low nibbles are one vpand with the load folded in.
+template <int NH, int NT>
+[[gnu::always_inline]] inline void chunk_sums_by_sub_block(int c, const uint8_t* const (&q)[NH],
+                                                           const BlockQ8_KS* const (&x)[NT],
+                                                           const HalfBlock* const (&t)[NH], __m256i (&isum)[NH][NT]) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+#pragma GCC unroll 1
+  for (int odd = 0; odd < 2; ++odd) {
+    __m256i s[NH][NT];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      __m256i w[NH];
+      for (int h = 0; h < NH; ++h) {
+        __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[h] + 64 * k));
+        if (odd) v = _mm256_srli_epi16(v, 4);
+        w[h] = _mm256_and_si256(v, m4);
+      }
+      for (int j = 0; j < NT; ++j) {
+        const __m256i xa = bcast4_avx2(x[j]->qs + 64 * c + 32 * odd + 4 * k);
+        for (int h = 0; h < NH; ++h) {
+          const __m256i p = _mm256_maddubs_epi16(w[h], xa);
+          s[h][j] = k == 0 ? p : _mm256_add_epi16(s[h][j], p);
+          keep_in_register(s[h][j]);
+        }
+      }
+    }
+    for (int h = 0; h < NH; ++h)
+      for (int j = 0; j < NT; ++j) {
+        isum[h][j] = _mm256_add_epi32(isum[h][j], _mm256_madd_epi16(s[h][j], t[h]->sc[2 * c + odd]));
+        keep_in_memory(isum[h][j]);
+      }
+  }
+}
+
 // A super-block's lines, a quarter per quant chunk.
 constexpr size_t kChunkPrefetchLines = kQ4KRBlockBytes / 64 / 4;
 static_assert(kQ4KRBlockBytes % (64 * 4) == 0, "a Q4_KR super-block is 36 whole lines");
@@ -171,7 +213,7 @@ inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
     for (int c = 0; c < 4; ++c) {
       const uint8_t* q[NH];
       for (int h = 0; h < NH; ++h) q[h] = blk[h] + 512 * static_cast<size_t>(c) + 32 * H[h].half;
-      chunk_sums<NH, NT>(c, q, x, t, isum);
+      chunk_sums_by_sub_block<NH, NT>(c, q, x, t, isum);
     }
     for (int h = 0; h < NH; ++h)
       for (int j = 0; j < NT; ++j) acc[h][j] = add_block(tb[h], isum[h][j], *x[j], acc[h][j]);
