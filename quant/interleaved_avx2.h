@@ -28,13 +28,6 @@ static inline __m256i bcast4_avx2(const void* p) {
 // chunk; docs/performance.md has the figures).
 static inline void keep_in_register(__m256i& v) { asm("" : "+x"(v)); }
 
-// The same for a value the compiler should hold in memory between uses (a sum updated once per
-// block), so that the hot loop's values get the 16 registers.
-template <class T>
-static inline void keep_in_memory(T& v) {
-  asm("" : "+m"(v));
-}
-
 // Where half u's rows are: the start of its 16-row group, and which half of each line (and of the
 // group's scale arrays) they take, 0 or 1.
 struct HalfRows {

@@ -22,9 +22,9 @@
 //
 // Prefill tiles are NH halves (8 rows each) x NT tokens, chunks of a block outermost so that only
 // one line's registers are live (AVX2 has 16 registers): the block's 8 sums are kept as chains in
-// registers and the tile's 8 float sums in memory, one load and store per block
-// (keep_in_register / keep_in_memory, interleaved_avx2.h; GCC had spilled the hot loop's values
-// instead: docs/performance.md). Decode is a loop of its own: a 16-row
+// registers (keep_in_register, interleaved_avx2.h; GCC had spilled the hot loop's values instead:
+// docs/performance.md); the tile's 8 float sums, updated once per block, are left to the compiler
+// (pinned in memory with an empty asm they were 1-3% slower). Decode is a loop of its own: a 16-row
 // group at a time, or two from the two halves of the range in turn (MatArgs::two_streams), both
 // halves of each line, a pair of blocks per step (the layout's unit) with the pair's lines
 // prefetched as MatArgs asks (quant/stream_prefetch.h), as in qdot_interleaved_avx512.cpp.
@@ -122,12 +122,8 @@ inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
     F::template block_sums<NH, NT>(q, x, s);
     for (int h = 0; h < NH; ++h) {
       const __m256 dw = half_scales(H[h].group + o.scales, H[h].half);
-      for (int j = 0; j < NT; ++j) {
+      for (int j = 0; j < NT; ++j)
         acc[h][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[h][j]), _mm256_mul_ps(dw, _mm256_set1_ps(x[j]->d)), acc[h][j]);
-        // Tiles of more than 4 (half, token) pairs: their float sums and the block's int sums would
-        // not both fit AVX2's 16 registers, so the float sums take a load and a store per block.
-        if constexpr (NH * NT > 4) keep_in_memory(acc[h][j]);
-      }
     }
   }
   for (int h = 0; h < NH; ++h)

@@ -17,8 +17,8 @@
 // Decode takes a chunk's lines once, both sub-blocks' sums at a time (4 live for 16 rows). A
 // prefill tile (2 halves x 4 tokens) would need 16 such sums, more than AVX2's 16 registers with
 // the lines and activations, and GCC spilled them; it takes the chunk's lines twice instead, low
-// nibbles then high (8 sums live), with the int32 sums in memory, updated once per sub-block:
-// 1.2x the rate of the one-pass tile (docs/performance.md).
+// nibbles then high (8 sums live), the int32 sums updated once per sub-block: 1.1-1.3x the rate
+// of the one-pass tile (docs/performance.md).
 //
 // Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
 // qdot_avx2.cpp).
@@ -113,8 +113,9 @@ template <int NH, int NT>
 
 // Prefill's form of chunk_sums: the chunk's 8 lines for the even sub-block (low nibbles), then
 // again for the odd one (high nibbles), so that one int16 sum per half and token is live, not
-// two; isum is kept in memory (keep_in_memory), updated once per sub-block. Reading a line twice
-// costs no more than splitting it once: the low nibbles are one vpand with the load folded in.
+// two; isum is updated once per sub-block (left to the compiler: pinned in memory with an empty
+// asm it was 1-7% slower). Reading a line twice costs no more than splitting it once: the
+// low nibbles are one vpand with the load folded in.
 template <int NH, int NT>
 [[gnu::always_inline]] inline void chunk_sums_by_sub_block(int c, const uint8_t* const (&q)[NH],
                                                            const BlockQ8_KS* const (&x)[NT],
@@ -141,10 +142,8 @@ template <int NH, int NT>
       }
     }
     for (int h = 0; h < NH; ++h)
-      for (int j = 0; j < NT; ++j) {
+      for (int j = 0; j < NT; ++j)
         isum[h][j] = _mm256_add_epi32(isum[h][j], _mm256_madd_epi16(s[h][j], t[h]->sc[2 * c + odd]));
-        keep_in_memory(isum[h][j]);
-      }
   }
 }
 
