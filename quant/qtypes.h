@@ -113,20 +113,23 @@ static_assert(sizeof(BlockQ8_0Z) == 40, "BlockQ8_0Z must be 40 bytes");
 
 // Q4_KR: the same 16-row groups for Q4_K. Super-block b of a group is 2304 bytes (16 x 144, so
 // 36 whole 64-byte lines) at 2304 * b:
-//   [quants: 4 chunks x 8 x 64 bytes][scales: 3 x 64 bytes][16 fp16 d][16 fp16 dmin]
+//   [scales: 3 x 64 bytes][16 fp16 d][16 fp16 dmin][quants: 4 chunks x 8 x 64 bytes]
+// The factors come first because the kernels read them first: a super-block is then read front
+// to back, one forward stream that the hardware prefetcher follows (with them at the end, each
+// super-block began with a jump 2 KiB ahead and back; docs/performance.md).
 // Quant chunk c, register k holds, at bytes 4i .. 4i + 3, bytes 32c + 4k .. 32c + 4k + 3 of row
 // i's GGUF quants (low nibbles: sub-block 2c, high nibbles: sub-block 2c + 1, elements 4k..4k+3
 // of each); scale register s holds bytes 4s .. 4s + 3 of row i's 12 packed scale bytes, so the
 // 6-bit scales and mins of 16 rows unpack with a few whole-register operations.
 inline constexpr size_t kQ4KRBlockBytes = 16 * 144;
-inline constexpr size_t kQ4KRScales = 2048, kQ4KRd = 2240, kQ4KRdmin = 2272;
+inline constexpr size_t kQ4KRScales = 0, kQ4KRd = 192, kQ4KRdmin = 224, kQ4KRQuants = 256;
 
 // Row i (< 16) of a Q4_KR group: super-block b back in its GGUF form.
 static inline void q4kr_row_block(const uint8_t* group, int64_t b, int i, BlockQ4_K* out) {
   const uint8_t* blk = group + kQ4KRBlockBytes * static_cast<size_t>(b);
   const size_t lane = 4 * static_cast<size_t>(i);
   for (size_t c = 0; c < 4; ++c)
-    for (size_t k = 0; k < 8; ++k) std::memcpy(out->qs + 32 * c + 4 * k, blk + 512 * c + 64 * k + lane, 4);
+    for (size_t k = 0; k < 8; ++k) std::memcpy(out->qs + 32 * c + 4 * k, blk + kQ4KRQuants + 512 * c + 64 * k + lane, 4);
   for (size_t r = 0; r < 3; ++r) std::memcpy(out->scales + 4 * r, blk + kQ4KRScales + 64 * r + lane, 4);
   std::memcpy(&out->d, blk + kQ4KRd + 2 * static_cast<size_t>(i), 2);
   std::memcpy(&out->dmin, blk + kQ4KRdmin + 2 * static_cast<size_t>(i), 2);

@@ -73,8 +73,8 @@ void pack_q8_0_or_q4_0(bool q8, const uint8_t* rows, int64_t nb, size_t rb, uint
   }
 }
 
-// Q4_K: super-block b's 32 quant words per row to lines 0..31 (chunk c, register k = line 8c + k),
-// its 3 scale words to the 3 scale lines, d and dmin to their 16-entry arrays.
+// Q4_K: super-block b's 32 quant words per row to its 32 quant lines (chunk c, register k = quant
+// line 8c + k), its 3 scale words to the 3 scale lines, d and dmin to their 16-entry arrays.
 void pack_q4_k(const uint8_t* rows, int64_t nb, size_t rb, uint8_t* dst) {
   for (int64_t b = 0; b < nb; ++b) {
     uint8_t* out = dst + kQ4KRBlockBytes * static_cast<size_t>(b);
@@ -83,7 +83,7 @@ void pack_q4_k(const uint8_t* rows, int64_t nb, size_t rb, uint8_t* dst) {
       for (int w = 0; w < 4; ++w) {  // quant words 8w .. 8w + 7
         const uint8_t* src[8];
         for (int i = 0; i < 8; ++i) src[i] = blk + static_cast<size_t>(8 * h + i) * rb + offsetof(BlockQ4_K, qs) + 32 * w;
-        transpose8x8(src, out + 512 * w + 32 * h, 64);
+        transpose8x8(src, out + kQ4KRQuants + 512 * w + 32 * h, 64);
       }
     for (int i = 0; i < kInterleaveRows; ++i) {
       const uint8_t* row = blk + static_cast<size_t>(i) * rb;

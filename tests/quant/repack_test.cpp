@@ -94,8 +94,8 @@ TEST(Repack, LayoutIsExactAndLossless) {
 }
 
 // Q4_KR, written out independently of quant/qtypes.h's helpers: super-block b of group g at
-// 2304 b; quant chunk c register k holds bytes 32c + 4k .. + 3 of row i at 512c + 64k + 4i; scale
-// register r holds scale bytes 4r .. 4r + 3 at 2048 + 64r + 4i; d and dmin at 2240 / 2272 + 2i.
+// 2304 b; scale register r holds scale bytes 4r .. 4r + 3 of row i at 64r + 4i; d and dmin at
+// 192 / 224 + 2i; quant chunk c register k holds bytes 32c + 4k .. + 3 at 256 + 512c + 64k + 4i.
 TEST(Repack, Q4KLayoutIsExactAndLossless) {
   for (int64_t n : {256, 768}) {
     const int64_t rows = 32, nb = n / 256;
@@ -112,10 +112,10 @@ TEST(Repack, Q4KLayoutIsExactAndLossless) {
         const uint8_t* pb = G + 2304 * b;
         for (size_t c = 0; c < 4; ++c)
           for (size_t k = 0; k < 8; ++k)
-            ASSERT_EQ(std::memcmp(pb + 512 * c + 64 * k + 4 * i, ob + 16 + 32 * c + 4 * k, 4), 0) << "row " << r << " c " << c;
-        for (size_t s = 0; s < 3; ++s) ASSERT_EQ(std::memcmp(pb + 2048 + 64 * s + 4 * i, ob + 4 + 4 * s, 4), 0);
-        ASSERT_EQ(std::memcmp(pb + 2240 + 2 * i, ob, 2), 0);
-        ASSERT_EQ(std::memcmp(pb + 2272 + 2 * i, ob + 2, 2), 0);
+            ASSERT_EQ(std::memcmp(pb + 256 + 512 * c + 64 * k + 4 * i, ob + 16 + 32 * c + 4 * k, 4), 0) << "row " << r << " c " << c;
+        for (size_t s = 0; s < 3; ++s) ASSERT_EQ(std::memcmp(pb + 64 * s + 4 * i, ob + 4 + 4 * s, 4), 0);
+        ASSERT_EQ(std::memcmp(pb + 192 + 2 * i, ob, 2), 0);
+        ASSERT_EQ(std::memcmp(pb + 224 + 2 * i, ob + 2, 2), 0);
       }
       std::vector<uint8_t> back(rb);
       unpack_row(DType::Q4_KR, packed.data(), r, back.data(), n);
