@@ -179,8 +179,8 @@ void decode_groups(const MatArgs& a, const int64_t (&g)[NS]) {
         for (size_t l = 0; l < kPair; l += 64) _mm_prefetch(reinterpret_cast<const char*>(P[s] + a.prefetch + l), _MM_HINT_T1);
       if (a.prefetch_l1)
         for (size_t l = 0; l < kPair; l += 64) _mm_prefetch(reinterpret_cast<const char*>(P[s] + a.prefetch_l1 + l), _MM_HINT_T0);
-      block(P[s], P[s] + 2 * kBlock, x + b, acc[s]);
-      block(P[s] + kBlock, P[s] + 2 * kBlock + 2 * kInterleaveRows, x + b + 1, acc[s]);
+      block(P[s] + pair_quants(F::kQuantBytes, 0), P[s] + pair_scales(0), x + b, acc[s]);
+      block(P[s] + pair_quants(F::kQuantBytes, 1), P[s] + pair_scales(1), x + b + 1, acc[s]);
       P[s] += kPair;
     }
   }

@@ -171,7 +171,7 @@ void matmul(const MatArgs& a) {
 }
 
 // Decode: one row group at a time, a pair of blocks per step (the layout's unit: both blocks'
-// quants, then both blocks' scales, 2 x 16 x kQuantBytes + 64 bytes), each block's sums from
+// scales, then both blocks' quants, 64 + 2 x 16 x kQuantBytes bytes), each block's sums from
 // F::block_sum (a decode kernel of its own rather than the prefill tile with one token), into
 // two accumulators. Offsets within a pair are constants, so a step issues no address arithmetic
 // and prefetches the pair's lines in one run; the per-block loop it replaced (interleaved_block()
@@ -214,8 +214,8 @@ void matvec(const MatArgs& a) {
         if (a.prefetch_l1)
           for (size_t l = 0; l < kPair; l += 64) prefetch_l1(P + a.prefetch_l1 + l);
       }
-      acc0 = apply(acc0, F::template block_sum<Rolled>(P, x[b]), P + 2 * kBlock, x[b].d);
-      acc1 = apply(acc1, F::template block_sum<Rolled>(P + kBlock, x[b + 1]), P + 2 * kBlock + 2 * kInterleaveRows,
+      acc0 = apply(acc0, F::template block_sum<Rolled>(P + pair_quants(F::kQuantBytes, 0), x[b]), P + pair_scales(0), x[b].d);
+      acc1 = apply(acc1, F::template block_sum<Rolled>(P + pair_quants(F::kQuantBytes, 1), x[b + 1]), P + pair_scales(1),
                    x[b + 1].d);
     }
     if (b < a.nb)  // an odd last block alone: its quants, then its scales

@@ -65,14 +65,25 @@ static_assert(offsetof(BlockQ8_K, qs) == 4 && offsetof(BlockQ8_K, bsums) == 260)
 // same 16 * row_bytes bytes that rows 16g .. 16g + 15 took in the GGUF layout. Inside a group the
 // blocks come in pairs (the last one alone when a row has an odd number of blocks); a pair of
 // blocks b, b + 1 is
-//   [quants of b][quants of b + 1][16 fp16 scales of b][16 fp16 scales of b + 1]
-// and the quants of one block are QB / 4 chunks of 64 bytes (QB = 32 quant bytes per block for
+//   [16 fp16 scales of b][16 fp16 scales of b + 1][quants of b][quants of b + 1]
+// (a lone last block: [quants][scales], so that its quants stay on whole lines), and the quants of one block are QB / 4 chunks of 64 bytes (QB = 32 quant bytes per block for
 // Q8_0, 16 for Q4_0): chunk k holds, at bytes 4i .. 4i + 3, bytes 4k .. 4k + 3 of row i's GGUF
 // quant bytes. So one 512-bit load is one int32 lane per row, and a block's dot products for 16
 // rows are QB / 4 (Q8_0) or QB / 2 (Q4_0: low and high nibbles) VNNI instructions against 4
 // broadcast activation bytes each, with no horizontal sums; a pair is 17 (Q8_0) or 9 (Q4_0)
-// whole 64-byte lines, so every load is aligned and a group is one sequential stream.
+// whole 64-byte lines, so every load is aligned and a group is one sequential stream, read front
+// to back: the scales come first because a kernel wants them with (or before) the quants, and with
+// them at the end each pair began with a jump ahead and back (Zen 3, AVX2 Q8_0R decode from
+// memory at two threads: 1.08-1.09x with the scales first, in one process; docs/performance.md).
 inline constexpr int kInterleaveRows = 16;
+
+// Offsets inside a pair of blocks of quant_bytes each: the two blocks' scales (64 bytes), then
+// block 0's and block 1's quants.
+inline constexpr size_t kPairScaleBytes = 4 * kInterleaveRows;
+constexpr size_t pair_scales(size_t in_pair) { return in_pair * 2 * kInterleaveRows; }
+constexpr size_t pair_quants(size_t quant_bytes, size_t in_pair) {
+  return kPairScaleBytes + in_pair * kInterleaveRows * quant_bytes;
+}
 
 // Byte offsets, from the start of a row group, of block b's quants and of its 16 scales.
 struct InterleavedBlock {
@@ -84,8 +95,8 @@ static inline InterleavedBlock interleaved_block(size_t quant_bytes, int64_t nb,
   const size_t q16 = static_cast<size_t>(kInterleaveRows) * quant_bytes;  // one block's quants
   const size_t pair = static_cast<size_t>(b / 2) * 2 * (q16 + 2 * kInterleaveRows);
   const size_t in_pair = static_cast<size_t>(b % 2);
-  const size_t blocks_here = (b / 2) * 2 + 1 < nb ? 2 : 1;
-  return {pair + in_pair * q16, pair + blocks_here * q16 + in_pair * 2 * kInterleaveRows};
+  if ((b / 2) * 2 + 1 < nb) return {pair + pair_quants(quant_bytes, in_pair), pair + pair_scales(in_pair)};
+  return {pair, pair + q16};  // the lone last block
 }
 
 // Row i (< 16) of a group: block b's GGUF quant bytes gathered into qs[0 .. quant_bytes), and its

@@ -53,7 +53,7 @@ TEST(Repack, TypeMapping) {
 }
 
 // Every quant byte and scale lands where quant/qtypes.h says, written out here independently of
-// interleaved_block(): in group g, blocks come in pairs [quants b][quants b+1][scales b][scales
+// interleaved_block(): in group g, blocks come in pairs [scales b][scales b+1][quants b][quants
 // b+1] (an odd last block alone: [quants][scales]); chunk k of a block's quants holds bytes
 // 4k..4k+3 of each row i at 4i; scales are row i's fp16 at 2i. unpack_row restores the GGUF bytes.
 TEST(Repack, LayoutIsExactAndLossless) {
@@ -73,8 +73,8 @@ TEST(Repack, LayoutIsExactAndLossless) {
           const size_t pair_start = static_cast<size_t>(b / 2) * 2 * 16 * bb;
           const size_t in_pair = static_cast<size_t>(b % 2);
           const size_t blocks_in_pair = (b / 2) * 2 + 1 < nb ? 2 : 1;
-          const size_t quants = pair_start + in_pair * 16 * qb;
-          const size_t scales = pair_start + blocks_in_pair * 16 * qb + in_pair * 32;
+          const size_t quants = blocks_in_pair == 2 ? pair_start + 64 + in_pair * 16 * qb : pair_start;
+          const size_t scales = blocks_in_pair == 2 ? pair_start + in_pair * 32 : pair_start + 16 * qb;
           for (size_t k = 0; k < qb / 4; ++k)
             ASSERT_EQ(std::memcmp(G + quants + 64 * k + 4 * i, o + bb * b + 2 + 4 * k, 4), 0)
                 << dtype_name(t) << " n " << n << " row " << r << " block " << b << " chunk " << k;
