@@ -66,15 +66,16 @@ static_assert(offsetof(BlockQ8_K, qs) == 4 && offsetof(BlockQ8_K, bsums) == 260)
 // blocks come in pairs (the last one alone when a row has an odd number of blocks); a pair of
 // blocks b, b + 1 is
 //   [16 fp16 scales of b][16 fp16 scales of b + 1][quants of b][quants of b + 1]
-// (a lone last block: [quants][scales], so that its quants stay on whole lines), and the quants of one block are QB / 4 chunks of 64 bytes (QB = 32 quant bytes per block for
-// Q8_0, 16 for Q4_0): chunk k holds, at bytes 4i .. 4i + 3, bytes 4k .. 4k + 3 of row i's GGUF
-// quant bytes. So one 512-bit load is one int32 lane per row, and a block's dot products for 16
-// rows are QB / 4 (Q8_0) or QB / 2 (Q4_0: low and high nibbles) VNNI instructions against 4
-// broadcast activation bytes each, with no horizontal sums; a pair is 17 (Q8_0) or 9 (Q4_0)
-// whole 64-byte lines, so every load is aligned and a group is one sequential stream, read front
-// to back: the scales come first because a kernel wants them with (or before) the quants, and with
-// them at the end each pair began with a jump ahead and back (Zen 3, AVX2 Q8_0R decode from
-// memory at two threads: 1.08-1.09x with the scales first, in one process; docs/performance.md).
+// (a lone last block: [quants][scales], so that its quants stay on whole lines), and the quants
+// of one block are QB / 4 chunks of 64 bytes (QB = 32 quant bytes per block for Q8_0, 16 for
+// Q4_0): chunk k holds, at bytes 4i .. 4i + 3, bytes 4k .. 4k + 3 of row i's GGUF quant bytes. So
+// one 512-bit load is one int32 lane per row, and a block's dot products for 16 rows are QB / 4
+// (Q8_0) or QB / 2 (Q4_0: low and high nibbles) VNNI instructions against 4 broadcast activation
+// bytes each, with no horizontal sums; a pair is 17 (Q8_0) or 9 (Q4_0) whole 64-byte lines, so
+// every load is aligned and a group is one sequential stream, read front to back: the scales
+// come first because a kernel wants them with (or before) the quants, and with them at the end
+// each pair began with a jump ahead and back (Zen 3, AVX2 decode from memory at two threads, in
+// one process: Q8_0R 1.08-1.09x, Q4_0R 1.00-1.01x with the scales first; docs/performance.md).
 inline constexpr int kInterleaveRows = 16;
 
 // Offsets inside a pair of blocks of quant_bytes each: the two blocks' scales (64 bytes), then
