@@ -148,7 +148,7 @@ struct Tiles {
 template <class F, int NS>
 void decode_groups(const MatArgs& a, const int64_t (&g)[NS]) {
   constexpr size_t kBlock = static_cast<size_t>(kInterleaveRows) * F::kQuantBytes;  // one block's quants
-  constexpr size_t kPair = 2 * kBlock + 4 * kInterleaveRows;                          // + both blocks' scales
+  constexpr size_t kPair = pair_bytes(F::kQuantBytes);                                // both blocks' scales and quants
   const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
   const BlockQ8_0Z* x = reinterpret_cast<const BlockQ8_0Z*>(a.X);
   // Both halves of block `blk` (quants at P, scales at S) for token block xb, into acc[0..1].

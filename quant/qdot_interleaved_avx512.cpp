@@ -183,7 +183,7 @@ void matmul(const MatArgs& a) {
 template <class F, bool Rolled>
 void matvec(const MatArgs& a) {
   constexpr size_t kBlock = static_cast<size_t>(kInterleaveRows) * F::kQuantBytes;  // one block's quants
-  constexpr size_t kPair = 2 * kBlock + 4 * kInterleaveRows;                          // + both blocks' scales
+  constexpr size_t kPair = pair_bytes(F::kQuantBytes);                                // both blocks' scales and quants
   const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
   const BlockQ8_0Z* x = reinterpret_cast<const BlockQ8_0Z*>(a.X);
   const auto apply = [](__m512 acc, const __m512i s, const uint8_t* scales, float dx) {

@@ -78,9 +78,10 @@ static_assert(offsetof(BlockQ8_K, qs) == 4 && offsetof(BlockQ8_K, bsums) == 260)
 // one process: Q8_0R 1.08-1.09x, Q4_0R 1.00-1.01x with the scales first; docs/performance.md).
 inline constexpr int kInterleaveRows = 16;
 
-// Offsets inside a pair of blocks of quant_bytes each: the two blocks' scales (64 bytes), then
-// block 0's and block 1's quants.
+// A pair of blocks of quant_bytes each: its size, and the offsets inside it of the two blocks'
+// scales (64 bytes in all) and then of block 0's and block 1's quants.
 inline constexpr size_t kPairScaleBytes = 4 * kInterleaveRows;
+constexpr size_t pair_bytes(size_t quant_bytes) { return kPairScaleBytes + 2 * kInterleaveRows * quant_bytes; }
 constexpr size_t pair_scales(size_t in_pair) { return in_pair * 2 * kInterleaveRows; }
 constexpr size_t pair_quants(size_t quant_bytes, size_t in_pair) {
   return kPairScaleBytes + in_pair * kInterleaveRows * quant_bytes;
@@ -94,7 +95,7 @@ struct InterleavedBlock {
 
 static inline InterleavedBlock interleaved_block(size_t quant_bytes, int64_t nb, int64_t b) {
   const size_t q16 = static_cast<size_t>(kInterleaveRows) * quant_bytes;  // one block's quants
-  const size_t pair = static_cast<size_t>(b / 2) * 2 * (q16 + 2 * kInterleaveRows);
+  const size_t pair = static_cast<size_t>(b / 2) * pair_bytes(quant_bytes);
   const size_t in_pair = static_cast<size_t>(b % 2);
   if ((b / 2) * 2 + 1 < nb) return {pair + pair_quants(quant_bytes, in_pair), pair + pair_scales(in_pair)};
   return {pair, pair + q16};  // the lone last block
