@@ -177,7 +177,7 @@ inline void decode_group(const MatArgs& a, int64_t g) {
         for (size_t l = 0; l < kChunkPrefetchLines; ++l) _mm_prefetch(first + a.prefetch + 64 * l, _MM_HINT_T1);
       if (a.prefetch_l1)
         for (size_t l = 0; l < kChunkPrefetchLines; ++l) _mm_prefetch(first + a.prefetch_l1 + 64 * l, _MM_HINT_T0);
-      const uint8_t* q = blk + kQ4KRQuants + 512 * static_cast<size_t>(c);
+      const uint8_t* q = blk + q4kr_quant_line(c, 0);
       const uint8_t* const qs[2] = {q, q + 32};
       chunk_sums<2, 1>(c, qs, xs, t, isum);
     }
@@ -213,7 +213,7 @@ inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
 #pragma GCC unroll 1
     for (int c = 0; c < 4; ++c) {
       const uint8_t* q[NH];
-      for (int h = 0; h < NH; ++h) q[h] = blk[h] + kQ4KRQuants + 512 * static_cast<size_t>(c) + 32 * H[h].half;
+      for (int h = 0; h < NH; ++h) q[h] = blk[h] + q4kr_quant_line(c, 0) + 32 * H[h].half;
       chunk_sums_by_sub_block<NH, NT>(c, q, x, t, isum);
     }
     for (int h = 0; h < NH; ++h)

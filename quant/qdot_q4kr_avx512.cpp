@@ -143,7 +143,7 @@ inline void decode_tile(const MatArgs& a, int64_t g) {
       for (int j = 0; j < 8; ++j) scale[j] = sub_scale(sc, j);
 #pragma GCC unroll 1
       for (int c = 0; c < 4; ++c) {
-        const uint8_t* q = blk + kQ4KRQuants + 512 * static_cast<size_t>(c);
+        const uint8_t* q = blk + q4kr_quant_line(c, 0);
         const int8_t* xq = x[b].qs + 64 * c;
         const char* first = reinterpret_cast<const char*>(blk) + 64 * kQ4KRPrefetchLines * static_cast<size_t>(c);
         if (a.prefetch)
@@ -161,7 +161,7 @@ inline void decode_tile(const MatArgs& a, int64_t g) {
       // Decode, unrolled (the chunk's dot products: chunk_dots).
 #pragma GCC unroll 4
       for (int c = 0; c < 4; ++c) {
-        const uint8_t* q = blk + kQ4KRQuants + 512 * static_cast<size_t>(c);
+        const uint8_t* q = blk + q4kr_quant_line(c, 0);
         const int8_t* xq = x[b].qs + 64 * c;
         // The super-block's 36 lines a.prefetch bytes ahead, into L2, 9 with each chunk: one
         // burst of 36 per super-block held the core's fill buffers and stalled the loads and
@@ -226,7 +226,7 @@ inline void prefill_tile(const MatArgs& a, int64_t g0, int64_t t0) {
       for (int k = 0; k < 8; ++k) {
         __m512i w[NG];
         for (int g = 0; g < NG; ++g)
-          w[g] = _mm512_and_si512(_mm512_loadu_si512(blk[g] + kQ4KRQuants + 512 * static_cast<size_t>(c) + 64 * k), mask);
+          w[g] = _mm512_and_si512(_mm512_loadu_si512(blk[g] + q4kr_quant_line(c, k)), mask);
         for (int j = 0; j < NT; ++j) {
           const __m512i xk = bcast4(x[j][b].qs + xoff + 4 * k);
           for (int g = 0; g < NG; ++g) s[g][j] = _mm512_dpbusd_epi32(s[g][j], w[g], xk);

@@ -136,13 +136,15 @@ static_assert(sizeof(BlockQ8_0Z) == 40, "BlockQ8_0Z must be 40 bytes");
 // 6-bit scales and mins of 16 rows unpack with a few whole-register operations.
 inline constexpr size_t kQ4KRBlockBytes = 16 * 144;
 inline constexpr size_t kQ4KRScales = 0, kQ4KRd = 192, kQ4KRdmin = 224, kQ4KRQuants = 256;
+// Offset in a super-block of quant chunk c's register k (64 bytes: 16 rows x 4 bytes).
+constexpr size_t q4kr_quant_line(size_t c, size_t k) { return kQ4KRQuants + 512 * c + 64 * k; }
 
 // Row i (< 16) of a Q4_KR group: super-block b back in its GGUF form.
 static inline void q4kr_row_block(const uint8_t* group, int64_t b, int i, BlockQ4_K* out) {
   const uint8_t* blk = group + kQ4KRBlockBytes * static_cast<size_t>(b);
   const size_t lane = 4 * static_cast<size_t>(i);
   for (size_t c = 0; c < 4; ++c)
-    for (size_t k = 0; k < 8; ++k) std::memcpy(out->qs + 32 * c + 4 * k, blk + kQ4KRQuants + 512 * c + 64 * k + lane, 4);
+    for (size_t k = 0; k < 8; ++k) std::memcpy(out->qs + 32 * c + 4 * k, blk + q4kr_quant_line(c, k) + lane, 4);
   for (size_t r = 0; r < 3; ++r) std::memcpy(out->scales + 4 * r, blk + kQ4KRScales + 64 * r + lane, 4);
   std::memcpy(&out->d, blk + kQ4KRd + 2 * static_cast<size_t>(i), 2);
   std::memcpy(&out->dmin, blk + kQ4KRdmin + 2 * static_cast<size_t>(i), 2);

@@ -32,7 +32,7 @@ void repack_group_q4_k(uint8_t* group, int64_t nb, size_t rb, uint8_t* tmp) {
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* blk = tmp + kQ4KRBlockBytes * static_cast<size_t>(b);
       for (size_t c = 0; c < 4; ++c)
-        for (size_t k = 0; k < 8; ++k) std::memcpy(blk + kQ4KRQuants + 512 * c + 64 * k + lane, row[b].qs + 32 * c + 4 * k, 4);
+        for (size_t k = 0; k < 8; ++k) std::memcpy(blk + q4kr_quant_line(c, k) + lane, row[b].qs + 32 * c + 4 * k, 4);
       for (size_t r = 0; r < 3; ++r) std::memcpy(blk + kQ4KRScales + 64 * r + lane, row[b].scales + 4 * r, 4);
       std::memcpy(blk + kQ4KRd + 2 * static_cast<size_t>(i), &row[b].d, 2);
       std::memcpy(blk + kQ4KRdmin + 2 * static_cast<size_t>(i), &row[b].dmin, 2);

@@ -83,7 +83,7 @@ void pack_q4_k(const uint8_t* rows, int64_t nb, size_t rb, uint8_t* dst) {
       for (int w = 0; w < 4; ++w) {  // quant words 8w .. 8w + 7
         const uint8_t* src[8];
         for (int i = 0; i < 8; ++i) src[i] = blk + static_cast<size_t>(8 * h + i) * rb + offsetof(BlockQ4_K, qs) + 32 * w;
-        transpose8x8(src, out + kQ4KRQuants + 512 * w + 32 * h, 64);
+        transpose8x8(src, out + q4kr_quant_line(w, 0) + 32 * h, 64);
       }
     for (int i = 0; i < kInterleaveRows; ++i) {
       const uint8_t* row = blk + static_cast<size_t>(i) * rb;
