@@ -6,6 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(
   build-essential cmake pkg-config
+  ccache                                # scripts/test.sh: the CUDA build reuses the release build's objects
   libopenblas-openmp-dev libopenblas0-openmp  # dense GEMM, OpenMP threading flavour
   libeigen3-dev                         # small dense helpers in tests
   nlohmann-json3-dev                    # config.json, safetensors headers, JSON output
