@@ -133,14 +133,7 @@ qdot_detail::MatArgs make_args(CpuIsa isa, DType wtype, const void* W, int64_t r
   a.T = T;
   a.r0 = row_begin;
   a.r1 = row_end;
-  if (T == 1) {  // the one-token kernels' stream plan (quant/stream_prefetch.h)
-    const DecodeStream s = decode_stream(wtype, isa);
-    a.prefetch = s.l2;
-    a.prefetch_l1 = s.l1;
-    a.touch = s.touch;
-    a.rolled = s.rolled;
-    a.two_streams = s.two_streams;
-  }
+  if (T == 1) apply_decode_stream(decode_stream(wtype, isa), a);  // the one-token kernels' plan
   return a;
 }
 
