@@ -195,6 +195,7 @@ int run(const Options& o) {
   const bool decode = o.mode == "decode";
   const bool from_memory = decode && o.from == "memory";
   if (decode && o.from != "memory" && o.from != "l2") throw std::invalid_argument("--from '" + o.from + "': expected memory or l2");
+  if (o.same_bytes && t != DType::Q4_KR) throw std::invalid_argument("--same-bytes: for q4_k only");
   const int64_t rows = !decode ? kRows : from_memory ? kRows * kMatricesFromMemory : kRowsFromL2;
   const int64_t T = decode ? 1 : o.tokens;
   const int calls = decode && !from_memory ? kCallsFromL2 : 1;
@@ -211,7 +212,6 @@ int run(const Options& o) {
   std::string base_name = "base";
   std::vector<uint8_t> X4;
   if (o.same_bytes) {  // base: the new Q4_0R kernel reading the Q4_KR matrix's bytes as Q4_0R rows
-    if (!decode || t != DType::Q4_KR) throw std::invalid_argument("--same-bytes: decode of q4_k only");
     const int64_t n4 = kCols;  // Q4_0 and Q4_K rows of kCols values are the same bytes (4.5 bits a value)
     static_assert(kCols / kQK8_0 * 18 == kCols / kQK_K * 144, "Q4_0 and Q4_K rows of kCols values differ in size");
     std::vector<float> x(static_cast<size_t>(n4), 0.5f);
