@@ -15,13 +15,10 @@ elapsed() { printf '== %s done at %d:%02d\n' "$1" $((SECONDS / 60)) $((SECONDS %
 
 # ccache, for the CUDA build's sake: its C++ sources compile with the release build's command
 # lines (CMakeLists.txt), so it takes their objects instead of compiling them a second time. The
-# cache lives in the build folder: nothing outside the checkout is written. Depend mode takes the
-# compiler's own dependency list instead of running the preprocessor a second time: filling the
-# cache then costs nothing (Zen 3 VM, jetmoe_core from scratch: 104-108 s, against 114-115 s in
-# ccache's default mode and 104-107 s without ccache).
+# cache lives in the build folder: nothing outside the checkout is written.
 LAUNCHER=()
 if command -v ccache >/dev/null; then
-  export CCACHE_DIR="$PWD/build-ccache" CCACHE_DEPEND=1
+  export CCACHE_DIR="$PWD/build-ccache"
   LAUNCHER=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 fi
 
