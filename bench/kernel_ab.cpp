@@ -38,7 +38,6 @@
 #include "quant/qtypes.h"
 #include "quant/quantize.h"
 #include "quant/repack.h"
-#include "quant/stream_prefetch.h"
 
 namespace jetmoe::qdot_detail {
 // The base revision's kernels (bench/CMakeLists.txt renames them) and its struct sizes.
@@ -139,23 +138,6 @@ std::vector<uint8_t> random_activations(DType t, int64_t T, uint32_t seed) {
   return q;
 }
 
-MatArgs args_for(CpuIsa isa, DType t, const AlignedBuffer& W, int64_t rows, const std::vector<uint8_t>& X, int64_t T,
-                 float* Y) {
-  MatArgs a;
-  a.W = W.data();
-  a.w_stride = dtype_row_bytes(t, kCols);
-  a.X = X.data();
-  a.x_stride = activation_row_bytes(t, kCols);
-  a.nb = kCols / static_cast<int64_t>(dtype_block_elems(t));
-  a.Y = Y;
-  a.ldy = rows;
-  a.T = T;
-  a.r0 = 0;
-  a.r1 = rows;
-  if (T == 1) apply_decode_stream(decode_stream(t, isa), a);
-  return a;
-}
-
 // f over `rows` rows of `a` (`stride` rows per matrix) on `threads` threads: each matrix's rows
 // split evenly (whole 16-row groups), a barrier after each, as the runtime's weight loops.
 void run_split(KernelFn f, const MatArgs& a, int64_t rows, int64_t per_matrix, int threads) {
@@ -203,8 +185,9 @@ int run(const Options& o) {
   AlignedBuffer W = random_matrix(t, rows, 1);
   std::vector<uint8_t> X = random_activations(t, T, 2);
   std::vector<float> ya(static_cast<size_t>(rows * T)), yb(ya.size());
-  MatArgs a = args_for(isa, t, W, rows, X, T, ya.data());  // base
-  MatArgs b = args_for(isa, t, W, rows, X, T, yb.data());  // new
+  // the runtime's own arguments (and one-token plan) for both; only the new side's plan is overridden
+  MatArgs a = qdot_detail::make_args(isa, t, W.data(), 0, rows, kCols, X.data(), T, ya.data(), rows, "base");
+  MatArgs b = qdot_detail::make_args(isa, t, W.data(), 0, rows, kCols, X.data(), T, yb.data(), rows, "new");
   if (o.l2 >= 0) b.prefetch = static_cast<size_t>(o.l2);
   if (o.l1 >= 0) b.prefetch_l1 = static_cast<size_t>(o.l1);
   if (o.two_streams >= 0) b.two_streams = o.two_streams != 0;
@@ -217,10 +200,7 @@ int run(const Options& o) {
     std::vector<float> x(static_cast<size_t>(n4), 0.5f);
     X4.resize(activation_row_bytes(DType::Q4_0R, n4));
     quantize_activation_row(DType::Q4_0R, x.data(), X4.data(), n4);
-    a.X = X4.data();
-    a.x_stride = X4.size();
-    a.nb = n4 / kQK8_0;
-    apply_decode_stream(decode_stream(DType::Q4_0R, isa), a);
+    a = qdot_detail::make_args(isa, DType::Q4_0R, W.data(), 0, rows, n4, X4.data(), 1, ya.data(), rows, "same bytes");
     fa = new_kernel(isa, DType::Q4_0R, true);
     base_name = "Q4_0R (same bytes)";
   }

@@ -36,6 +36,39 @@ const KernelTable& kernel_table(CpuIsa isa) {
   return scalar_kernels();
 }
 
+MatArgs make_args(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end, int64_t n,
+                  const void* X, int64_t T, float* Y, int64_t ldy, const char* what) {
+  check_quant_row(wtype, n, what);
+  if (row_begin < 0 || row_end < row_begin)
+    throw std::invalid_argument(std::string(what) + ": bad row range [" +
+                                std::to_string(row_begin) + ", " + std::to_string(row_end) + ")");
+  if (T < 0) throw std::invalid_argument(std::string(what) + ": negative token count");
+  if (dtype_is_repacked(wtype) && (row_begin % kInterleaveRows != 0 || row_end % kInterleaveRows != 0))
+    throw std::invalid_argument(std::string(what) + ": " + dtype_name(wtype) + " rows come in groups of " +
+                                std::to_string(kInterleaveRows) + "; the range [" + std::to_string(row_begin) + ", " +
+                                std::to_string(row_end) + ") splits one");
+  MatArgs a;
+  a.W = static_cast<const uint8_t*>(W);
+  a.w_stride = dtype_row_bytes(wtype, static_cast<size_t>(n));
+  a.X = static_cast<const uint8_t*>(X);
+  a.x_stride = activation_row_bytes(wtype, n);
+  a.nb = n / static_cast<int64_t>(dtype_block_elems(wtype));
+  a.Y = Y;
+  a.ldy = ldy;
+  a.T = T;
+  a.r0 = row_begin;
+  a.r1 = row_end;
+  if (T == 1) {  // the one-token kernels' stream plan (quant/stream_prefetch.h)
+    const DecodeStream s = decode_stream(wtype, isa);
+    a.prefetch = s.l2;
+    a.prefetch_l1 = s.l1;
+    a.touch = s.touch;
+    a.rolled = s.rolled;
+    a.two_streams = s.two_streams;
+  }
+  return a;
+}
+
 }  // namespace qdot_detail
 
 namespace {
@@ -110,32 +143,6 @@ void quantize_q8_ks_blocks(const float* x, BlockQ8_KS* b, int64_t nb) {
 }
 
 
-qdot_detail::MatArgs make_args(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
-                               int64_t n, const void* X, int64_t T, float* Y, int64_t ldy,
-                               const char* what) {
-  check_quant_row(wtype, n, what);
-  if (row_begin < 0 || row_end < row_begin)
-    throw std::invalid_argument(std::string(what) + ": bad row range [" +
-                                std::to_string(row_begin) + ", " + std::to_string(row_end) + ")");
-  if (T < 0) throw std::invalid_argument(std::string(what) + ": negative token count");
-  if (dtype_is_repacked(wtype) && (row_begin % kInterleaveRows != 0 || row_end % kInterleaveRows != 0))
-    throw std::invalid_argument(std::string(what) + ": " + dtype_name(wtype) + " rows come in groups of " +
-                                std::to_string(kInterleaveRows) + "; the range [" + std::to_string(row_begin) + ", " +
-                                std::to_string(row_end) + ") splits one");
-  qdot_detail::MatArgs a;
-  a.W = static_cast<const uint8_t*>(W);
-  a.w_stride = dtype_row_bytes(wtype, static_cast<size_t>(n));
-  a.X = static_cast<const uint8_t*>(X);
-  a.x_stride = activation_row_bytes(wtype, n);
-  a.nb = n / static_cast<int64_t>(dtype_block_elems(wtype));
-  a.Y = Y;
-  a.ldy = ldy;
-  a.T = T;
-  a.r0 = row_begin;
-  a.r1 = row_end;
-  if (T == 1) apply_decode_stream(decode_stream(wtype, isa), a);  // the one-token kernels' plan
-  return a;
-}
 
 }  // namespace
 
@@ -193,14 +200,14 @@ void check_isa(CpuIsa isa) {
 
 void run_matvec(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
                 int64_t n, const void* xq, float* y) {
-  const auto a = make_args(isa, wtype, W, row_begin, row_end, n, xq, 1, y, 0, "qmatvec");
+  const auto a = qdot_detail::make_args(isa, wtype, W, row_begin, row_end, n, xq, 1, y, 0, "qmatvec");
   if (row_end == row_begin) return;
   qdot_detail::kernel_table(isa).matvec[qdot_detail::kernel_index(wtype)](a);
 }
 
 void run_matmul(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end,
                 int64_t n, const void* Xq, int64_t T, float* Y, int64_t ldy) {
-  const auto a = make_args(isa, wtype, W, row_begin, row_end, n, Xq, T, Y, ldy, "qmatmul");
+  const auto a = qdot_detail::make_args(isa, wtype, W, row_begin, row_end, n, Xq, T, Y, ldy, "qmatmul");
   if (row_end == row_begin || T == 0) return;
   if (qdot_detail::packed_matmul_applies(isa, wtype, row_end - row_begin, T))
     return qdot_detail::packed_matmul(isa, wtype, a);

@@ -62,6 +62,12 @@ const KernelTable& avx512_kernels();  // scalar table when built without AVX-512
 // The table of one ISA (one of the three above), and a weight type's index in it (-1: none).
 const KernelTable& kernel_table(CpuIsa isa);
 int kernel_index(DType t);
+// A kernel's arguments for rows [row_begin, row_end) of W (n values each) against T activation
+// rows X (quantized for wtype), outputs Y[t * ldy + r], with the one-token plan of `isa` when
+// T = 1 (quant/stream_prefetch.h); throws std::invalid_argument naming `what` on a bad row
+// length or range (quant/qdot.cpp).
+MatArgs make_args(CpuIsa isa, DType wtype, const void* W, int64_t row_begin, int64_t row_end, int64_t n,
+                  const void* X, int64_t T, float* Y, int64_t ldy, const char* what);
 
 // The AVX2 one-token kernels of qmatvec_avx2.cpp (GGUF layouts; defined only in builds with AVX2
 // flags); rows longer than avx2_matvec_max_elems() must use the tiled kernels.

@@ -224,17 +224,6 @@ struct DecodeStream {
 DecodeStream decode_stream(DType weights);
 DecodeStream decode_stream(DType weights, CpuIsa isa);
 
-// The plan into a one-token kernel's arguments (qdot_detail::MatArgs: a template, so that this
-// header need not include the kernels').
-template <class Args>
-inline void apply_decode_stream(const DecodeStream& s, Args& a) {
-  a.prefetch = s.l2;
-  a.prefetch_l1 = s.l1;
-  a.touch = s.touch;
-  a.rolled = s.rolled;
-  a.two_streams = s.two_streams;
-}
-
 // The plans of the interleaved types for the active ISA, "Q8_0R L2 8192 L1 0 touch 2048 rolled,
 // Q4_0R L2 4096 L1 0 touch 1024 rolled, Q4_KR L2 8192 L1 4096 touch 0 rolled" (AMD with AVX-512),
 // "Q8_0R L2 0 L1 0 touch 0 two streams, Q4_0R L2 0 L1 1024 touch 0 two streams, ..." (AMD with
