@@ -17,6 +17,9 @@
 //   jetmoe_kernel_ab prefill q4_k --tokens 128
 //   jetmoe_kernel_ab decode q4_k --from memory --threads 2
 //   jetmoe_kernel_ab decode q4_k --from memory --threads 2 --same-bytes   (base: Q4_0R on its bytes)
+//   jetmoe_kernel_ab decode q4_k --from memory --threads 2 --same-bytes --base-two-streams 0
+// (--l2 / --l1 / --two-streams set the new side's one-token plan, --base-* the base's: the runtime's
+// plan for the type otherwise, the same for both sides.)
 // A base with another weight layout reads the weights wrongly: its speed still compares, its
 // outputs do not.
 #include <CLI/CLI.hpp>
@@ -72,8 +75,17 @@ struct Options {
   int64_t tokens = 128;
   int rounds = 30, threads = 1;
   bool same_bytes = false;
-  long long l2 = -1, l1 = -1, two_streams = -1;  // the new kernel's plan, -1: decode_stream's
+  // Each side's one-token plan; -1: decode_stream's for the type (the same-bytes base: Q4_0R's)
+  struct Plan {
+    long long l2 = -1, l1 = -1, two_streams = -1;
+  } plan, base_plan;
 };
+
+void apply_plan(const Options::Plan& p, MatArgs& a) {
+  if (p.l2 >= 0) a.prefetch = static_cast<size_t>(p.l2);
+  if (p.l1 >= 0) a.prefetch_l1 = static_cast<size_t>(p.l1);
+  if (p.two_streams >= 0) a.two_streams = p.two_streams != 0;
+}
 
 DType repacked_of(const std::string& type) {
   if (type == "q8_0") return DType::Q8_0R;
@@ -185,12 +197,10 @@ int run(const Options& o) {
   AlignedBuffer W = random_matrix(t, rows, 1);
   std::vector<uint8_t> X = random_activations(t, T, 2);
   std::vector<float> ya(static_cast<size_t>(rows * T)), yb(ya.size());
-  // the runtime's own arguments (and one-token plan) for both; only the new side's plan is overridden
+  // the runtime's own arguments (and one-token plan) for both, then each side's overrides
   MatArgs a = qdot_detail::make_args(isa, t, W.data(), 0, rows, kCols, X.data(), T, ya.data(), rows, "base");
   MatArgs b = qdot_detail::make_args(isa, t, W.data(), 0, rows, kCols, X.data(), T, yb.data(), rows, "new");
-  if (o.l2 >= 0) b.prefetch = static_cast<size_t>(o.l2);
-  if (o.l1 >= 0) b.prefetch_l1 = static_cast<size_t>(o.l1);
-  if (o.two_streams >= 0) b.two_streams = o.two_streams != 0;
+  apply_plan(o.plan, b);
   KernelFn fa = base_kernel(isa, t, decode), fb = new_kernel(isa, t, decode);
   std::string base_name = "base";
   std::vector<uint8_t> X4;
@@ -204,6 +214,7 @@ int run(const Options& o) {
     fa = new_kernel(isa, DType::Q4_0R, true);
     base_name = "Q4_0R (same bytes)";
   }
+  apply_plan(o.base_plan, a);
 
   const int64_t per_matrix = from_memory ? kRows : rows;
   const int threads = decode ? o.threads : 1;
@@ -267,9 +278,12 @@ int main(int argc, char** argv) {
       s->add_option("--from", o.from, "memory: 40 matrices 5632 x 2048 one after another; l2: 128 rows, 2000 calls");
       s->add_option("-t,--threads", o.threads, "OpenMP threads, each matrix's rows split between them")->check(CLI::Range(1, 1024));
       s->add_flag("--same-bytes", o.same_bytes, "q4_k: the base is this build's Q4_0R kernel on the same bytes");
-      s->add_option("--l2", o.l2, "The new kernel's L2 prefetch distance in bytes (default: this CPU's plan)");
-      s->add_option("--l1", o.l1, "The new kernel's L1 prefetch distance in bytes");
-      s->add_option("--two-streams", o.two_streams, "The new kernel's two-stream flag, 0 or 1");
+      s->add_option("--l2", o.plan.l2, "The new kernel's L2 prefetch distance in bytes (default: this CPU's plan)");
+      s->add_option("--l1", o.plan.l1, "The new kernel's L1 prefetch distance in bytes");
+      s->add_option("--two-streams", o.plan.two_streams, "The new kernel's two-stream flag, 0 or 1")->check(CLI::Range(0, 1));
+      s->add_option("--base-l2", o.base_plan.l2, "The base kernel's L2 prefetch distance in bytes (default: this CPU's plan)");
+      s->add_option("--base-l1", o.base_plan.l1, "The base kernel's L1 prefetch distance in bytes");
+      s->add_option("--base-two-streams", o.base_plan.two_streams, "The base kernel's two-stream flag, 0 or 1")->check(CLI::Range(0, 1));
     }
     s->callback([&o, mode] { o.mode = mode; });
   }

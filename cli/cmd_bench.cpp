@@ -546,8 +546,8 @@ void add_bench_command(CLI::App& app) {
                   "interleaved; a number applies to every weight type but GGUF-layout Q8_0 / Q4_0 (those kernels ask for every line 4096 ahead into L1), \"default\" is this CPU's settings (JETMOE_PREFETCH, or 8192 on "
                   "Intel, where an Ice Lake Xeon's interleaved int8/int4 kernels and attention's KV rows prefetch 4096 into L1 alone; elsewhere 8192 for interleaved Q4_K and Q8_0 and 4096 for Q4_0 weights, 8192 for GGUF-layout Q4_K with the AVX2 kernels, 0 for the rest; each with a second prefetch into "
                   "L1 at half the distance, or for Q8_0 / Q4_0 off Intel one line loaded 2 / 1 KiB ahead every ~2 KiB; off Intel the int8/int4 "
-                  "kernels' rolled loops and attention's touches of its KV rows, and where the AVX2 kernels run off Intel, Q8_0 / Q4_0 read "
-                  "as two streams per thread with no L2 prefetch, Q4_0 1 KiB ahead into L1), which is also what runs without the option");
+                  "kernels' rolled loops and attention's touches of its KV rows, and where the AVX2 kernels run off Intel, Q8_0 / Q4_0 / "
+                  "interleaved Q4_K read as two streams per thread with no L2 prefetch, Q4_0 1 KiB ahead into L1), which is also what runs without the option");
   sub->add_option("--device", o->device, "Run on cpu or cuda (a CUDA build without a usable GPU falls back to the CPU, saying so)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   sub->callback([o] { run_bench(*o); });

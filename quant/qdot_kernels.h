@@ -40,7 +40,7 @@ struct MatArgs {
   size_t prefetch_l1 = 0;  // and the shorter one into L1 (l1_prefetch_bytes(prefetch))
   size_t touch = 0;        // and one demand load this far ahead every ~2 KiB (touch_line; 0 = none)
   bool rolled = false;     // Q8_0R / Q4_0R / Q4_KR one-token kernels: their rolled loops (DecodeStream::rolled)
-  bool two_streams = false;  // AVX2 Q8_0R / Q4_0R one-token kernels: the row range's halves read in turn (DecodeStream)
+  bool two_streams = false;  // AVX2 Q8_0R / Q4_0R / Q4_KR one-token kernels: the row range's halves read in turn (DecodeStream)
 };
 
 using KernelFn = void (*)(const MatArgs&);

@@ -151,41 +151,57 @@ template <int NH, int NT>
 constexpr size_t kChunkPrefetchLines = kQ4KRBlockBytes / 64 / 4;
 static_assert(kQ4KRBlockBytes % (64 * 4) == 0, "a Q4_KR super-block is 36 whole lines");
 
-// Decode: one 16-row group (both halves of every line), one token, the super-blocks in one
-// sequential stream, their lines prefetched a chunk's share at a time as MatArgs asks (as the
-// AVX-512 kernel does: quant/stream_prefetch.h). The chunk loop is unrolled whatever
-// MatArgs::rolled says (Zen 3, one process: 1.07-1.09x from L2, 1.02x from memory at two threads,
-// against the loop GCC left rolled).
-inline void decode_group(const MatArgs& a, int64_t g) {
-  const uint8_t* G = a.W + static_cast<size_t>(g) * kInterleaveRows * a.w_stride;
+// Decode: NS 16-row groups at a time (both halves of every line), one token, each group's
+// super-blocks a sequential stream of its own, their lines prefetched a chunk's share at a time as
+// MatArgs asks (as the AVX-512 kernel does: quant/stream_prefetch.h). Two groups are the two
+// streams of MatArgs::two_streams (the first and second halves of the row range), read in turn a
+// quant chunk of each (about the 576 bytes of Q4_0R's block pairs), the super-block's scales of
+// both unpacked first; on the Zen 3 VM the chunk alternation beat whole super-blocks in turn in
+// each of three pairs of runs (docs/performance.md). The loops over chunks and streams are
+// unrolled whatever MatArgs::rolled says (Zen 3, one process: 1.07-1.09x from L2, 1.02x from
+// memory at two threads, against the chunk loop GCC left rolled).
+template <int NS>
+inline void decode_groups(const MatArgs& a, const int64_t (&g)[NS]) {
+  const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
   const BlockQ8_KS* x = reinterpret_cast<const BlockQ8_KS*>(a.X);
-  const uint8_t* const end = a.W + static_cast<size_t>(a.r1 / kInterleaveRows) * kInterleaveRows * a.w_stride;
-  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  const uint8_t* const end = a.W + static_cast<size_t>(a.r1 / kInterleaveRows) * group_bytes;
+  __m256 acc[NS][2];
+  for (int s = 0; s < NS; ++s) acc[s][0] = acc[s][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < a.nb; ++b) {
-    const uint8_t* blk = G + kQ4KRBlockBytes * static_cast<size_t>(b);
-    if (a.touch && static_cast<size_t>(end - blk) > a.touch) touch_line(blk + a.touch);
-    HalfBlock t0, t1;
-    unpack_half(blk, 0, t0);
-    unpack_half(blk, 1, t1);
-    const HalfBlock* const t[2] = {&t0, &t1};
     const BlockQ8_KS* const xs[1] = {x + b};
-    __m256i isum[2][1] = {{_mm256_setzero_si256()}, {_mm256_setzero_si256()}};
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      const char* first = reinterpret_cast<const char*>(blk) + 64 * kChunkPrefetchLines * static_cast<size_t>(c);
-      if (a.prefetch)
-        for (size_t l = 0; l < kChunkPrefetchLines; ++l) _mm_prefetch(first + a.prefetch + 64 * l, _MM_HINT_T1);
-      if (a.prefetch_l1)
-        for (size_t l = 0; l < kChunkPrefetchLines; ++l) _mm_prefetch(first + a.prefetch_l1 + 64 * l, _MM_HINT_T0);
-      const uint8_t* q = blk + q4kr_quant_line(c, 0);
-      const uint8_t* const qs[2] = {q, q + 32};
-      chunk_sums<2, 1>(c, qs, xs, t, isum);
+    const uint8_t* blk[NS];
+    HalfBlock tb[NS][2];
+    const HalfBlock* t[NS][2];
+    __m256i isum[NS][2][1];
+    for (int s = 0; s < NS; ++s) {
+      blk[s] = a.W + static_cast<size_t>(g[s]) * group_bytes + kQ4KRBlockBytes * static_cast<size_t>(b);
+      if (a.touch && static_cast<size_t>(end - blk[s]) > a.touch) touch_line(blk[s] + a.touch);
+      for (int h = 0; h < 2; ++h) {
+        unpack_half(blk[s], h, tb[s][h]);
+        t[s][h] = &tb[s][h];
+        isum[s][h][0] = _mm256_setzero_si256();
+      }
     }
-    acc[0] = add_block(t0, isum[0][0], x[b], acc[0]);
-    acc[1] = add_block(t1, isum[1][0], x[b], acc[1]);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c)
+#pragma GCC unroll 2
+      for (int s = 0; s < NS; ++s) {
+        const char* first = reinterpret_cast<const char*>(blk[s]) + 64 * kChunkPrefetchLines * static_cast<size_t>(c);
+        if (a.prefetch)
+          for (size_t l = 0; l < kChunkPrefetchLines; ++l) _mm_prefetch(first + a.prefetch + 64 * l, _MM_HINT_T1);
+        if (a.prefetch_l1)
+          for (size_t l = 0; l < kChunkPrefetchLines; ++l) _mm_prefetch(first + a.prefetch_l1 + 64 * l, _MM_HINT_T0);
+        const uint8_t* q = blk[s] + q4kr_quant_line(c, 0);
+        const uint8_t* const qs[2] = {q, q + 32};
+        chunk_sums<2, 1>(c, qs, xs, t[s], isum[s]);
+      }
+    for (int s = 0; s < NS; ++s)
+      for (int h = 0; h < 2; ++h) acc[s][h] = add_block(tb[s][h], isum[s][h][0], x[b], acc[s][h]);
   }
-  _mm256_storeu_ps(a.Y + g * kInterleaveRows, acc[0]);
-  _mm256_storeu_ps(a.Y + g * kInterleaveRows + kHalfRows, acc[1]);
+  for (int s = 0; s < NS; ++s) {
+    _mm256_storeu_ps(a.Y + g[s] * kInterleaveRows, acc[s][0]);
+    _mm256_storeu_ps(a.Y + g[s] * kInterleaveRows + kHalfRows, acc[s][1]);
+  }
 }
 
 // Prefill: NH halves starting at half u0 (rows 8u0 ..) x NT tokens starting at t0.
@@ -233,7 +249,14 @@ struct PrefillTiles {
 }  // namespace
 
 void avx2_matvec_q4_kr(const MatArgs& a) {
-  for (int64_t g = a.r0 / kInterleaveRows; g < a.r1 / kInterleaveRows; ++g) decode_group(a, g);
+  const int64_t g0 = a.r0 / kInterleaveRows, g1 = a.r1 / kInterleaveRows;
+  if (!a.two_streams) {
+    for (int64_t g = g0; g < g1; ++g) decode_groups<1>(a, {g});
+    return;
+  }
+  const int64_t gm = g0 + (g1 - g0 + 1) / 2;  // the first half takes an odd count's extra group, last
+  for (int64_t i = 0; gm + i < g1; ++i) decode_groups<2>(a, {g0 + i, gm + i});
+  if ((g1 - g0) % 2 != 0) decode_groups<1>(a, {gm - 1});
 }
 
 void avx2_matmul_q4_kr(const MatArgs& a) { drive_half_tiles<PrefillTiles, 2, 4>(a); }

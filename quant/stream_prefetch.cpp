@@ -67,9 +67,9 @@ constexpr size_t kL1AloneBytes = 4096;
 bool off_intel_plans(long long override_value) { return override_value < 0 && !is_intel(); }
 
 // Whether the one-token kernel of `weights` on `isa` reads two streams per thread: the AVX2
-// Q8_0R / Q4_0R kernels off Intel (stream_prefetch.h, the Zen 3 figures).
+// Q8_0R / Q4_0R / Q4_KR kernels off Intel (stream_prefetch.h, the Zen 3 figures).
 bool two_streams_off_intel(DType weights, CpuIsa isa) {
-  return !is_intel() && isa == CpuIsa::Avx2 && (weights == DType::Q8_0R || weights == DType::Q4_0R);
+  return !is_intel() && isa == CpuIsa::Avx2 && dtype_is_repacked(weights);
 }
 
 size_t default_l2(DType weights, CpuIsa isa) {
@@ -98,8 +98,8 @@ DecodeStream decode_stream(DType weights, CpuIsa isa) {
     s.l1 = v < 0 && l1_alone(weights) ? kL1AloneBytes : l1_prefetch_bytes(s.l2);
     return s;
   }
-  // AMD and the rest without AVX-512 (the Zen 3 figures): the AVX2 Q8_0R / Q4_0R kernels read two
-  // streams, Q4_0R prefetching 1 KiB ahead into L1.
+  // AMD and the rest without AVX-512 (the Zen 3 figures): the AVX2 Q8_0R / Q4_0R / Q4_KR kernels
+  // read two streams, Q4_0R prefetching 1 KiB ahead into L1, the others not at all.
   if (two_streams_off_intel(weights, isa)) {
     s.two_streams = true;
     s.l1 = weights == DType::Q4_0R ? 1024 : 0;

@@ -101,8 +101,8 @@ size_t decode_prefetch_default();
 // This CPU's default for one weight type's one-token kernel: 8192 on Intel (0 for the interleaved
 // Q8_0R / Q4_0R / Q4_KR on an Ice Lake Xeon, which prefetch into L1 alone: decode_stream);
 // elsewhere 8192 for Q4_KR, 4096 for Q4_0R (with touches and no L1 prefetch: decode_stream) and
-// 0 for the rest; where the active ISA is AVX2, 0 for Q8_0R / Q4_0R (two streams per thread:
-// decode_stream) and 8192 for Q4_K (the GGUF-layout kernel of a mmapped file: on the Zen 3 VM,
+// 0 for the rest; where the active ISA is AVX2, 0 for Q8_0R / Q4_0R / Q4_KR (two streams per
+// thread: decode_stream) and 8192 for Q4_K (the GGUF-layout kernel of a mmapped file: on the Zen 3 VM,
 // 24-layer q4_k decode in the file's layout at two threads, distances in turn in one process,
 // 0 / 4 / 8 KiB: 68 / 79 / 86% of the read probe, 5 repetitions, and 72% / 84% at 0 / 4 KiB in
 // a 3-repetition run before; kernels bench one thread from memory 10.5-11.3 -> 13.7 GB/s).
@@ -200,10 +200,11 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // Other Intel CPUs keep the L2 + L1 plan: the Emerald Rapids VM streamed faster prefetching into
 // L2 than into L1 (qdot_interleaved_avx512.cpp) and then gained from the L1 prefetch added to it.
 //
-// Why the AVX2 Q8_0R / Q4_0R kernels read two streams off Intel (MatArgs::two_streams: each
-// thread's row range in halves, a block pair of each in turn; Q4_0R also prefetching 1 KiB ahead
-// into L1, Q8_0R nothing): the AMD plans above were measured with the AVX-512 kernels, and the
-// CPUs that run the AVX2 kernels off Intel are AMD's without AVX-512 (Zen 1-3). On a Zen 3 VM
+// Why the AVX2 Q8_0R / Q4_0R / Q4_KR kernels read two streams off Intel (MatArgs::two_streams:
+// each thread's row range in halves, a block pair (Q4_KR: a quant chunk) of each in turn; Q4_0R
+// also prefetching 1 KiB ahead into L1, the others nothing): the AMD plans above were measured
+// with the AVX-512 kernels, and the CPUs that run the AVX2 kernels off Intel are AMD's without
+// AVX-512 (Zen 1-3). On a Zen 3 VM
 // (AMD EPYC family 25 model 1, 2 vCPUs at 2.45 GHz, 2026-12-07) they left 24-layer decode at two
 // threads at 63% (q8_0) and 73% (q4_0) of the read probe, whose fastest loop there is its
 // two-stream one (~25 GB/s against 21-22 for its one-stream loops; one thread 15 against 11-12).
@@ -211,13 +212,19 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // 81-85% prefetching 2-8 KiB into L1 alone, and 88% / 90% with two streams and no prefetch (82% /
 // 80% one stream, L1 4 KiB, in the same runs; two streams with an L1 prefetch 65-72%); q4_0 73% ->
 // 82-87% into L1 alone, and 85% / 89% with two streams and L1 1 KiB (80% / 86% one stream, L1 4
-// KiB). Q4_KR keeps its plan: there, one stream with L2 8 KiB + L1 4 KiB was level with or ahead
-// of two streams (docs/performance.md, the Zen 3 section). Intel CPUs without AVX-512 keep the
-// Intel plan (unmeasured there); the override replaces this plan as every other.
+// KiB). Q4_KR first kept its one stream with L2 8 KiB + L1 4 KiB, level with or ahead of two
+// streams in the kernel of that day; what held its decode below Q4_0R's turned out to be Q4_0R's
+// two streams: on the same bytes (bench/kernel_ab.cpp --same-bytes, two threads from memory) Q4_KR
+// was 0.85-0.90x Q4_0R reading two streams and 0.95-0.98x Q4_0R reading one. The kernel now reads
+// two streams too, a quant chunk of each in turn, without prefetch (0.91-1.05x Q4_0R then; with
+// L2 2-8 KiB 0.82-0.97x, with L1 1 KiB 0.60-0.90x); 24-layer q4_k decode at two threads, the two
+// binaries in turn, six pairs: median 11.94 -> 12.38 tok/s (ahead in 4 of 6), of the probe 84 ->
+// 85.5%; one thread (8 layers) level. Intel CPUs without AVX-512 keep the Intel plan (unmeasured
+// there); the override replaces this plan as every other.
 struct DecodeStream {
   size_t l2 = 0, l1 = 0, touch = 0;
   bool rolled = false;       // Q8_0R / Q4_0R / Q4_KR: the kernel's rolled loop (MatArgs::rolled)
-  bool two_streams = false;  // AVX2 Q8_0R / Q4_0R: two streams per thread (MatArgs::two_streams)
+  bool two_streams = false;  // AVX2 Q8_0R / Q4_0R / Q4_KR: two streams per thread (MatArgs::two_streams)
 };
 // The plan of the kernels of `isa` (the one-token kernels of qmatvec_isa); the first form is that
 // of the active ISA.
