@@ -16,6 +16,7 @@ PACKAGES=(
   libedit-dev                           # jetmoe chat line editing
   googletest libgtest-dev libgmock-dev  # tests
   libbenchmark-dev                      # bench/ micro-benchmarks
+  git                                   # bench/: jetmoe_kernel_ab extracts its base revision's kernels
   clang libclang-rt-14-dev              # libFuzzer targets and sanitizer runs
   python3                               # small helper scripts in tests
 )
