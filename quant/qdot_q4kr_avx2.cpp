@@ -168,7 +168,6 @@ inline void decode_groups(const MatArgs& a, const int64_t (&g)[NS]) {
   __m256 acc[NS][2];
   for (int s = 0; s < NS; ++s) acc[s][0] = acc[s][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < a.nb; ++b) {
-    const BlockQ8_KS* const xs[1] = {x + b};
     const uint8_t* blk[NS];
     HalfBlock tb[NS][2];
     const HalfBlock* t[NS][2];
@@ -193,6 +192,11 @@ inline void decode_groups(const MatArgs& a, const int64_t (&g)[NS]) {
           for (size_t l = 0; l < kChunkPrefetchLines; ++l) _mm_prefetch(first + a.prefetch_l1 + 64 * l, _MM_HINT_T0);
         const uint8_t* q = blk[s] + q4kr_quant_line(c, 0);
         const uint8_t* const qs[2] = {q, q + 32};
+        // Each stream broadcasts the activation bytes itself: with one pointer for both, GCC kept
+        // a chunk's 16 broadcasts live from one stream's sums to the other's and spilled them.
+        const BlockQ8_KS* xb = x + b;
+        asm("" : "+r"(xb));
+        const BlockQ8_KS* const xs[1] = {xb};
         chunk_sums<2, 1>(c, qs, xs, t[s], isum[s]);
       }
     for (int s = 0; s < NS; ++s)
