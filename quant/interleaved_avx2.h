@@ -62,4 +62,19 @@ static inline void drive_half_tiles(const MatArgs& a) {
   for (; u < u1; ++u) drive_tokens<K, 1, NT>(a, u);
 }
 
+// Decode: K::template groups<NS>(a, g) (NS 16-row groups g[0..NS), each its own stream) over the
+// job's groups, one at a time, or with MatArgs::two_streams the range's first and second halves
+// in turn, a group of each (quant/stream_prefetch.h, decode_stream).
+template <class K>
+static inline void drive_decode_groups(const MatArgs& a) {
+  const int64_t g0 = a.r0 / kInterleaveRows, g1 = a.r1 / kInterleaveRows;
+  if (!a.two_streams) {
+    for (int64_t g = g0; g < g1; ++g) K::template groups<1>(a, {g});
+    return;
+  }
+  const int64_t gm = g0 + (g1 - g0 + 1) / 2;  // the first half takes an odd count's extra group, last
+  for (int64_t i = 0; gm + i < g1; ++i) K::template groups<2>(a, {g0 + i, gm + i});
+  if ((g1 - g0) % 2 != 0) K::template groups<1>(a, {gm - 1});
+}
+
 }  // namespace jetmoe::qdot_detail

@@ -192,21 +192,17 @@ void decode_groups(const MatArgs& a, const int64_t (&g)[NS]) {
 }
 
 template <class F>
-void matvec(const MatArgs& a) {
-  const int64_t g0 = a.r0 / kInterleaveRows, g1 = a.r1 / kInterleaveRows;
-  if (!a.two_streams) {
-    for (int64_t g = g0; g < g1; ++g) decode_groups<F, 1>(a, {g});
-    return;
+struct DecodeGroups {
+  template <int NS>
+  static void groups(const MatArgs& a, const int64_t (&g)[NS]) {
+    decode_groups<F, NS>(a, g);
   }
-  const int64_t gm = g0 + (g1 - g0 + 1) / 2;  // the first half takes an odd count's extra group, last
-  for (int64_t i = 0; gm + i < g1; ++i) decode_groups<F, 2>(a, {g0 + i, gm + i});
-  if ((g1 - g0) % 2 != 0) decode_groups<F, 1>(a, {gm - 1});
-}
+};
 
 }  // namespace
 
-void avx2_matvec_q8_0r(const MatArgs& a) { matvec<Q8Format>(a); }
-void avx2_matvec_q4_0r(const MatArgs& a) { matvec<Q4Format>(a); }
+void avx2_matvec_q8_0r(const MatArgs& a) { drive_decode_groups<DecodeGroups<Q8Format>>(a); }
+void avx2_matvec_q4_0r(const MatArgs& a) { drive_decode_groups<DecodeGroups<Q4Format>>(a); }
 void avx2_matmul_q8_0r(const MatArgs& a) { drive_half_tiles<Tiles<Q8Format>, 2, 4>(a); }
 void avx2_matmul_q4_0r(const MatArgs& a) { drive_half_tiles<Tiles<Q4Format>, 2, 4>(a); }
 

@@ -243,6 +243,13 @@ inline void prefill_tile(const MatArgs& a, int64_t u0, int64_t t0) {
     for (int j = 0; j < NT; ++j) _mm256_storeu_ps(a.Y + (t0 + j) * a.ldy + (u0 + h) * kHalfRows, acc[h][j]);
 }
 
+struct DecodeGroups {
+  template <int NS>
+  static void groups(const MatArgs& a, const int64_t (&g)[NS]) {
+    decode_groups<NS>(a, g);
+  }
+};
+
 struct PrefillTiles {
   template <int NH, int NT>
   static void tile(const MatArgs& a, int64_t u, int64_t t) {
@@ -252,16 +259,7 @@ struct PrefillTiles {
 
 }  // namespace
 
-void avx2_matvec_q4_kr(const MatArgs& a) {
-  const int64_t g0 = a.r0 / kInterleaveRows, g1 = a.r1 / kInterleaveRows;
-  if (!a.two_streams) {
-    for (int64_t g = g0; g < g1; ++g) decode_groups<1>(a, {g});
-    return;
-  }
-  const int64_t gm = g0 + (g1 - g0 + 1) / 2;  // the first half takes an odd count's extra group, last
-  for (int64_t i = 0; gm + i < g1; ++i) decode_groups<2>(a, {g0 + i, gm + i});
-  if ((g1 - g0) % 2 != 0) decode_groups<1>(a, {gm - 1});
-}
+void avx2_matvec_q4_kr(const MatArgs& a) { drive_decode_groups<DecodeGroups>(a); }
 
 void avx2_matmul_q4_kr(const MatArgs& a) { drive_half_tiles<PrefillTiles, 2, 4>(a); }
 
