@@ -25,9 +25,10 @@
 // registers (keep_in_register, interleaved_avx2.h; GCC had spilled the hot loop's values instead:
 // docs/performance.md); the tile's 8 float sums, updated once per block, are left to the compiler
 // (pinned in memory with an empty asm they were 1-3% slower). Decode is a loop of its own: a 16-row
-// group at a time, or two from the two halves of the range in turn (MatArgs::two_streams), both
-// halves of each line, a pair of blocks per step (the layout's unit) with the pair's lines
-// prefetched as MatArgs asks (quant/stream_prefetch.h), as in qdot_interleaved_avx512.cpp.
+// group at a time, or two from the two halves of the range in turn (MatArgs::two_streams: Q4_0R a
+// pair of blocks of each, Q8_0R line by line), both halves of each line, a pair of blocks per step
+// (the layout's unit) with the pair's lines prefetched as MatArgs asks (quant/stream_prefetch.h),
+// as in qdot_interleaved_avx512.cpp.
 //
 // Compiled with the AVX2 flags: everything in an anonymous namespace, only intrinsics (see
 // qdot_avx2.cpp).
@@ -52,6 +53,10 @@ inline __m256 half_scales(const uint8_t* scales, int h) {
 struct Q4Format {
   static constexpr size_t kQuantBytes = 16;
   static constexpr int64_t kTouchBlocks = 8;  // demand touches (MatArgs::touch) as the AVX-512 kernel
+  // Two decode streams are read a pair of blocks (576 bytes) of each in turn: line by line, as
+  // Q8_0R, was level in the kernel harness without the L1 prefetch (0.81-0.93x with it) and 3%
+  // slower end to end (Zen 3 VM: docs/performance.md).
+  static constexpr bool kStreamLinesInTurn = false;
   template <int NH, int NT>
   [[gnu::always_inline]] static inline void block_sums(const uint8_t* const (&q)[NH], const BlockQ8_0Z* const (&x)[NT],
                                                        __m256i (&s)[NH][NT]) {
@@ -80,6 +85,10 @@ struct Q4Format {
 struct Q8Format {
   static constexpr size_t kQuantBytes = 32;
   static constexpr int64_t kTouchBlocks = 4;
+  // Two decode streams are read line by line, one block_sums over both streams' halves (their
+  // activation broadcasts shared): 1.09-1.19x a pair of blocks (1088 bytes) of each in turn, Zen 3
+  // VM, from memory at one and two threads and from L2 (docs/performance.md).
+  static constexpr bool kStreamLinesInTurn = true;
   template <int NH, int NT>
   [[gnu::always_inline]] static inline void block_sums(const uint8_t* const (&q)[NH], const BlockQ8_0Z* const (&x)[NT],
                                                        __m256i (&s)[NH][NT]) {
@@ -138,22 +147,43 @@ struct Tiles {
   }
 };
 
+// Decode, one block of streams s0 .. s0 + M - 1 (stream s's quants at P[s] + quants, its scales at
+// P[s] + scales) for token block xb, added to acc[s]: one block_sums over their 2 M halves, so with
+// M > 1 the streams' lines are read in turn, line k of each before line k + 1.
+template <class F, int M, int NS>
+[[gnu::always_inline]] inline void add_blocks(const uint8_t* const (&P)[NS], int s0, size_t quants, size_t scales,
+                                              const BlockQ8_0Z* xb, __m256 (&acc)[NS][2]) {
+  const uint8_t* q[2 * M];
+  for (int s = 0; s < M; ++s) {
+    q[2 * s] = P[s0 + s] + quants;
+    q[2 * s + 1] = q[2 * s] + 32;
+  }
+  const BlockQ8_0Z* const xs[1] = {xb};
+  __m256i sums[2 * M][1];
+  F::template block_sums<2 * M, 1>(q, xs, sums);
+  const __m256 dx = _mm256_set1_ps(xb->d);
+  for (int s = 0; s < M; ++s)
+    for (int h = 0; h < 2; ++h)
+      acc[s0 + s][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[2 * s + h][0]),
+                                       _mm256_mul_ps(half_scales(P[s0 + s] + scales, h), dx), acc[s0 + s][h]);
+}
+
 // Decode: 16-row groups (both halves of every line), a pair of blocks per step, the pair's lines
 // prefetched and touched as MatArgs asks (quant/stream_prefetch.h), as in
 // qdot_interleaved_avx512.cpp. NS groups at a time, each its own stream: with
-// MatArgs::two_streams the range's first and second halves of groups are read in turn, a pair of
-// blocks of each (the plan of AMD CPUs without AVX-512: stream_prefetch.h, decode_stream). The
-// AVX-512 kernels' rolled loops (MatArgs::rolled) are not repeated here: this loop is always
-// unrolled.
+// MatArgs::two_streams the range's first and second halves of groups are read in turn (the plan
+// of AMD CPUs without AVX-512: stream_prefetch.h, decode_stream), Q4_0R a pair of blocks of each,
+// Q8_0R line by line (F::kStreamLinesInTurn). The AVX-512 kernels' rolled loops (MatArgs::rolled)
+// are not repeated here: this loop is always unrolled.
 template <class F, int NS>
 void decode_groups(const MatArgs& a, const int64_t (&g)[NS]) {
   constexpr size_t kBlock = static_cast<size_t>(kInterleaveRows) * F::kQuantBytes;  // one block's quants
   constexpr size_t kPair = pair_bytes(F::kQuantBytes);                                // both blocks' scales and quants
   const size_t group_bytes = static_cast<size_t>(kInterleaveRows) * a.w_stride;
   const BlockQ8_0Z* x = reinterpret_cast<const BlockQ8_0Z*>(a.X);
-  // Both halves of block `blk` (quants at P, scales at S) for token block xb, into acc[0..1].
-  const auto block = [](const uint8_t* P, const uint8_t* S, const BlockQ8_0Z* xb, __m256 (&acc)[2]) {
-    const uint8_t* const q[2] = {P, P + 32};
+  // Both halves of one stream's block (quants at Q, scales at S) for token block xb, into acc[0..1].
+  const auto block = [](const uint8_t* Q, const uint8_t* S, const BlockQ8_0Z* xb, __m256 (&acc)[2]) {
+    const uint8_t* const q[2] = {Q, Q + 32};
     const BlockQ8_0Z* const xs[1] = {xb};
     __m256i s[2][1];
     F::template block_sums<2, 1>(q, xs, s);
@@ -179,10 +209,15 @@ void decode_groups(const MatArgs& a, const int64_t (&g)[NS]) {
         for (size_t l = 0; l < kPair; l += 64) _mm_prefetch(reinterpret_cast<const char*>(P[s] + a.prefetch + l), _MM_HINT_T1);
       if (a.prefetch_l1)
         for (size_t l = 0; l < kPair; l += 64) _mm_prefetch(reinterpret_cast<const char*>(P[s] + a.prefetch_l1 + l), _MM_HINT_T0);
-      block(P[s] + pair_quants(F::kQuantBytes, 0), P[s] + pair_scales(0), x + b, acc[s]);
-      block(P[s] + pair_quants(F::kQuantBytes, 1), P[s] + pair_scales(1), x + b + 1, acc[s]);
-      P[s] += kPair;
+      if constexpr (!F::kStreamLinesInTurn) {
+        block(P[s] + pair_quants(F::kQuantBytes, 0), P[s] + pair_scales(0), x + b, acc[s]);
+        block(P[s] + pair_quants(F::kQuantBytes, 1), P[s] + pair_scales(1), x + b + 1, acc[s]);
+      }
     }
+    if constexpr (F::kStreamLinesInTurn)
+#pragma GCC unroll 2
+      for (size_t i = 0; i < 2; ++i) add_blocks<F, NS>(P, 0, pair_quants(F::kQuantBytes, i), pair_scales(i), x + b + i, acc);
+    for (int s = 0; s < NS; ++s) P[s] += kPair;
   }
   for (int s = 0; s < NS; ++s) {
     if (b < a.nb) block(P[s], P[s] + kBlock, x + b, acc[s]);  // an odd last block alone: its quants, then its scales

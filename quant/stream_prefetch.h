@@ -201,8 +201,8 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // L2 than into L1 (qdot_interleaved_avx512.cpp) and then gained from the L1 prefetch added to it.
 //
 // Why the AVX2 Q8_0R / Q4_0R / Q4_KR kernels read two streams off Intel (MatArgs::two_streams:
-// each thread's row range in halves, a block pair (Q4_KR: a quant chunk) of each in turn; Q4_0R
-// also prefetching 1 KiB ahead into L1, the others nothing): the AMD plans above were measured
+// each thread's row range in halves, a block pair (Q4_KR: a quant chunk; Q8_0R: a line) of each in
+// turn; Q4_0R also prefetching 1 KiB ahead into L1, the others nothing): the AMD plans above were measured
 // with the AVX-512 kernels, and the CPUs that run the AVX2 kernels off Intel are AMD's without
 // AVX-512 (Zen 1-3). On a Zen 3 VM
 // (AMD EPYC family 25 model 1, 2 vCPUs at 2.45 GHz, 2026-12-07) they left 24-layer decode at two
@@ -219,7 +219,9 @@ size_t parse_decode_prefetch_bytes(const std::string& text, const std::string& w
 // two streams too, a quant chunk of each in turn, without prefetch (0.91-1.05x Q4_0R then; with
 // L2 2-8 KiB 0.82-0.97x, with L1 1 KiB 0.60-0.90x); 24-layer q4_k decode at two threads, the two
 // binaries in turn, six pairs: median 11.94 -> 12.38 tok/s (ahead in 4 of 6), of the probe 84 ->
-// 85.5%; one thread (8 layers) level. Intel CPUs without AVX-512 keep the Intel plan (unmeasured
+// 85.5%; one thread (8 layers) level. Q8_0R's two streams then went from a block pair of each in
+// turn to a line of each (qdot_interleaved_avx2.cpp, Q8Format): 1.09-1.19x in the harness (one
+// and two threads, from memory and from L2). Intel CPUs without AVX-512 keep the Intel plan (unmeasured
 // there); the override replaces this plan as every other.
 struct DecodeStream {
   size_t l2 = 0, l1 = 0, touch = 0;
