@@ -147,25 +147,26 @@ struct Tiles {
   }
 };
 
-// Decode, one block of streams s0 .. s0 + M - 1 (stream s's quants at P[s] + quants, its scales at
-// P[s] + scales) for token block xb, added to acc[s]: one block_sums over their 2 M halves, so with
-// M > 1 the streams' lines are read in turn, line k of each before line k + 1.
-template <class F, int M, int NS>
-[[gnu::always_inline]] inline void add_blocks(const uint8_t* const (&P)[NS], int s0, size_t quants, size_t scales,
-                                              const BlockQ8_0Z* xb, __m256 (&acc)[NS][2]) {
-  const uint8_t* q[2 * M];
-  for (int s = 0; s < M; ++s) {
-    q[2 * s] = P[s0 + s] + quants;
+// Decode, one block of each of NS streams (stream s's quants at P[s] + quants, its scales at
+// P[s] + scales) for token block xb, added to acc[s]: one block_sums over their 2 NS halves, so the
+// streams' lines are read in turn, line k of each before line k + 1, and the activation
+// broadcasts serve every stream.
+template <class F, int NS>
+[[gnu::always_inline]] inline void add_blocks_line_by_line(const uint8_t* const (&P)[NS], size_t quants, size_t scales,
+                                                           const BlockQ8_0Z* xb, __m256 (&acc)[NS][2]) {
+  const uint8_t* q[2 * NS];
+  for (int s = 0; s < NS; ++s) {
+    q[2 * s] = P[s] + quants;
     q[2 * s + 1] = q[2 * s] + 32;
   }
   const BlockQ8_0Z* const xs[1] = {xb};
-  __m256i sums[2 * M][1];
-  F::template block_sums<2 * M, 1>(q, xs, sums);
+  __m256i sums[2 * NS][1];
+  F::template block_sums<2 * NS, 1>(q, xs, sums);
   const __m256 dx = _mm256_set1_ps(xb->d);
-  for (int s = 0; s < M; ++s)
+  for (int s = 0; s < NS; ++s)
     for (int h = 0; h < 2; ++h)
-      acc[s0 + s][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[2 * s + h][0]),
-                                       _mm256_mul_ps(half_scales(P[s0 + s] + scales, h), dx), acc[s0 + s][h]);
+      acc[s][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[2 * s + h][0]), _mm256_mul_ps(half_scales(P[s] + scales, h), dx),
+                                  acc[s][h]);
 }
 
 // Decode: 16-row groups (both halves of every line), a pair of blocks per step, the pair's lines
@@ -216,7 +217,7 @@ void decode_groups(const MatArgs& a, const int64_t (&g)[NS]) {
     }
     if constexpr (F::kStreamLinesInTurn)
 #pragma GCC unroll 2
-      for (size_t i = 0; i < 2; ++i) add_blocks<F, NS>(P, 0, pair_quants(F::kQuantBytes, i), pair_scales(i), x + b + i, acc);
+      for (size_t i = 0; i < 2; ++i) add_blocks_line_by_line<F, NS>(P, pair_quants(F::kQuantBytes, i), pair_scales(i), x + b + i, acc);
     for (int s = 0; s < NS; ++s) P[s] += kPair;
   }
   for (int s = 0; s < NS; ++s) {
