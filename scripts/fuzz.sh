@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (clang, ASan + UBSan) and runs each for FUZZ_SECONDS (default 60)
+# Builds the libFuzzer targets (clang, ASan + UBSan; they link only the parsers' sources, the
+# library jetmoe_fuzz_parsers of CMakeLists.txt) and runs each for FUZZ_SECONDS (default 60)
 # on a scratch copy of its seed corpus. Exits non-zero if any target finds a crash.
 set -euo pipefail
 cd "$(dirname "$0")/.."
