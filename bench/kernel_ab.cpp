@@ -18,6 +18,8 @@
 //   jetmoe_kernel_ab decode q4_k --from memory --threads 2
 //   jetmoe_kernel_ab decode q4_k --from memory --threads 2 --same-bytes   (base: Q4_0R on its bytes)
 //   jetmoe_kernel_ab decode q4_k --from memory --threads 2 --same-bytes --base-two-streams 0
+//   jetmoe_kernel_ab decode q8_0 --from memory --threads 2 --probe   (each side's GB/s over `jetmoe
+//                                                                    bench`'s read probe, per round)
 // (--l2 / --l1 / --two-streams set the new side's one-token plan, --base-* the base's: the runtime's
 // plan for the type otherwise, the same for both sides.)
 // A base with another weight layout reads the weights wrongly: its speed still compares, its
@@ -29,11 +31,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "cli/cmd_bench_probes.h"
 #include "loader/aligned_buffer.h"
 #include "ops/cpu/cpu_isa.h"
 #include "quant/qdot.h"
@@ -75,6 +80,8 @@ struct Options {
   int64_t tokens = 128;
   int rounds = 30, threads = 1;
   bool same_bytes = false;
+  bool probe = false;
+  bool one_matrix = false;
   // Each side's one-token plan; -1: decode_stream's for the type (the same-bytes base: Q4_0R's)
   struct Plan {
     long long l2 = -1, l1 = -1, two_streams = -1;
@@ -190,6 +197,8 @@ int run(const Options& o) {
   const bool from_memory = decode && o.from == "memory";
   if (decode && o.from != "memory" && o.from != "l2") throw std::invalid_argument("--from '" + o.from + "': expected memory or l2");
   if (o.same_bytes && t != DType::Q4_KR) throw std::invalid_argument("--same-bytes: for q4_k only");
+  if (o.probe && !from_memory) throw std::invalid_argument("--probe: for decode --from memory only");
+  if (o.one_matrix && !from_memory) throw std::invalid_argument("--one-matrix: for decode --from memory only");
   const int64_t rows = !decode ? kRows : from_memory ? kRows * kMatricesFromMemory : kRowsFromL2;
   const int64_t T = decode ? 1 : o.tokens;
   const int calls = decode && !from_memory ? kCallsFromL2 : 1;
@@ -216,7 +225,7 @@ int run(const Options& o) {
   }
   apply_plan(o.base_plan, a);
 
-  const int64_t per_matrix = from_memory ? kRows : rows;
+  const int64_t per_matrix = from_memory && !o.one_matrix ? kRows : rows;
   const int threads = decode ? o.threads : 1;
   auto timed = [&](KernelFn f, const MatArgs& m) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -229,7 +238,15 @@ int run(const Options& o) {
   if (!o.same_bytes)
     for (size_t i = 0; i < ya.size(); ++i) maxd = std::max(maxd, static_cast<double>(std::fabs(ya[i] - yb[i])));
 
-  std::vector<double> ta, tb, ratio;
+  // The read probe of `jetmoe bench` (cli/cmd_bench_probes.h) on the kernels' thread count, timed
+  // after each round's pair: each side's GB/s over it, round by round, as bench's decode rows.
+  std::unique_ptr<cli::ReadBandwidthProbe> probe;
+  if (o.probe) {
+    omp_set_num_threads(threads);
+    probe = std::make_unique<cli::ReadBandwidthProbe>(size_t{1} << 30);
+  }
+  std::vector<double> ta, tb, ratio, probe_gbps, of_probe_a, of_probe_b;
+  std::map<std::string, int> fastest_loop;  // how many rounds each read loop was the probe's fastest
   for (int r = 0; r < o.rounds; ++r) {
     double x, y;
     if (r % 2 == 0) {
@@ -242,9 +259,18 @@ int run(const Options& o) {
     ta.push_back(x);
     tb.push_back(y);
     ratio.push_back(x / y);
+    if (probe) {  // one pass: its fastest loop
+      const cli::BandwidthResult p = probe->measure(1);
+      probe_gbps.push_back(p.median_gbps);
+      ++fastest_loop[p.loop];
+    }
   }
   const double work = decode ? static_cast<double>(rows) * static_cast<double>(a.w_stride) * calls / 1e9   // GB
                              : 2.0 * static_cast<double>(rows) * kCols * static_cast<double>(T) / 1e9;  // GFLOP
+  for (size_t r = 0; r < probe_gbps.size(); ++r) {
+    of_probe_a.push_back(work / ta[r] / probe_gbps[r]);
+    of_probe_b.push_back(work / tb[r] / probe_gbps[r]);
+  }
   const char* unit = decode ? "GB/s" : "GFLOP/s";
   std::printf("%s %s, %s kernels, %s%s, %d round%s:\n", o.mode.c_str(), o.type.c_str(), isa_name(isa),
               decode ? (from_memory ? "from memory" : "from L2") : ("T" + std::to_string(T)).c_str(),
@@ -256,6 +282,15 @@ int run(const Options& o) {
               unit);
   std::printf("  median per-round ratio new / %s: %.3f (min %.3f, max %.3f)\n", base_name.c_str(), median(ratio),
               *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()));
+  if (probe) {
+    std::printf("  read probe (1 GiB, each round's fastest loop) median %.1f GB/s (min %.1f, max %.1f)\n", median(probe_gbps),
+                *std::min_element(probe_gbps.begin(), probe_gbps.end()), *std::max_element(probe_gbps.begin(), probe_gbps.end()));
+    std::printf("  median per-round share of the probe: %s %.1f%%, new %.1f%%\n", base_name.c_str(), 100 * median(of_probe_a),
+                100 * median(of_probe_b));
+    std::printf("  the probe's fastest loop (rounds):");
+    for (const auto& [name, n] : fastest_loop) std::printf(" %s (%d)", name.c_str(), n);
+    std::printf("\n");
+  }
   if (!o.same_bytes) std::printf("  largest output difference: %g\n", maxd);
   return 0;
 }
@@ -278,6 +313,8 @@ int main(int argc, char** argv) {
       s->add_option("--from", o.from, "memory: 40 matrices 5632 x 2048 one after another; l2: 128 rows, 2000 calls");
       s->add_option("-t,--threads", o.threads, "OpenMP threads, each matrix's rows split between them")->check(CLI::Range(1, 1024));
       s->add_flag("--same-bytes", o.same_bytes, "q4_k: the base is this build's Q4_0R kernel on the same bytes");
+      s->add_flag("--one-matrix", o.one_matrix, "--from memory: the 40 matrices' rows as one matrix (225280 x 2048), split once between the threads: no stream starts or barriers between matrices");
+      s->add_flag("--probe", o.probe, "--from memory: after each round, `jetmoe bench`'s read probe (1 GiB, every loop once, the fastest counts); each side's GB/s over it");
       s->add_option("--l2", o.plan.l2, "The new kernel's L2 prefetch distance in bytes (default: this CPU's plan)");
       s->add_option("--l1", o.plan.l1, "The new kernel's L1 prefetch distance in bytes");
       s->add_option("--two-streams", o.plan.two_streams, "The new kernel's two-stream flag, 0 or 1")->check(CLI::Range(0, 1));
