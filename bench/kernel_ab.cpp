@@ -82,6 +82,7 @@ struct Options {
   bool same_bytes = false;
   bool probe = false;
   bool one_matrix = false;
+  bool per_round = false;
   // Each side's one-token plan; -1: decode_stream's for the type (the same-bytes base: Q4_0R's)
   struct Plan {
     long long l2 = -1, l1 = -1, two_streams = -1;
@@ -292,6 +293,15 @@ int run(const Options& o) {
     std::printf("\n");
   }
   if (!o.same_bytes) std::printf("  largest output difference: %g\n", maxd);
+  if (o.per_round) {
+    std::printf("round,%s_%s,new_%s%s\n", base_name.c_str(), decode ? "gbps" : "gflops", decode ? "gbps" : "gflops",
+                probe ? ",probe_gbps" : "");
+    for (size_t r = 0; r < ta.size(); ++r) {
+      std::printf("%zu,%.2f,%.2f", r, work / ta[r], work / tb[r]);
+      if (probe) std::printf(",%.2f", probe_gbps[r]);
+      std::printf("\n");
+    }
+  }
   return 0;
 }
 
@@ -306,6 +316,7 @@ int main(int argc, char** argv) {
     CLI::App* s = app.add_subcommand(mode, std::string(mode) == "prefill" ? "The prefill tiles: 5632 x 2048 weights x --tokens"
                                                                            : "The one-token loops");
     s->add_option("type", o.type, "q8_0, q4_0 or q4_k (their repacked forms)")->required();
+    s->add_flag("--per-round", o.per_round, "Also print every round's figures, as CSV");
     s->add_option("-r,--rounds", o.rounds, "Rounds of one call of each, in turn (default 30: from memory, identical kernels gave a median ratio of 0.93 in 6 rounds, 0.99-1.01 in 20)")->check(CLI::Range(1, 100000));
     if (std::string(mode) == "prefill") {
       s->add_option("-T,--tokens", o.tokens, "Tokens")->check(CLI::Range(1, 4096));
