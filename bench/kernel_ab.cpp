@@ -294,8 +294,9 @@ int run(const Options& o) {
   }
   if (!o.same_bytes) std::printf("  largest output difference: %g\n", maxd);
   if (o.per_round) {
-    std::printf("round,%s_%s,new_%s%s\n", base_name.c_str(), decode ? "gbps" : "gflops", decode ? "gbps" : "gflops",
-                probe ? ",probe_gbps" : "");
+    // Plain column names ("base" is the side named above, e.g. "Q4_0R (same bytes)").
+    const char* u = decode ? "gbps" : "gflops";
+    std::printf("round,base_%s,new_%s%s\n", u, u, probe ? ",probe_gbps" : "");
     for (size_t r = 0; r < ta.size(); ++r) {
       std::printf("%zu,%.2f,%.2f", r, work / ta[r], work / tb[r]);
       if (probe) std::printf(",%.2f", probe_gbps[r]);
