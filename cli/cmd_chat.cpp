@@ -92,8 +92,7 @@ bool read_message(std::string& out) {
 class ChatRepl {
  public:
   ChatRepl(ChatOptions& o, LoadedModel& lm)
-      : o_(o),
-        lm_(lm),
+      : lm_(lm),
         session_(*lm.model, lm.files->require_tokenizer(), ChatFormat::for_model(*lm.files, o.chat_template),
                  {.ctx_size = lm.ctx_size, .max_new_tokens = o.n_predict, .ignore_eos = o.ignore_eos}),
         sampler_(o.sampling, lm.files->config.vocab_size) {
@@ -191,7 +190,6 @@ class ChatRepl {
     return true;
   }
 
-  ChatOptions& o_;
   LoadedModel& lm_;
   ChatSession session_;
   Sampler sampler_;
