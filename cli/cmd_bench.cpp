@@ -40,6 +40,7 @@
 #include "loader/synthetic_model.h"
 #include "ops/cpu/cpu_isa.h"
 #include "quant/stream_prefetch.h"
+#include "runtime/build_info.h"
 
 namespace jetmoe::cli {
 namespace {
@@ -286,6 +287,9 @@ void run_bench(BenchOptions& o) {
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
   nlohmann::ordered_json report;
   report["jetmoe_version"] = JETMOE_VERSION;
+  report["build"] = {{"compiler", build_info().compiler},
+                     {"build_type", build_info().build_type},
+                     {"kernels_o3", build_info().kernels_o3}};
   report["isa"] = isa_name(active_isa());
   report["cpu_vendor"] = cpu_vendor();
   report["cpu_features"] = cpu_feature_summary();
@@ -499,6 +503,7 @@ void run_bench(BenchOptions& o) {
   if (on_gpu)
     std::printf("\ndevice %s: weights in device memory; read bandwidth: a streaming read of %.2f GiB of device memory, median of %d passes\n",
                 report.value("backend", device).c_str(), o.bw_gib, o.bw_passes);
+  std::printf("\nbuilt with %s\n", build_summary().c_str());
   std::printf("\nisa %s, decode prefetch %s (int8/int4 streams: %s; KV rows %s, touched every %zu bytes, 0 = none), OMP_WAIT_POLICY=%s, OpenBLAS core %s, read bandwidth: streaming sum over %.2f GiB (huge pages), median of %d passes of the read loop with the highest median "
               "(decode rows: the probes around each repetition, and of BW = median of the per-repetition ratios)\n",
               report["isa"].get<std::string>().c_str(), report["decode_prefetch"].get<std::string>().c_str(),

@@ -12,6 +12,7 @@
 
 #include "cli/common_options.h"
 #include "ops/cpu/cpu_isa.h"
+#include "runtime/build_info.h"
 
 namespace {
 
@@ -54,7 +55,7 @@ void rename_llama_flags(int argc, char** argv) {
 int main(int argc, char** argv) {
   set_library_defaults_and_reexec(argv);
   CLI::App app{"jetmoe: fast CPU inference for JetMoE mixture-of-experts models", "jetmoe"};
-  app.set_version_flag("--version", std::string("jetmoe ") + JETMOE_VERSION);
+  app.set_version_flag("--version", std::string("jetmoe ") + JETMOE_VERSION + " (" + jetmoe::build_summary() + ")");
   app.require_subcommand(1);
   jetmoe::cli::add_inspect_command(app);
   jetmoe::cli::add_generate_command(app);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/build_info.h"
 #include "support/test_paths.h"
 
 namespace fs = std::filesystem;
@@ -64,6 +65,10 @@ TEST(BenchSmoke, GoldenCheckpointJsonFields) {
   EXPECT_EQ(j["n_gen"], 4);
   EXPECT_EQ(j["repetitions"], 1);
   EXPECT_TRUE(j.contains("isa"));
+  ASSERT_TRUE(j.contains("build")) << j.dump(1);
+  EXPECT_EQ(j["build"]["compiler"], jetmoe::build_info().compiler);
+  EXPECT_EQ(j["build"]["build_type"], jetmoe::build_info().build_type);
+  EXPECT_EQ(j["build"]["kernels_o3"], jetmoe::build_info().kernels_o3);
   const auto& rs = j["results"];
   // pp8 and tg4 at 1 and 2 threads, plus the busy-neighbour decode at 2.
   ASSERT_EQ(rs.size(), 5u) << rs.dump(1);

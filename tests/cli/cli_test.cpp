@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "runtime/backend.h"
+#include "runtime/build_info.h"
 #include "support/test_paths.h"
 
 namespace fs = std::filesystem;
@@ -38,6 +39,14 @@ TEST(Cli, HelpOnEverySubcommand) {
     EXPECT_EQ(run_command(bin() + " " + sub + " --help", &sub_out), 0) << sub;
     EXPECT_THAT(sub_out, HasSubstr("--model")) << sub;
   }
+}
+
+// llama.cpp's --version says what built it; ours names the compiler, the build type and the
+// kernels' optimisation level too (the kernels' speed depends on them: runtime/build_info.h).
+TEST(Cli, VersionNamesTheBuild) {
+  std::string out;
+  ASSERT_EQ(run_command(bin() + " --version", &out), 0);
+  EXPECT_THAT(out, HasSubstr(std::string("jetmoe ") + JETMOE_VERSION + " (" + jetmoe::build_summary() + ")"));
 }
 
 TEST(Cli, ScoreMachineInterfaceMatchesGolden) {
